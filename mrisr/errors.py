@@ -1,0 +1,63 @@
+"""The exceptions mrisr raises, each carrying what went wrong, where, and the fix.
+
+Every error a user can cause is an :class:`MrisrError`. Its message names the
+file (when there is one), the problem, what was expected and how to fix it, so
+that the CLI can print it as it is and exit non-zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MrisrError(Exception):
+    """Base class of mrisr's user-facing errors.
+
+    Args:
+        problem: what is wrong, e.g. ``"contains 12 NaN voxels"``.
+        path: the file or folder concerned, if any.
+        expected: what mrisr expected instead.
+        fix: what the user can do about it.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | Path | None = None,
+        expected: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = Path(path) if path is not None else None
+        self.expected = expected
+        self.fix = fix
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        text = f"{self.path}: {self.problem}" if self.path is not None else self.problem
+        if self.expected:
+            text += f"; expected {self.expected}"
+        if self.fix:
+            text += f". Fix: {self.fix}"
+        return text
+
+
+class InputError(MrisrError, ValueError):
+    """An input image (file, folder or array) that mrisr cannot use."""
+
+
+class GeometryError(InputError):
+    """Voxel spacing or orientation that rules out thick-slice upscaling."""
+
+
+class OutputError(MrisrError, OSError):
+    """An output path that would overwrite the input or an existing file."""
+
+
+class CheckpointError(MrisrError, ValueError):
+    """A model file that is missing, truncated, unsafe or of another architecture."""
+
+
+class ConfigError(MrisrError, ValueError):
+    """A setting outside its allowed range, or an unreadable config file."""
