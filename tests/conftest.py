@@ -1,0 +1,28 @@
+"""Shared fixtures: the real MRI volumes in ../shared/data, skipped cleanly when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: Where the shared real volumes live; override with MRISR_SHARED_DATA.
+SHARED_DATA = Path(
+    os.environ.get("MRISR_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of real MRI volumes (fixtures/, thick/, train/); skips the test when absent."""
+    if not (SHARED_DATA / "fixtures").is_dir():
+        pytest.skip(f"real MRI volumes not found at {SHARED_DATA} (set MRISR_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator, so failures repeat."""
+    return np.random.default_rng(1234)
