@@ -21,7 +21,9 @@ class Volume:
         data: (X, Y, Z) voxel array, in the voxel order of the file.
         affine: (4, 4) float64 voxel-to-world (RAS+, mm) matrix, NIfTI convention.
         header: the source file's header (nibabel header for NIfTI/MGH), or None.
-        source: the file or folder it was read from, or None for in-memory data.
+        source: the file or folder it was read from, or that the volume it was
+            derived from (by simulation or upscaling) was read from; None for
+            in-memory data. Saving refuses to write over it.
         meta: extra facts worth recording (e.g. qform/sform codes, slice thickness).
     """
 

@@ -1,0 +1,26 @@
+"""The ``mrisr`` command line: one small module per command.
+
+Commands parse their options, call the public API and report. Heavy imports
+(torch, monai) happen inside the command functions so that ``mrisr --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mrisr.cli import evaluate, info, models, simulate, train, upscale
+from mrisr.cli.common import run_reporting_errors
+
+app = typer.Typer(
+    name="mrisr",
+    help="Super-resolve thick-slice MRI into isotropic volumes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (info, simulate, upscale, evaluate, train, models):
+    app.command(name=module.NAME, help=module.__doc__)(run_reporting_errors(module.command))
+
+__all__ = ["app"]

@@ -1,0 +1,55 @@
+"""Show a scan's geometry, its detected thick axis and the planned output grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrisr.cli.common import console
+
+NAME = "info"
+
+
+def command(
+    scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
+    factor: Annotated[
+        float | None, typer.Option(help="Planned factor; default: isotropic voxels.")
+    ] = None,
+    axis: Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    import json
+
+    import numpy as np
+
+    from mrisr.upscale import plan_upscale
+    from mrisr.volume import load_volume
+
+    volume = load_volume(scan)
+    plan = plan_upscale(volume, factor=factor, axis=axis)
+    facts = {
+        "path": str(scan),
+        "format": volume.meta.get("format"),
+        "on_disk_dtype": volume.meta.get("dtype"),
+        "qform_code": volume.meta.get("qform_code"),
+        "sform_code": volume.meta.get("sform_code"),
+        "intensity_range": [float(np.min(volume.data)), float(np.max(volume.data))],
+        "affine": np.round(volume.affine, 6).tolist(),
+        **plan.to_dict(),
+    }
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    mm = " x ".join
+    console.print(f"[bold]{scan}[/]  ({facts['format']}, {facts['on_disk_dtype']})")
+    console.print(f"  shape        {mm(str(n) for n in plan.shape_in)}")
+    console.print(f"  voxel (mm)   {mm(f'{s:.4g}' for s in plan.spacing_in)}")
+    console.print(f"  thick axis   {plan.axis}")
+    console.print(f"  form codes   qform {facts['qform_code']}, sform {facts['sform_code']}")
+    console.print(
+        f"  upscale plan factor {plan.factor:.4g} (effective {plan.effective_factor:.4g}) -> "
+        f"{mm(str(n) for n in plan.shape_out)} voxels of "
+        f"{mm(f'{s:.4g}' for s in plan.spacing_out)} mm"
+    )

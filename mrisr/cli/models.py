@@ -1,0 +1,7 @@
+"""(placeholder: this command is being written)"""
+
+NAME = "models"
+
+
+def command() -> None:
+    raise SystemExit("mrisr models: not available yet")

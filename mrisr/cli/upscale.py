@@ -1,0 +1,78 @@
+"""Super-resolve a thick-slice scan into an isotropic volume (+ a JSON sidecar)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrisr.cli.common import console
+
+NAME = "upscale"
+
+
+def command(
+    scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Output file; default <stem>_sr.nii.gz beside the input."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="'cubic', a bundled model name, a run folder or a .safetensors file; "
+            "default: the bundled model for the scan's factor."
+        ),
+    ] = None,
+    factor: Annotated[
+        float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")
+    ] = None,
+    axis: Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")] = None,
+    fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
+    consistency: Annotated[
+        bool, typer.Option(help="Make the result's block means equal the input slices.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the network.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 16,
+    force: Annotated[
+        bool, typer.Option(help="Allow a factor outside the model's trained range.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mrisr.inference import load_slice_model
+    from mrisr.upscale import plan_upscale, upscale_file
+    from mrisr.volume import load_volume
+
+    if model is None:
+        # The default model depends on the factor, so the plan comes first.
+        plan = plan_upscale(load_volume(scan), factor=factor, axis=axis)
+        factor, axis = plan.factor, plan.axis
+    slice_model = load_slice_model(
+        model, factor=factor, device=device, threads=threads, batch_size=batch_size
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} slices"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"upscaling with {slice_model.name}", total=None)
+        written, sidecar = upscale_file(
+            scan,
+            output,
+            model=slice_model,
+            factor=factor,
+            axis=axis,
+            fusion=fusion,
+            consistency=consistency,
+            force=force,
+            overwrite=overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(f"wrote {written}\nwrote {sidecar}")

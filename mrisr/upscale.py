@@ -1,0 +1,397 @@
+"""Upscaling a thick-slice volume with any 2D slice model, both planes, fused.
+
+The pipeline: detect the thick axis -> normalise intensities -> cut slices in
+the two planes that contain the thick axis -> let the slice model upsample
+their rows -> restack each plane -> fuse -> optional data consistency -> undo
+the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mrisr.errors import ConfigError, GeometryError, InputError, OutputError
+from mrisr.fusion import FUSIONS, Fusion, fuse
+from mrisr.geometry import (
+    MIN_ANISOTROPY,
+    detect_thick_axis,
+    isotropic_factor,
+    output_slice_count,
+    resampled_affine,
+    voxel_sizes,
+)
+from mrisr.intensity import fit_normalisation
+from mrisr.simulate import apply_along_axis, slice_profile_matrix
+from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
+from mrisr.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: Called with (slices done, slices in all) while a model works.
+ProgressCallback = Callable[[int, int], None]
+
+
+class SliceModel(Protocol):
+    """What the pipeline needs of a model: upsample the rows of 2D slices.
+
+    Attributes:
+        name: short name for logs and provenance.
+        factor_range: (lowest, highest) factor the model was trained for, or
+            None when any factor is fine (interpolation).
+    """
+
+    name: str
+    factor_range: tuple[float, float] | None
+
+    def upscale_slices(
+        self, stack: np.ndarray, out_rows: int, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """(N, rows, cols) normalised float32 -> (N, out_rows, cols) float32."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (name, architecture, weights hash...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class UpscalePlan:
+    """Where the output grid goes, decided before any voxel is computed.
+
+    Attributes:
+        axis: the thick axis (0, 1 or 2).
+        factor: the requested factor.
+        n_in: input slices along ``axis``.
+        n_out: output slices along ``axis`` (``round(n_in * factor)``).
+        shape_in: input shape (X, Y, Z).
+        shape_out: output shape.
+        spacing_in: (3,) input voxel sizes in mm.
+        spacing_out: (3,) output voxel sizes in mm.
+        affine_out: (4, 4) output affine.
+    """
+
+    axis: int
+    factor: float
+    n_in: int
+    n_out: int
+    shape_in: tuple[int, int, int]
+    shape_out: tuple[int, int, int]
+    spacing_in: tuple[float, float, float]
+    spacing_out: tuple[float, float, float]
+    affine_out: np.ndarray = field(repr=False)
+
+    @property
+    def effective_factor(self) -> float:
+        """``n_out / n_in``: the factor the grid really has after rounding."""
+        return self.n_out / self.n_in
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "axis": self.axis,
+            "factor": self.factor,
+            "effective_factor": self.effective_factor,
+            "shape_in": list(self.shape_in),
+            "shape_out": list(self.shape_out),
+            "spacing_in_mm": list(self.spacing_in),
+            "spacing_out_mm": list(self.spacing_out),
+        }
+
+
+def plan_upscale(
+    volume: Volume,
+    *,
+    factor: float | None = None,
+    axis: int | None = None,
+    min_anisotropy: float = MIN_ANISOTROPY,
+) -> UpscalePlan:
+    """Decide the thick axis, the factor and the output grid.
+
+    Args:
+        volume: the thick-slice scan.
+        factor: upsampling factor along the thick axis; default the one that
+            makes voxels isotropic at the finest in-plane spacing.
+        axis: the thick axis; default detected from the spacing.
+        min_anisotropy: passed to :func:`mrisr.geometry.detect_thick_axis`.
+
+    Returns:
+        The :class:`UpscalePlan`.
+    """
+    source = str(volume.source) if volume.source is not None else None
+    if axis is None:
+        zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
+        axis = detect_thick_axis(
+            volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
+        )
+    elif axis not in (0, 1, 2):
+        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
+    if factor is None:
+        factor = isotropic_factor(volume.affine, axis)
+        if factor <= 1.0:
+            raise GeometryError(
+                f"axis {axis} is not thicker than the in-plane spacing "
+                f"({' x '.join(f'{s:.3g}' for s in volume.spacing)} mm)",
+                path=source,
+                fix="pass --factor explicitly, or the right --axis",
+            )
+    if not (np.isfinite(factor) and factor > 1.0):
+        raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
+    n_in = volume.shape[axis]
+    n_out = output_slice_count(n_in, factor)
+    affine_out = resampled_affine(volume.affine, axis, n_in, n_out)
+    shape_out = list(volume.shape)
+    shape_out[axis] = n_out
+    return UpscalePlan(
+        axis=axis,
+        factor=float(factor),
+        n_in=n_in,
+        n_out=n_out,
+        shape_in=volume.shape,
+        shape_out=tuple(shape_out),  # type: ignore[arg-type]
+        spacing_in=tuple(float(s) for s in voxel_sizes(volume.affine)),  # type: ignore[arg-type]
+        spacing_out=tuple(float(s) for s in voxel_sizes(affine_out)),  # type: ignore[arg-type]
+        affine_out=affine_out,
+    )
+
+
+def check_factor_range(model: SliceModel, factor: float, *, force: bool = False) -> None:
+    """Refuse a factor the model was not trained for, unless ``force``."""
+    if model.factor_range is None:
+        return
+    low, high = model.factor_range
+    # A little tolerance: a 4.44x scan is fine for a model trained on 2-4.5.
+    if not (low * 0.95 <= factor <= high * 1.05):
+        if force:
+            log.warning("factor %.3g outside model %s's range %g-%g", factor, model.name, low, high)
+            return
+        raise ConfigError(
+            f"factor {factor:.3g} is outside the range {low:g}-{high:g} that model "
+            f"{model.name!r} was trained for",
+            expected=f"a factor between {low:g} and {high:g}",
+            fix="pass --factor in that range, use a model trained for this factor, or --force",
+        )
+
+
+def enforce_consistency(
+    upscaled: np.ndarray, thick: np.ndarray, axis: int, thickness: float | None = None
+) -> np.ndarray:
+    """Project ``upscaled`` so that re-simulating its thick slices gives ``thick`` exactly.
+
+    Uses the block-mean slice model ``W`` (n_in x n_out) and the smallest
+    correction that satisfies ``W @ x == thick`` along ``axis``:
+    ``x + W.T @ inv(W @ W.T) @ (thick - W @ x)``.
+    """
+    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
+    forward = slice_profile_matrix(n_out, n_in, thickness=thickness)
+    correction = forward.T @ np.linalg.inv(forward @ forward.T)
+    residual = thick - apply_along_axis(forward, upscaled, axis)
+    return upscaled + apply_along_axis(correction, residual, axis)
+
+
+def upscale_volume(
+    volume: Volume,
+    model: SliceModel,
+    *,
+    factor: float | None = None,
+    axis: int | None = None,
+    fusion: Fusion = "mean",
+    consistency: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Volume:
+    """Super-resolve a thick-slice volume along its thick axis.
+
+    Args:
+        volume: the scan, (X, Y, Z) voxels with its affine.
+        model: any :class:`SliceModel` (``CubicSliceModel()``, a trained network).
+        factor: upsampling factor; default: isotropic voxels (see :func:`plan_upscale`).
+        axis: thick axis; default detected.
+        fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation).
+        consistency: project the result so that its block-mean thick slices
+            equal the input exactly.
+        force: allow a factor outside the model's trained range.
+        progress: called with (slices done, slices in all).
+
+    Returns:
+        A new float32 Volume on the upsampled grid, same header; its
+        ``meta["upscale"]`` holds the plan, model, normalisation and fusion.
+    """
+    if fusion not in FUSIONS:
+        raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
+    plan = plan_upscale(volume, factor=factor, axis=axis)
+    check_factor_range(model, plan.factor, force=force)
+    normalisation = fit_normalisation(volume.data)
+    thick = normalisation.apply(volume.data)
+
+    planes = slicing_axes(plan.axis)
+    total = sum(volume.shape[a] for a in planes)
+    done = 0
+    restacked = []
+    for slice_axis in planes:
+        stack = to_slice_stack(thick, plan.axis, slice_axis)
+
+        def report(n: int, _total: int, offset: int = done) -> None:
+            if progress is not None:
+                progress(offset + n, total)
+
+        upscaled = model.upscale_slices(stack, plan.n_out, report)
+        expected_shape = (stack.shape[0], plan.n_out, stack.shape[2])
+        if upscaled.shape != expected_shape:
+            raise RuntimeError(
+                f"slice model {model.name!r} returned shape {upscaled.shape}, "
+                f"expected {expected_shape}"
+            )
+        restacked.append(from_slice_stack(upscaled, plan.axis, slice_axis))
+        done += stack.shape[0]
+        if progress is not None:
+            progress(done, total)
+    fused = fuse(restacked, fusion)
+    if consistency:
+        fused = enforce_consistency(fused, thick, plan.axis)
+    data = normalisation.invert(fused)
+    meta = {
+        **volume.meta,
+        "upscale": {
+            **plan.to_dict(),
+            "model": model.describe(),
+            "normalisation": normalisation.to_dict(),
+            "fusion": fusion,
+            "consistency": consistency,
+        },
+    }
+    return Volume(data=data, affine=plan.affine_out, header=volume.header, source=volume.source, meta=meta)
+
+
+def default_output_path(input_path: str | Path) -> Path:
+    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``)."""
+    path = Path(input_path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.parent / f"{name}_sr.nii.gz"
+
+
+def sidecar_path(output_path: str | Path) -> Path:
+    """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
+    path = Path(output_path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha"):
+        if name.lower().endswith(suffix):
+            return path.parent / (name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def write_json_atomic(data: dict[str, Any], path: Path, *, overwrite: bool = False) -> Path:
+    """Write ``data`` as indented JSON through a temporary file in the same folder."""
+    if path.exists() and not overwrite:
+        raise OutputError(
+            "already exists", path=path, fix="choose another output path or pass --overwrite"
+        )
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, sort_keys=True, default=_json_default)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def upscale_file(
+    input_path: str | Path,
+    output_path: str | Path | None = None,
+    *,
+    model: SliceModel,
+    factor: float | None = None,
+    axis: int | None = None,
+    fusion: Fusion = "mean",
+    consistency: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> tuple[Path, Path]:
+    """Load, upscale and save a scan with a JSON provenance sidecar beside it.
+
+    Both outputs are checked before any work starts, and written atomically;
+    if the sidecar cannot be written the image is removed again, so a failure
+    never leaves half an output. The input is never modified.
+
+    Returns:
+        (output image path, sidecar path).
+    """
+    from mrisr import __version__
+    from mrisr.volume import file_sha256, load_volume, save_volume
+
+    input_path = Path(input_path)
+    output = Path(output_path) if output_path is not None else default_output_path(input_path)
+    sidecar = sidecar_path(output)
+    _check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+
+    volume = load_volume(input_path)
+    result = upscale_volume(
+        volume,
+        model,
+        factor=factor,
+        axis=axis,
+        fusion=fusion,
+        consistency=consistency,
+        force=force,
+        progress=progress,
+    )
+    provenance = {
+        "mrisr_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input": {"path": str(input_path.resolve()), "sha256": file_sha256(input_path)},
+        "output": str(output.resolve()),
+        **result.meta["upscale"],
+    }
+    save_volume(result, output, overwrite=overwrite)
+    try:
+        write_json_atomic(provenance, sidecar, overwrite=overwrite)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    return output, sidecar
+
+
+def _check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:
+    """Refuse outputs that are the input, already exist (without overwrite) or lack a folder."""
+    if not input_path.exists():
+        raise InputError("does not exist", path=input_path, fix="check the path")
+    for output in outputs:
+        if output.resolve() == input_path.resolve():
+            raise OutputError(
+                "is the input file; mrisr never writes over its input",
+                path=output,
+                fix="choose another output path with -o",
+            )
+        if not output.parent.is_dir():
+            raise OutputError("its folder does not exist", path=output, fix="create the folder")
+        if output.exists() and not overwrite:
+            raise OutputError(
+                "already exists", path=output, fix="choose another output path or pass --overwrite"
+            )
