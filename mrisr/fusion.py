@@ -39,7 +39,8 @@ def fuse_fba(volumes: Sequence[np.ndarray], power: float = 11.0) -> np.ndarray:
     relative = magnitude / np.maximum(magnitude.max(axis=0, keepdims=True), 1e-30)
     weights = relative**power
     weights /= np.maximum(weights.sum(axis=0, keepdims=True), 1e-30)
-    fused = np.fft.irfftn((weights * spectra).sum(axis=0), s=volumes[0].shape)
+    shape = np.shape(volumes[0])
+    fused = np.fft.irfftn((weights * spectra).sum(axis=0), s=shape, axes=range(len(shape)))
     return fused.astype(np.float32)
 
 
