@@ -158,6 +158,16 @@ def test_generator_channels_last_matches(case: str) -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_generator_runs_under_bfloat16_autocast(case: str) -> None:
+    # Inference runs under autocast on GPUs; every op must have a low-precision path.
+    model = make(case).eval()
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        y = model(slices(cols=13), 53)
+    assert y.shape == (BATCH, 1, 53, 13)
+    assert torch.isfinite(y).all()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", CASES)
 def test_cuda_matches_cpu(case: str) -> None:

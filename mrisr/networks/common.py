@@ -51,7 +51,7 @@ def cubic_rows(x: Tensor, out_rows: int) -> Tensor:
     """
     if out_rows == x.shape[-2]:
         return x
-    return F.interpolate(x, size=(out_rows, x.shape[-1]), mode="bicubic", align_corners=False)
+    return _interpolate(x, out_rows, mode="bicubic")
 
 
 def resample_rows(x: Tensor, out_rows: int) -> Tensor:
@@ -71,9 +71,21 @@ def resample_rows(x: Tensor, out_rows: int) -> Tensor:
     """
     if out_rows == x.shape[-2]:
         return x
-    return F.interpolate(
-        x, size=(out_rows, x.shape[-1]), mode="bilinear", align_corners=False, antialias=True
+    return _interpolate(x, out_rows, mode="bilinear", antialias=True)
+
+
+def _interpolate(x: Tensor, out_rows: int, mode: str, antialias: bool = False) -> Tensor:
+    # Interpolate in float32: some kernels (anti-aliased ones on CPU) have no
+    # half/bfloat16 version, and under autocast features arrive in bfloat16.
+    low_precision = x.dtype in (torch.float16, torch.bfloat16)
+    y = F.interpolate(
+        x.float() if low_precision else x,
+        size=(out_rows, x.shape[-1]),
+        mode=mode,
+        align_corners=False,
+        antialias=antialias,
     )
+    return y.to(x.dtype) if low_precision else y
 
 
 def like_memory_format(result: Tensor, like: Tensor) -> Tensor:
