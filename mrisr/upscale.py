@@ -301,6 +301,8 @@ def write_json_atomic(data: dict[str, Any], path: Path, *, overwrite: bool = Fal
         )
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the usual permissions.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=2, sort_keys=True, default=_json_default)
             stream.write("\n")
@@ -309,6 +311,13 @@ def write_json_atomic(data: dict[str, Any], path: Path, *, overwrite: bool = Fal
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(value: Any) -> Any:
