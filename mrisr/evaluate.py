@@ -1,0 +1,468 @@
+"""Judge slice models on a known truth: simulate thick slices, upscale, compare.
+
+From a high-resolution volume, :func:`evaluate` simulates a thick-slice scan
+along one axis (:func:`mrisr.simulate.simulate_volume`), upscales it with each
+model (:func:`mrisr.upscale.upscale_volume`) and compares every result with
+the truth (:func:`mrisr.metrics.compare_volumes`), all on one fixed intensity
+range and one foreground mask. The results print as a table, write as JSON
+``{method: {psnr, ssim, hfen, nrmse}}`` and draw as a PNG of three planes.
+
+Matching grids: simulating ``n`` slices by ``factor`` gives
+``round(n / factor)`` thick slices, and upscaling those by ``factor`` gives
+``round(round(n / factor) * factor)`` slices, which need not be ``n`` again
+(60 slices at 8x: 8 thick slices, 64 back). Rather than resample anything, the
+truth is first cropped along the axis, symmetrically, to the largest slice
+count ``n_crop`` that a whole number of thick slices upsamples to exactly:
+``n_thick = floor(n / factor)``, ``n_crop = round(n_thick * factor)``. The
+field-of-view-aligned grids of simulation and upscaling then coincide voxel
+for voxel with the cropped truth's grid, so every metric compares the same
+voxels at the same positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mrisr.errors import ConfigError, InputError, OutputError
+from mrisr.fusion import FUSIONS, Fusion
+from mrisr.geometry import output_slice_count
+from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
+from mrisr.simulate import PROFILES, Profile, simulate_volume
+from mrisr.upscale import SliceModel, upscale_volume
+from mrisr.volume import Volume
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Metrics and volumes of one evaluation.
+
+    Attributes:
+        metrics: ``{method: {"psnr": dB, "ssim": .., "hfen": .., "nrmse": ..}}``
+            in the order the models were given.
+        truth: the high-resolution volume, cropped along ``axis`` (see the
+            module docstring); every other volume is on its grid.
+        thick: the simulated thick-slice volume the models saw.
+        results: ``{method: upscaled Volume}``.
+        mask: (X, Y, Z) bool foreground mask the metrics used, or None (all voxels).
+        axis: the thick axis.
+        factor: the requested factor.
+        profile: the simulated slice profile.
+        fusion: how each model's two planes were fused.
+        data_range: the fixed intensity range ``L`` of PSNR and SSIM, in the
+            truth's units.
+        crop: (start, stop) slice indices of the truth kept along ``axis``.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    truth: Volume = field(repr=False)
+    thick: Volume = field(repr=False)
+    results: dict[str, Volume] = field(repr=False)
+    mask: np.ndarray | None = field(repr=False)
+    axis: int
+    factor: float
+    profile: str
+    fusion: str
+    data_range: float
+    crop: tuple[int, int]
+
+    def to_dict(self) -> dict[str, dict[str, float | None]]:
+        """``{method: {psnr, ssim, hfen, nrmse}}``, JSON-ready.
+
+        JSON has no infinity, so the PSNR of a perfect result is written as None (null).
+        """
+        return {
+            method: {key: (value if math.isfinite(value) else None) for key, value in row.items()}
+            for method, row in self.metrics.items()
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def crop_to_whole_slices(
+    volume: Volume, axis: int, factor: float
+) -> tuple[Volume, tuple[int, int]]:
+    """Crop ``volume`` along ``axis`` so thick-slice simulation and upscaling return its grid.
+
+    Args:
+        volume: the high-resolution (X, Y, Z) volume.
+        axis: the axis to be made thick (0, 1 or 2).
+        factor: the thick-to-thin slice ratio (> 1).
+
+    Returns:
+        (the cropped Volume with its affine shifted to the kept slices,
+        (start, stop) of the kept slice indices). Nothing is cropped when
+        ``n`` is already a multiple of the factor.
+
+    Raises:
+        ConfigError: the axis or factor is invalid, or fewer than two thick
+            slices would remain.
+    """
+    if axis not in (0, 1, 2):
+        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
+    if not (math.isfinite(factor) and factor > 1):
+        raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
+    n = volume.shape[axis]
+    n_thick = math.floor(n / factor)
+    # Guard against n / factor landing a hair below an integer (e.g. 12 / 1.2).
+    if output_slice_count(n_thick + 1, factor) <= n:
+        n_thick += 1
+    if n_thick < 2:
+        raise ConfigError(
+            f"{n} slices along axis {axis} give fewer than 2 thick slices at factor {factor:g}",
+            expected=f"at least {math.ceil(2 * factor)} slices along axis {axis}",
+            fix="use a smaller --factor or another --axis",
+        )
+    n_crop = output_slice_count(n_thick, factor)
+    start = (n - n_crop) // 2
+    index = [slice(None)] * 3
+    index[axis] = slice(start, start + n_crop)
+    shift = np.eye(4)
+    shift[axis, 3] = start
+    cropped = volume.with_data(
+        np.ascontiguousarray(volume.data[tuple(index)]), np.asarray(volume.affine) @ shift
+    )
+    return cropped, (start, start + n_crop)
+
+
+def evaluate(
+    volume_hr: Volume,
+    *,
+    axis: int,
+    factor: float,
+    models: Mapping[str, SliceModel],
+    profile: Profile = "mean",
+    fusion: Fusion = "mean",
+    mask: bool | np.ndarray | None = True,
+    data_range: float | None = None,
+) -> EvaluationResult:
+    """Simulate thick slices from a high-resolution volume, upscale with each model, compare.
+
+    Args:
+        volume_hr: the truth, (X, Y, Z) voxels (ideally isotropic) with its affine.
+        axis: the axis made thick (0, 1 or 2).
+        factor: thick-to-thin slice ratio (> 1).
+        models: ``{method name: SliceModel}``, e.g. ``{"cubic": CubicSliceModel()}``.
+        profile: simulated slice profile, ``"mean"`` (box) or ``"gaussian"``.
+        fusion: fusion of each model's two planes, ``"mean"`` or ``"fba"``.
+        mask: True: compare inside :func:`mrisr.metrics.foreground_mask` of
+            the truth; False or None: all voxels; an (X, Y, Z) bool array on
+            ``volume_hr``'s grid: inside it (cropped with the volume).
+        data_range: fixed intensity range ``L`` for PSNR and SSIM; default
+            :func:`mrisr.metrics.reference_range` of the cropped truth.
+
+    Returns:
+        The :class:`EvaluationResult`.
+
+    Raises:
+        ConfigError: no model, an unknown profile or fusion, a bad axis or factor.
+        InputError: a mask of the wrong shape.
+    """
+    if not models:
+        raise ConfigError("no model to evaluate", fix="pass at least one model (e.g. cubic)")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
+    if fusion not in FUSIONS:
+        raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
+    truth, crop = crop_to_whole_slices(volume_hr, axis, factor)
+    region = _mask_for(mask, volume_hr, truth, axis, crop)
+    span = reference_range(truth.data) if data_range is None else float(data_range)
+
+    thick = simulate_volume(truth, axis, factor, profile=profile)
+    metrics: dict[str, dict[str, float]] = {}
+    results: dict[str, Volume] = {}
+    for method, model in models.items():
+        upscaled = upscale_volume(thick, model, factor=factor, axis=axis, fusion=fusion)
+        if upscaled.shape != truth.shape:
+            # Cannot happen with the crop above; kept as a loud guard for future grid changes.
+            raise RuntimeError(f"{method} gave shape {upscaled.shape}, truth is {truth.shape}")
+        results[method] = upscaled
+        metrics[method] = compare_volumes(upscaled.data, truth.data, region, data_range=span)
+    return EvaluationResult(
+        metrics=metrics,
+        truth=truth,
+        thick=thick,
+        results=results,
+        mask=region,
+        axis=axis,
+        factor=float(factor),
+        profile=profile,
+        fusion=fusion,
+        data_range=span,
+        crop=crop,
+    )
+
+
+def _mask_for(
+    mask: bool | np.ndarray | None,
+    volume_hr: Volume,
+    truth: Volume,
+    axis: int,
+    crop: tuple[int, int],
+) -> np.ndarray | None:
+    """The comparison mask on the cropped truth's grid, or None for all voxels."""
+    if mask is None or mask is False:
+        return None
+    if mask is True:
+        return foreground_mask(truth.data)
+    mask = np.asarray(mask)
+    if mask.shape != volume_hr.shape:
+        raise InputError(
+            f"mask of shape {mask.shape} does not match the volume's shape {volume_hr.shape}",
+            path=volume_hr.source,
+            expected="a boolean mask on the high-resolution volume's grid",
+            fix="resample the mask to the volume, or pass mask=True for an automatic one",
+        )
+    index = [slice(None)] * 3
+    index[axis] = slice(*crop)
+    return mask[tuple(index)].astype(bool)
+
+
+# --------------------------------------------------------------------------- reports
+
+#: Column headings and number formats of the tables.
+_COLUMNS = {
+    "psnr": ("PSNR (dB)", "{:.2f}"),
+    "ssim": ("SSIM", "{:.4f}"),
+    "hfen": ("HFEN", "{:.4f}"),
+    "nrmse": ("NRMSE", "{:.4f}"),
+}
+
+
+def _caption(result: EvaluationResult) -> str:
+    region = "foreground mask" if result.mask is not None else "all voxels"
+    return (
+        f"axis {result.axis}, factor {result.factor:g}, {result.profile} profile, "
+        f"{result.fusion} fusion; {region}, range {result.data_range:.4g}"
+    )
+
+
+def markdown_table(result: EvaluationResult) -> str:
+    """The metrics as a Markdown table, one row per method, with a caption line.
+
+    PSNR and SSIM: higher is better; HFEN and NRMSE: lower is better.
+    """
+    lines = [
+        "| method | " + " | ".join(_COLUMNS[key][0] for key in METRICS) + " |",
+        "|---|" + "---:|" * len(METRICS),
+    ]
+    for method, row in result.metrics.items():
+        cells = (_COLUMNS[key][1].format(row[key]) for key in METRICS)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(_caption(result))
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(result: EvaluationResult) -> Table:
+    """The metrics as a :class:`rich.table.Table`, best value per column in bold."""
+    from rich.table import Table
+
+    table = Table(title="mrisr evaluate", caption=_caption(result))
+    table.add_column("method")
+    for key in METRICS:
+        table.add_column(_COLUMNS[key][0], justify="right")
+    best = {}
+    for key in METRICS:
+        values = [row[key] for row in result.metrics.values()]
+        best[key] = max(values) if key in ("psnr", "ssim") else min(values)
+    for method, row in result.metrics.items():
+        cells = []
+        for key in METRICS:
+            text = _COLUMNS[key][1].format(row[key])
+            cells.append(
+                f"[bold]{text}[/]" if len(result.metrics) > 1 and row[key] == best[key] else text
+            )
+        table.add_row(method, *cells)
+    return table
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def nearest_on_grid(thick: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Show thick slices on the fine grid: each fine slice copies the thick slice it lies in.
+
+    Args:
+        thick: (X, Y, Z) thick-slice voxels with ``n_in`` slices along ``axis``.
+        axis: the thick axis.
+        n_out: fine slices along ``axis``.
+
+    Returns:
+        A new array with ``n_out`` slices along ``axis``; fine slice ``i``
+        (centre at ``(i + 0.5) / n_out`` of the field of view) copies thick
+        slice ``floor((i + 0.5) * n_in / n_out)``.
+    """
+    n_in = thick.shape[axis]
+    source = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
+    return np.take(thick, np.minimum(source, n_in - 1), axis=axis)
+
+
+def _centre_planes(data: np.ndarray) -> list[np.ndarray]:
+    """The three orthogonal planes through the centre voxel, each (rows, cols) for imshow."""
+    cx, cy, cz = (n // 2 for n in data.shape)
+    # Transposed so the first remaining axis runs left-right and the second bottom-up
+    # (with origin="lower"), the usual radiological-viewer look for RAS-ordered scans.
+    return [data[cx, :, :].T, data[:, cy, :].T, data[:, :, cz].T]
+
+
+def _plane_aspects(spacing: np.ndarray) -> list[float]:
+    """imshow aspect (row height / column width in mm) of each plane from :func:`_centre_planes`."""
+    sx, sy, sz = (float(s) for s in spacing)
+    return [sz / sy, sz / sx, sy / sx]
+
+
+def save_figure(
+    path: str | Path,
+    result: EvaluationResult,
+    *,
+    overwrite: bool = False,
+    error_fraction: float = 0.25,
+    dpi: int = 100,
+) -> Path:
+    """Write a PNG of the centre planes: input, each method, truth and each |error|.
+
+    Rows are the planes normal to array axes 0, 1 and 2 through the centre
+    voxel (sagittal, coronal, axial for RAS-ordered scans). Columns: the thick input shown on the fine
+    grid by nearest neighbour (its blockiness visible), each method's result
+    titled with its PSNR, the truth, then ``|result - truth|`` per method. The
+    images share one grey window (the truth's minimum to minimum + ``L``), the
+    error maps one colour scale (0 to ``error_fraction * L``), so columns are
+    comparable. Drawn with matplotlib's Agg canvas; no window opens and no
+    global pyplot state is touched. Written to a temporary file and renamed.
+
+    Args:
+        path: output PNG file.
+        result: an :class:`EvaluationResult`.
+        overwrite: replace an existing file.
+        error_fraction: top of the error colour scale, as a fraction of ``L``.
+        dpi: resolution; each panel is 2.2 inches wide.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputError: the file exists (without ``overwrite``), its folder is
+            missing, or it cannot be written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    check_figure_path(path, overwrite=overwrite)
+    truth = np.asarray(result.truth.data, np.float64)
+    low = float(truth.min())
+    high = low + result.data_range
+    spacing = result.truth.spacing
+    aspects = _plane_aspects(spacing)
+    thick_shown = nearest_on_grid(
+        np.asarray(result.thick.data), result.axis, truth.shape[result.axis]
+    )
+
+    panels: list[tuple[str, np.ndarray, bool]] = [
+        (f"input ({result.factor:g}x thick)", thick_shown, False)
+    ]
+    for method, volume in result.results.items():
+        panels.append(
+            (f"{method}\nPSNR {result.metrics[method]['psnr']:.2f} dB", volume.data, False)
+        )
+    panels.append(("truth", truth, False))
+    for method, volume in result.results.items():
+        panels.append(
+            (f"|{method} - truth|", np.abs(np.asarray(volume.data, np.float64) - truth), True)
+        )
+
+    figure = Figure(figsize=(2.2 * len(panels), 2.2 * 3 + 0.6), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(3, len(panels), squeeze=False)
+    for column, (title, data, is_error) in enumerate(panels):
+        for row, (plane, aspect) in enumerate(
+            zip(_centre_planes(np.asarray(data)), aspects, strict=True)
+        ):
+            ax = axes[row, column]
+            if is_error:
+                ax.imshow(
+                    plane,
+                    cmap="magma",
+                    vmin=0,
+                    vmax=error_fraction * result.data_range,
+                    origin="lower",
+                    aspect=aspect,
+                    interpolation="nearest",
+                )
+            else:
+                ax.imshow(
+                    plane,
+                    cmap="gray",
+                    vmin=low,
+                    vmax=high,
+                    origin="lower",
+                    aspect=aspect,
+                    interpolation="nearest",
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+            if column == 0:
+                # Named by array axis: sagittal/coronal/axial holds only for RAS-ordered files.
+                thick = " (thick)" if row == result.axis else ""
+                ax.set_ylabel(f"axis {row} = {truth.shape[row] // 2}{thick}", fontsize=9)
+    figure.suptitle(_caption(result), fontsize=9)
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format="png")
+        os.replace(temporary, path)
+    except BaseException as exc:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"could not be written: {exc}",
+                path=path,
+                fix="check the folder's permissions and free space",
+            ) from exc
+        raise
+    return path
+
+
+def check_figure_path(path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse a figure path whose folder is missing, or that exists without ``overwrite``.
+
+    Called before evaluating, so that a bad path fails before minutes of work.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(
+            f"cannot be written: its folder {path.parent} does not exist",
+            path=path,
+            fix="create the folder first, or choose another path",
+        )
+    if path.exists() and not overwrite:
+        raise OutputError(
+            "already exists",
+            path=path,
+            expected="a path that does not exist yet",
+            fix="pass --overwrite to replace it, or choose another path",
+        )
+    if path.suffix.lower() != ".png":
+        raise OutputError(
+            f"has the extension {path.suffix or '(none)'!r}",
+            path=path,
+            expected="a .png file",
+            fix="name the figure e.g. evaluation.png",
+        )
