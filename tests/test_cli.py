@@ -1,0 +1,157 @@
+"""The command line end to end: info, simulate, upscale; errors exit non-zero and leave nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mrisr.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def hr_file(shared_data, tmp_path) -> Path:
+    source = shared_data / "fixtures" / "spine_t2_1mm.nii.gz"
+    target = tmp_path / "hr.nii.gz"
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ("info", "simulate", "upscale", "evaluate", "train", "models", "demo"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_simulate_then_upscale_returns_the_original_grid(hr_file, tmp_path, axis):
+    hr = nib.load(hr_file)
+    # spine_t2 is 60 x 55 x 52: factor 4 divides 60 and 52, and 55 -> 14 -> 56 does not.
+    thick = tmp_path / f"thick{axis}.nii.gz"
+    result = invoke("simulate", hr_file, "--axis", axis, "--factor", 4, "-o", thick)
+    assert result.exit_code == 0, result.output
+    result = invoke("upscale", thick, "--model", "cubic", "--factor", 4, "--axis", axis)
+    assert result.exit_code == 0, result.output
+    output = tmp_path / f"thick{axis}_sr.nii.gz"
+    sr = nib.load(output)
+    if hr.shape[axis] % 4 == 0:
+        assert sr.shape == hr.shape
+        np.testing.assert_allclose(sr.affine, hr.affine, atol=1e-5)
+    else:
+        assert sr.shape[axis] == round(hr.shape[axis] / 4) * 4
+    assert sr.get_data_dtype() == np.float32
+    assert (float(sr.header["scl_slope"]), float(sr.header["scl_inter"])) in {(1.0, 0.0)} or (
+        np.isnan(sr.header["scl_slope"])
+    )
+    assert int(sr.header["qform_code"]) == int(hr.header["qform_code"])
+    assert int(sr.header["sform_code"]) == int(hr.header["sform_code"])
+    sidecar = json.loads((tmp_path / f"thick{axis}_sr.json").read_text())
+    assert sidecar["axis"] == axis and sidecar["model"]["name"] == "cubic"
+    assert sidecar["input"]["sha256"] == digest(thick)
+    assert {"mrisr_version", "fusion", "normalisation", "spacing_in_mm", "spacing_out_mm"} <= set(
+        sidecar
+    )
+
+
+def test_output_geometry_reads_the_same_in_nibabel_and_simpleitk(hr_file, tmp_path):
+    import SimpleITK as sitk
+
+    thick = tmp_path / "thick.nii.gz"
+    assert invoke("simulate", hr_file, "--axis", 2, "--factor", 3.3, "-o", thick).exit_code == 0
+    assert invoke("upscale", thick, "--model", "cubic").exit_code == 0
+    output = tmp_path / "thick_sr.nii.gz"
+    affine = nib.load(output).affine
+    image = sitk.ReadImage(str(output))
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    direction = lps_to_ras @ np.array(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction * np.array(image.GetSpacing()), affine[:3, :3], atol=1e-5)
+    np.testing.assert_allclose(lps_to_ras @ np.array(image.GetOrigin()), affine[:3, 3], atol=1e-4)
+
+
+def test_info_reports_the_thick_axis_and_plan(shared_data):
+    result = invoke("info", shared_data / "thick" / "spine_t2star_7.5mm.nii.gz", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["axis"] == 2
+    assert facts["factor"] == pytest.approx(15.0)
+    assert facts["shape_out"][2] == 135
+
+
+def test_existing_output_is_refused_and_left_untouched(hr_file, tmp_path):
+    thick = tmp_path / "thick.nii.gz"
+    invoke("simulate", hr_file, "--axis", 2, "--factor", 4, "-o", thick)
+    existing = tmp_path / "thick_sr.nii.gz"
+    existing.write_bytes(b"precious")
+    result = invoke("upscale", thick, "--model", "cubic")
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--overwrite" in result.output
+    assert existing.read_bytes() == b"precious"
+    assert not (tmp_path / "thick_sr.json").exists()
+    assert invoke("upscale", thick, "--model", "cubic", "--overwrite").exit_code == 0
+    assert nib.load(existing).shape == (60, 55, 52)
+
+
+def test_output_equal_to_input_is_refused(hr_file):
+    before = digest(hr_file)
+    result = invoke("upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2,
+                    "-o", hr_file)
+    assert result.exit_code == 2 and "input" in result.output
+    assert digest(hr_file) == before
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda d: d / "missing.nii.gz", "does not exist"),
+        (lambda d: write(d / "empty.nii.gz", b""), "empty"),
+        (lambda d: write(d / "junk.nii", b"x" * 400), "NIfTI"),
+    ],
+)
+def test_bad_input_exits_non_zero_names_the_file_and_leaves_no_output(tmp_path, make, words):
+    path = make(tmp_path)
+    result = invoke("upscale", path, "--model", "cubic")
+    assert result.exit_code == 2
+    assert path.name in result.output and words in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [path] if p.exists()
+    )
+
+
+def test_isotropic_input_gets_a_fix(hr_file, tmp_path):
+    result = invoke("upscale", hr_file, "--model", "cubic")
+    assert result.exit_code == 2
+    assert "isotropic" in result.output and "--axis" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["hr.nii.gz"]
+
+
+def test_a_failing_model_leaves_no_output(hr_file, tmp_path, monkeypatch):
+    from mrisr.interpolation import CubicSliceModel
+
+    def broken(self, stack, out_rows, progress=None):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(CubicSliceModel, "upscale_slices", broken)
+    result = invoke("upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2)
+    assert result.exit_code != 0
+    assert [p.name for p in tmp_path.iterdir()] == ["hr.nii.gz"]
