@@ -34,9 +34,7 @@ class Normalisation:
 
     def invert(self, data: np.ndarray) -> np.ndarray:
         """Undo :meth:`apply`: float32 copy back on the original intensity scale."""
-        return (np.asarray(data, np.float32) * (self.high - self.low) + self.low).astype(
-            np.float32
-        )
+        return (np.asarray(data, np.float32) * (self.high - self.low) + self.low).astype(np.float32)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready description, for provenance sidecars and checkpoints."""

@@ -269,7 +269,9 @@ def upscale_volume(
             "consistency": consistency,
         },
     }
-    return Volume(data=data, affine=plan.affine_out, header=volume.header, source=volume.source, meta=meta)
+    return Volume(
+        data=data, affine=plan.affine_out, header=volume.header, source=volume.source, meta=meta
+    )
 
 
 def default_output_path(input_path: str | Path) -> Path:

@@ -10,7 +10,9 @@ import pytest
 
 #: Where the shared real volumes live; override with MRISR_SHARED_DATA.
 SHARED_DATA = Path(
-    os.environ.get("MRISR_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    os.environ.get(
+        "MRISR_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
 ).resolve()
 
 

@@ -109,8 +109,9 @@ def test_existing_output_is_refused_and_left_untouched(hr_file, tmp_path):
 
 def test_output_equal_to_input_is_refused(hr_file):
     before = digest(hr_file)
-    result = invoke("upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2,
-                    "-o", hr_file)
+    result = invoke(
+        "upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2, "-o", hr_file
+    )
     assert result.exit_code == 2 and "input" in result.output
     assert digest(hr_file) == before
 

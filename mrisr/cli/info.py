@@ -17,7 +17,9 @@ def command(
     factor: Annotated[
         float | None, typer.Option(help="Planned factor; default: isotropic voxels.")
     ] = None,
-    axis: Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")] = None,
+    axis: Annotated[
+        int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     import json

@@ -16,7 +16,9 @@ def command(
     scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Output file; default <stem>_sr.nii.gz beside the input."),
+        typer.Option(
+            "-o", "--output", help="Output file; default <stem>_sr.nii.gz beside the input."
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -28,7 +30,9 @@ def command(
     factor: Annotated[
         float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")
     ] = None,
-    axis: Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")] = None,
+    axis: Annotated[
+        int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")
+    ] = None,
     fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
     consistency: Annotated[
         bool, typer.Option(help="Make the result's block means equal the input slices.")
