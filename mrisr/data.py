@@ -1,0 +1,693 @@
+"""Training data: volumes, the held-out split, random paired patches, validation.
+
+From each high-resolution (HR) training volume mrisr cuts 2D patches that
+cross a simulated thick axis, laid out as (rows, cols) = (thick axis, another
+in-plane axis) exactly as at inference (:mod:`mrisr.slices`). The low-resolution
+(LR) patch is made from the HR rows with the same slice profile as
+:func:`mrisr.simulate.simulate_thick_slices` (:func:`extract_pair`), so training
+sees what inference will.
+
+Batches are indexed by step: the pairs of step ``s`` on rank ``r`` depend only
+on ``(seed, r, s)``. A resumed run therefore sees exactly the batches it would
+have seen, any number of DataLoader workers gives the same stream, and every
+DDP rank draws a different one (:class:`PairDataset`, :class:`StepSampler`).
+
+Spacing: training volumes are treated as if their voxels were isotropic. The
+bundled training set is 1 mm or close to it (IXI002 T1 is 1.2 x 0.94 x
+0.94 mm); such mild anisotropy only blurs the "thin" target a little along
+one axis, so volumes are not resampled; :func:`load_training_volumes` logs the
+spacing of any volume more than 10 % anisotropic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mrisr.errors import ConfigError, InputError
+from mrisr.geometry import round_half_up
+from mrisr.intensity import Normalisation, fit_normalisation
+from mrisr.simulate import slice_profile_matrix
+from mrisr.slices import PAIR_KINDS
+from mrisr.volume import Volume
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: File endings of training volumes.
+VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mgz", ".mgh")
+#: Normalised intensity above which a voxel counts as foreground.
+FOREGROUND_LEVEL = 0.05
+#: Foreground voxels kept per volume as patch centres (a random subset).
+MAX_CENTRES = 200_000
+#: Tries at drawing a patch with enough foreground before taking the last one.
+MAX_TRIES = 10
+
+
+# ------------------------------------------------------------------ volumes
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Load one volume: the single place where training reads image files.
+
+    Uses :func:`mrisr.volume.load_volume` (validation included) when it is
+    available, else nibabel directly.
+    """
+    try:
+        from mrisr.volume import load_volume
+    except ImportError:  # pragma: no cover - only before mrisr.volume has its loader
+        import nibabel as nib
+
+        image = nib.load(str(path))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+        return Volume(data=data, affine=np.asarray(image.affine, np.float64), source=Path(path))
+    return load_volume(path)
+
+
+def volume_name(path: str | Path) -> str:
+    """File name without its image ending (``ixi002_t1.nii.gz`` -> ``ixi002_t1``)."""
+    name = Path(path).name
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_volume_file(path: Path) -> bool:
+    return path.is_file() and any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
+
+
+def find_volumes(folder: str | Path) -> list[Path]:
+    """The readable training volumes in a folder, sorted by name.
+
+    Files whose header cannot be read (or that are not 3D) are skipped with a
+    WARNING naming them; voxel data is read later by
+    :func:`load_training_volumes`.
+
+    Args:
+        folder: folder of .nii, .nii.gz, .mgz or .mgh files (not searched recursively).
+
+    Returns:
+        Sorted list of paths.
+
+    Raises:
+        InputError: the folder does not exist or holds no readable volume.
+    """
+    import nibabel as nib
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(
+            "is not a folder",
+            path=folder,
+            expected="a folder of training volumes",
+            fix="pass --volumes DIR",
+        )
+    candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
+    readable = []
+    for path in candidates:
+        try:
+            image = nib.load(str(path))
+            shape = image.shape
+        except Exception as error:  # nibabel raises many types for damaged files
+            log.warning("skipping %s: unreadable (%s)", path, str(error).splitlines()[0][:200])
+            continue
+        if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+            log.warning("skipping %s: not a 3D volume (shape %s)", path, tuple(shape))
+            continue
+        readable.append(path)
+    if not readable:
+        raise InputError(
+            f"holds no readable volume ({len(candidates)} candidate file(s))",
+            path=folder,
+            expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)}",
+            fix="check the folder; see the warnings above for skipped files",
+        )
+    return readable
+
+
+def split_validation(
+    paths: Sequence[Path], val_volume: str = "auto"
+) -> tuple[list[Path], Path | None]:
+    """Hold one volume out for validation.
+
+    Args:
+        paths: the training volumes (as from :func:`find_volumes`).
+        val_volume: file name or name without ending; ``"auto"``: the last
+            one alphabetically (when there are at least two); ``"none"``: none.
+
+    Returns:
+        (training paths, held-out path or None).
+
+    Raises:
+        ConfigError: the named volume is not among ``paths``, or holding it
+            out leaves nothing to train on.
+    """
+    paths = sorted(paths, key=lambda p: p.name)
+    if val_volume == "none":
+        return list(paths), None
+    if val_volume == "auto":
+        if len(paths) < 2:
+            log.warning("only one training volume: validating on a volume that is also trained on")
+            return list(paths), paths[0]
+        return list(paths[:-1]), paths[-1]
+    matches = [p for p in paths if val_volume in (p.name, volume_name(p))]
+    if not matches:
+        raise ConfigError(
+            f"validation volume {val_volume!r} is not among the training volumes",
+            expected=f"one of {', '.join(volume_name(p) for p in paths)}, auto or none",
+            fix="pass --val-volume with one of those names",
+        )
+    held = matches[0]
+    rest = [p for p in paths if p != held]
+    if not rest:
+        raise ConfigError(
+            f"holding out {held.name} leaves no volume to train on",
+            fix="add volumes or pass --val-volume none",
+        )
+    return rest, held
+
+
+@dataclass(frozen=True)
+class TrainingVolume:
+    """A normalised HR volume ready for patch sampling.
+
+    Attributes:
+        name: file name without ending.
+        data: (X, Y, Z) float32 normalised voxels, cropped to the foreground's
+            bounding box plus a margin.
+        normalisation: the map applied (as inference fits it).
+        spacing: (3,) voxel sizes in mm of the file.
+        centres: (N, 3) int32 foreground voxel coordinates to centre patches on.
+    """
+
+    name: str
+    data: np.ndarray = field(repr=False)
+    normalisation: Normalisation
+    spacing: tuple[float, float, float]
+    centres: np.ndarray = field(repr=False)
+
+
+def prepare_volume(volume: Volume, name: str, *, seed: int = 0, margin: int = 8) -> TrainingVolume:
+    """Normalise a volume as inference does and find where its foreground is.
+
+    Args:
+        volume: the HR volume.
+        name: for logs and run summaries.
+        seed: picks the subset of foreground voxels kept as patch centres.
+        margin: voxels of background kept around the foreground's bounding box.
+
+    Returns:
+        A :class:`TrainingVolume` (the input is not modified).
+
+    Raises:
+        InputError: the volume has no foreground.
+    """
+    normalisation = fit_normalisation(volume.data)
+    data = normalisation.apply(volume.data)
+    foreground = data > FOREGROUND_LEVEL
+    if not foreground.any():
+        raise InputError(
+            f"volume {name} has no voxel above the background level",
+            path=volume.source,
+            expected="an image with some contrast",
+        )
+    lows = [
+        max(
+            int(np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != ax)))[0])
+            - margin,
+            0,
+        )
+        for ax in range(3)
+    ]
+    highs = [
+        min(
+            int(np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != ax)))[-1])
+            + margin
+            + 1,
+            data.shape[ax],
+        )
+        for ax in range(3)
+    ]
+    box = tuple(slice(lo, hi) for lo, hi in zip(lows, highs, strict=True))
+    data = np.ascontiguousarray(data[box])
+    centres = np.argwhere(foreground[box]).astype(np.int32)
+    if len(centres) > MAX_CENTRES:
+        rng = np.random.default_rng([seed, len(centres)])
+        centres = centres[np.sort(rng.choice(len(centres), MAX_CENTRES, replace=False))]
+    spacing = tuple(float(s) for s in volume.spacing)
+    return TrainingVolume(
+        name=name, data=data, normalisation=normalisation, spacing=spacing, centres=centres
+    )  # type: ignore[arg-type]
+
+
+def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[TrainingVolume]:
+    """Load, normalise and crop training volumes; unreadable ones are skipped with a WARNING.
+
+    Raises:
+        InputError: none could be loaded.
+    """
+    volumes = []
+    for path in paths:
+        try:
+            volume = read_volume(path)
+            prepared = prepare_volume(volume, volume_name(path), seed=seed)
+        except (InputError, OSError, ValueError, EOFError) as error:
+            log.warning("skipping %s: %s", path, error)
+            continue
+        spacing = np.asarray(prepared.spacing)
+        if spacing.max() / spacing.min() > 1.1:
+            log.info(
+                "%s has voxels of %s mm; treated as isotropic for training",
+                prepared.name,
+                " x ".join(f"{s:.3g}" for s in spacing),
+            )
+        volumes.append(prepared)
+    if not volumes:
+        raise InputError(
+            f"none of the {len(paths)} training volume(s) could be loaded",
+            path=paths[0].parent if paths else None,
+            fix="see the warnings above for why each was skipped",
+        )
+    return volumes
+
+
+# -------------------------------------------------------------------- pairs
+
+
+@lru_cache(maxsize=256)
+def _profile(n_in: int, n_out: int, profile: str) -> np.ndarray:
+    matrix = slice_profile_matrix(n_in, n_out, profile=profile).astype(np.float32)  # type: ignore[arg-type]
+    matrix.flags.writeable = False
+    return matrix
+
+
+def pair_margin(rows_hr: int, rows_lr: int) -> tuple[int, int]:
+    """Extra HR and LR rows simulated on each side of a patch, then trimmed.
+
+    The margin is a whole number of LR rows that spans a whole number of HR
+    rows (so the LR grid of the padded window lines up with the patch's) and
+    is wider than the slice profile, so the patch's edge rows are simulated
+    exactly like interior ones.
+
+    Returns:
+        (HR margin, LR margin) in rows.
+    """
+    g = math.gcd(rows_hr, rows_lr)
+    unit_hr, unit_lr = rows_hr // g, rows_lr // g
+    spacing = rows_hr / rows_lr
+    # A box profile reaches spacing / 2 rows beyond a slice centre; a Gaussian
+    # of FWHM `spacing` reaches ~1.3 spacing (3 sigma). Two spacings cover both.
+    needed = math.ceil(2 * spacing) + 1
+    units = max(1, math.ceil(needed / unit_hr))
+    return units * unit_hr, units * unit_lr
+
+
+def _plane_window(
+    data: np.ndarray,
+    thick_axis: int,
+    slice_axis: int,
+    index: int,
+    row_start: int,
+    row_stop: int,
+    col_start: int,
+    col_stop: int,
+) -> np.ndarray:
+    """(rows, cols) = (thick axis, other axis) window of slice ``index``, zero outside the volume."""
+    other = 3 - thick_axis - slice_axis
+    n_rows, n_cols = data.shape[thick_axis], data.shape[other]
+    window = np.zeros((row_stop - row_start, col_stop - col_start), np.float32)
+    r0, r1 = max(row_start, 0), min(row_stop, n_rows)
+    c0, c1 = max(col_start, 0), min(col_stop, n_cols)
+    if r0 >= r1 or c0 >= c1 or not 0 <= index < data.shape[slice_axis]:
+        return window
+    where: list[Any] = [None, None, None]
+    where[slice_axis] = index
+    where[thick_axis] = slice(r0, r1)
+    where[other] = slice(c0, c1)
+    block = data[tuple(where)]
+    if thick_axis > other:  # the remaining 2D block is (other, thick): put rows first
+        block = block.T
+    window[r0 - row_start : r1 - row_start, c0 - col_start : c1 - col_start] = block
+    return window
+
+
+def extract_pair(
+    data: np.ndarray,
+    thick_axis: int,
+    slice_axis: int,
+    index: int,
+    row0: int,
+    col0: int,
+    rows_hr: int,
+    cols: int,
+    rows_lr: int,
+    profile: str = "mean",
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (LR, HR) training pair from a volume.
+
+    The HR patch is ``data`` itself: rows ``row0 .. row0 + rows_hr`` along
+    ``thick_axis`` and columns ``col0 .. col0 + cols`` along the remaining
+    axis, in slice ``index`` along ``slice_axis`` (zero outside the volume).
+    The LR patch applies :func:`mrisr.simulate.slice_profile_matrix` to the
+    rows of a window padded by :func:`pair_margin` and trims the margin, so
+    where the whole window lies inside the volume and ``row0`` is a multiple
+    of the effective factor ``rows_hr / rows_lr``, it equals the matching
+    rows of :func:`mrisr.simulate.simulate_thick_slices` of the volume.
+
+    Args:
+        data: (X, Y, Z) normalised volume.
+        thick_axis: the axis made thick (the rows).
+        slice_axis: the axis indexing the 2D slices.
+        index: slice number along ``slice_axis``.
+        row0: first HR row (along ``thick_axis``).
+        col0: first column (along the third axis).
+        rows_hr: HR rows.
+        cols: columns.
+        rows_lr: LR rows (``round(rows_hr / factor)``).
+        profile: ``"mean"`` or ``"gaussian"``.
+
+    Returns:
+        (lr, hr): float32 arrays of shapes (rows_lr, cols) and (rows_hr, cols).
+    """
+    if not 1 <= rows_lr <= rows_hr:
+        raise ConfigError(f"rows_lr must be in [1, rows_hr={rows_hr}], got {rows_lr}")
+    m_hr, m_lr = pair_margin(rows_hr, rows_lr)
+    window = _plane_window(
+        data, thick_axis, slice_axis, index, row0 - m_hr, row0 + rows_hr + m_hr, col0, col0 + cols
+    )
+    matrix = _profile(rows_hr + 2 * m_hr, rows_lr + 2 * m_lr, profile)
+    lr = (matrix @ window)[m_lr : m_lr + rows_lr]
+    hr = window[m_hr : m_hr + rows_hr]
+    return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+
+
+def draw_factor(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A factor uniform in ``bounds`` (the low bound itself when they are equal)."""
+    low, high = bounds
+    return float(low) if high <= low else float(rng.uniform(low, high))
+
+
+def lr_rows(rows_hr: int, factor: float) -> int:
+    """LR rows of an HR patch at ``factor``: ``round(rows_hr / factor)``, at least 1."""
+    return max(1, round_half_up(rows_hr / factor))
+
+
+class PairDataset:
+    """Batches of random (LR, HR) patch pairs, one batch per step index.
+
+    A map-style dataset (``dataset[step]`` is the whole batch of that step):
+    the factor is drawn per batch so that all its LR patches have the same
+    rows. Use it with ``DataLoader(dataset, batch_size=None,
+    sampler=StepSampler(start, stop))``.
+
+    Each pair: a volume, a (thick axis, slicing axis) kind among ``kinds``, a
+    foreground voxel to place the patch around, then :func:`extract_pair`;
+    patches with less than ``min_foreground`` foreground are redrawn (up to
+    :data:`MAX_TRIES` times). Augmentation: random flips of rows and of
+    columns, applied to LR and HR alike (the slice profile is symmetric, so
+    a flipped pair is still a valid pair). Transposition is never used: it
+    would move the thick axis out of the rows.
+
+    Args:
+        volumes: prepared training volumes.
+        patch_size: HR rows and columns.
+        factor_bounds: (low, high) factors; equal for a single factor.
+        batch_size: pairs per batch.
+        kinds: (thick axis, slicing axis) pairs to draw from.
+        profile: slice profile.
+        min_foreground: least foreground fraction of an HR patch.
+        seed: base seed.
+        rank: DDP rank (each rank draws its own stream).
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[TrainingVolume],
+        *,
+        patch_size: int,
+        factor_bounds: tuple[float, float],
+        batch_size: int,
+        kinds: Sequence[tuple[int, int]] = PAIR_KINDS,
+        profile: str = "mean",
+        min_foreground: float = 0.3,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if not volumes:
+            raise ConfigError("PairDataset needs at least one volume")
+        if not kinds or any(k not in PAIR_KINDS for k in kinds):
+            raise ConfigError(f"kinds must be among {PAIR_KINDS}, got {list(kinds)}")
+        self.volumes = tuple(volumes)
+        self.patch_size = int(patch_size)
+        self.factor_bounds = (float(factor_bounds[0]), float(factor_bounds[1]))
+        self.batch_size = int(batch_size)
+        self.kinds = tuple(tuple(k) for k in kinds)
+        self.profile = profile
+        self.min_foreground = float(min_foreground)
+        self.seed = int(seed)
+        self.rank = int(rank)
+
+    def __len__(self) -> int:
+        # Steps are unbounded; the sampler decides which are drawn.
+        return 2**62
+
+    def rng(self, step: int) -> np.random.Generator:
+        """The generator of step ``step`` on this rank."""
+        return np.random.default_rng([self.seed, self.rank, int(step)])
+
+    def batch_arrays(self, step: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """The pairs of ``step`` as numpy arrays.
+
+        Returns:
+            (lr (B, 1, rows_lr, P), hr (B, 1, P, P), effective factor P / rows_lr).
+        """
+        rng = self.rng(step)
+        size = self.patch_size
+        rows_lr = lr_rows(size, draw_factor(rng, self.factor_bounds))
+        lr = np.empty((self.batch_size, 1, rows_lr, size), np.float32)
+        hr = np.empty((self.batch_size, 1, size, size), np.float32)
+        for i in range(self.batch_size):
+            lr[i, 0], hr[i, 0] = self._pair(rng, rows_lr)
+        return lr, hr, size / rows_lr
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        """``{"lr": (B, 1, rows_lr, P), "hr": (B, 1, P, P), "factor": float, "step": int}`` tensors."""
+        import torch
+
+        lr, hr, factor = self.batch_arrays(step)
+        return {
+            "lr": torch.from_numpy(lr),
+            "hr": torch.from_numpy(hr),
+            "factor": factor,
+            "step": step,
+        }
+
+    def _pair(self, rng: np.random.Generator, rows_lr: int) -> tuple[np.ndarray, np.ndarray]:
+        size = self.patch_size
+        for _ in range(MAX_TRIES):
+            volume = self.volumes[rng.integers(len(self.volumes))]
+            thick, cut = self.kinds[rng.integers(len(self.kinds))]
+            other = 3 - thick - cut
+            centre = volume.centres[rng.integers(len(volume.centres))]
+            # The chosen voxel lands anywhere in the patch; patches stay inside
+            # the volume where it is big enough (zero padding otherwise).
+            row0 = _place(
+                int(centre[thick]) - int(rng.integers(size)), size, volume.data.shape[thick]
+            )
+            col0 = _place(
+                int(centre[other]) - int(rng.integers(size)), size, volume.data.shape[other]
+            )
+            lr, hr = extract_pair(
+                volume.data,
+                thick,
+                cut,
+                int(centre[cut]),
+                row0,
+                col0,
+                size,
+                size,
+                rows_lr,
+                self.profile,
+            )
+            if np.mean(hr > FOREGROUND_LEVEL) >= self.min_foreground:
+                break
+        if rng.random() < 0.5:
+            lr, hr = lr[::-1], hr[::-1]
+        if rng.random() < 0.5:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        return lr, hr
+
+
+def _place(start: int, size: int, length: int) -> int:
+    """Clamp a patch start so the patch lies inside [0, length) when it fits."""
+    if length <= size:
+        return (length - size) // 2
+    return min(max(start, 0), length - size)
+
+
+class StepSampler:
+    """Yields step indices ``start, start + 1, ..., stop - 1`` for :class:`PairDataset`.
+
+    Every DDP rank uses the same steps; the dataset's ``rank`` makes their
+    pairs differ, so no DistributedSampler is needed.
+    """
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = int(start), int(stop)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0) -> Any:
+    """A DataLoader over steps ``start .. stop - 1`` of ``dataset`` (batches are pre-made)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=None,
+        sampler=StepSampler(start, stop),
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+# --------------------------------------------------------------- validation
+
+
+def central_crop(volume: Volume, size: int) -> Volume:
+    """A cube of ``size`` voxels per side (at most the volume) centred on the foreground.
+
+    Returns a new Volume whose affine still maps its voxels to the same mm positions.
+    """
+    data = volume.data
+    level = np.percentile(data, 50) if data.size else 0
+    foreground = np.argwhere(data > level)
+    centre = foreground.mean(axis=0) if len(foreground) else (np.asarray(data.shape) - 1) / 2
+    starts = []
+    for ax in range(3):
+        n = min(size, data.shape[ax])
+        starts.append(int(np.clip(round(centre[ax] - n / 2), 0, data.shape[ax] - n)))
+    box = tuple(slice(s, s + min(size, data.shape[ax])) for ax, s in enumerate(starts))
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(starts, float) + volume.affine[:3, 3]
+    return Volume(
+        data=np.ascontiguousarray(data[box]),
+        affine=affine,
+        header=None,
+        source=volume.source,
+        meta={},
+    )
+
+
+class Validator:
+    """PSNR/SSIM of a generator against cubic interpolation on a held-out volume.
+
+    The held-out volume is normalised as for training and cropped to a cube
+    (``crop`` voxels) around its foreground; for each thick axis it is
+    simulated at ``factor`` (:func:`mrisr.simulate.simulate_volume`) and
+    upscaled back by :func:`mrisr.upscale.upscale_volume` (both planes,
+    mean fusion), once with cubic interpolation (computed here, once) and
+    once with the generator on each call. Metrics (:mod:`mrisr.metrics`) use
+    the fixed range 1 of the normalised intensities, inside the foreground
+    mask, averaged over the axes.
+
+    Args:
+        volume: the held-out HR volume.
+        factor: the validation factor.
+        axes: thick axes to simulate.
+        profile: slice profile.
+        crop: cube side in voxels.
+        batch_size: slices per generator call.
+    """
+
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        factor: float,
+        axes: Sequence[int] = (0, 1, 2),
+        profile: str = "mean",
+        crop: int = 64,
+        batch_size: int = 16,
+    ) -> None:
+        from mrisr.interpolation import CubicSliceModel
+        from mrisr.metrics import foreground_mask
+        from mrisr.simulate import simulate_volume
+
+        normalisation = fit_normalisation(volume.data)
+        reference = central_crop(volume.with_data(normalisation.apply(volume.data)), crop)
+        self.reference = reference
+        self.mask = foreground_mask(reference.data)
+        self.factor = float(factor)
+        self.batch_size = batch_size
+        self.axes = tuple(axes)
+        self.thick = {}
+        for axis in self.axes:
+            n = reference.shape[axis]
+            if lr_rows(n, factor) < 2:
+                raise ConfigError(
+                    f"validation crop of {n} voxels is too small for factor {factor:g}",
+                    fix="raise data.val_crop",
+                )
+            self.thick[axis] = simulate_volume(reference, axis, factor, profile=profile)  # type: ignore[arg-type]
+        self.cubic = self._score(CubicSliceModel())
+
+    def _score(self, model: Any) -> dict[str, float]:
+        from mrisr.metrics import psnr, ssim
+        from mrisr.upscale import upscale_volume
+
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        for axis, thick in self.thick.items():
+            n_hr, n_lr = self.reference.shape[axis], thick.shape[axis]
+            # The exact grid ratio, so the upscaled volume has the reference's shape.
+            result = upscale_volume(thick, model, factor=n_hr / n_lr, axis=axis, force=True)
+            scores["psnr"].append(
+                psnr(result.data, self.reference.data, data_range=1.0, mask=self.mask)
+            )
+            scores["ssim"].append(
+                ssim(result.data, self.reference.data, data_range=1.0, mask=self.mask)
+            )
+        return {k: float(np.mean(v)) for k, v in scores.items()}
+
+    def __call__(
+        self, generator: nn.Module, device: torch.device | str = "cpu"
+    ) -> dict[str, float]:
+        """Metrics of ``generator`` (used in eval mode; its weights are not changed).
+
+        Returns:
+            ``psnr``, ``ssim`` (the generator), ``psnr_cubic``, ``ssim_cubic``,
+            and ``psnr_gain`` (dB over cubic).
+        """
+        from mrisr.inference import GeneratorSliceModel
+
+        low = high = self.factor
+        model = GeneratorSliceModel(
+            generator,
+            {"factor_range": [low, high]},
+            name="validation",
+            device=device,
+            batch_size=self.batch_size,
+        )
+        scores = self._score(model)
+        return {
+            **scores,
+            "psnr_cubic": self.cubic["psnr"],
+            "ssim_cubic": self.cubic["ssim"],
+            "psnr_gain": scores["psnr"] - self.cubic["psnr"],
+        }

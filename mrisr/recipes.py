@@ -1,0 +1,549 @@
+"""Training recipes: which generator, discriminator, losses and optimiser settings.
+
+A recipe is a published super-resolution method adapted to mrisr's slices
+(rows = thick axis, any factor, global cubic residual). ``RECIPES`` is a plain
+dict from name to :class:`Recipe`; ``mrisr models`` lists it.
+
+Every recipe trains in up to two stages (see :mod:`mrisr.train`):
+
+1. pixel-loss warm-up (L1 or L2; plus the deep-supervision term of cascaded
+   and recursive generators), giving the PSNR-oriented model;
+2. a GAN stage started from stage 1, with the recipe's weighted pixel,
+   adversarial, perceptual, feature-matching and texture losses. Recipes
+   without an adversarial loss (SRCNN, FSRCNN, ESPCN, VDSR, DRCN) skip it.
+
+Perceptual losses need pretrained VGG19 weights, which cannot be downloaded
+here. Each GAN recipe therefore has two sets of weights: ``weights``, used when
+a perceptual network is given (``loss.perceptual_weights``), and
+``weights_without_perceptual``, which replaces the perceptual term by feature
+matching on the discriminator's features plus a Gram-matrix texture loss, so
+that every recipe trains out of the box.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from mrisr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mrisr.config import TrainConfig
+
+#: Adversarial loss kinds (see :data:`mrisr.losses.ADVERSARIAL_LOSSES`).
+ADVERSARIAL_KINDS: tuple[str, ...] = ("ragan", "lsragan", "gan")
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(
+        {
+            k: types.MappingProxyType(dict(v)) if isinstance(v, Mapping) else v
+            for k, v in mapping.items()
+        }
+    )
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the training losses (0 = term unused).
+
+    Attributes:
+        pixel: pixel loss in the GAN stage (stage 1 uses the pixel loss with weight 1).
+        adversarial: generator's adversarial loss.
+        perceptual: VGG feature loss (only with a perceptual network).
+        feature_matching: L1 between discriminator features of real and generated patches.
+        texture: L1 between Gram matrices of those features (or of the VGG
+            features when a perceptual network is given).
+        intermediate: pixel loss of a cascade's intermediate outputs (RRGAN's
+            half-way image, DRCN's recursions), both stages.
+    """
+
+    pixel: float = 1.0
+    adversarial: float = 0.0
+    perceptual: float = 0.0
+    feature_matching: float = 0.0
+    texture: float = 0.0
+    intermediate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training method.
+
+    Attributes:
+        name: key in :data:`RECIPES`.
+        title: one line for listings.
+        generator: key in :data:`mrisr.networks.GENERATORS`.
+        generator_sizes: constructor kwargs per size (``small``, ``full``),
+            on top of :data:`mrisr.networks.GENERATOR_SIZES`.
+        discriminator: key in :data:`mrisr.networks.DISCRIMINATORS`, or None.
+        discriminator_sizes: its constructor kwargs per size.
+        pixel_loss: ``l1`` or ``l2``, both stages.
+        adversarial_loss: ``ragan``, ``lsragan``, ``gan`` or None (no GAN stage).
+        weights: loss weights with a perceptual network.
+        weights_without_perceptual: loss weights without one.
+        perceptual_layers: VGG19 layer -> weight (``conv5_4``: pre-activation,
+            ``relu5_4``: post-activation).
+        perceptual_criterion: ``l1`` or ``l2`` distance of the perceptual features.
+        lr_pretrain: stage-1 generator learning rate.
+        lr_g: GAN-stage generator learning rate.
+        lr_d: discriminator learning rate.
+        betas: Adam betas.
+        stages: how the method trains, and how mrisr adapts it.
+        citation: the paper.
+    """
+
+    name: str
+    title: str
+    generator: str
+    generator_sizes: Mapping[str, Mapping[str, Any]]
+    discriminator: str | None
+    discriminator_sizes: Mapping[str, Mapping[str, Any]]
+    pixel_loss: str
+    adversarial_loss: str | None
+    weights: LossWeights
+    weights_without_perceptual: LossWeights
+    perceptual_layers: Mapping[str, float] = field(
+        default_factory=lambda: types.MappingProxyType({"conv5_4": 1.0})
+    )
+    perceptual_criterion: str = "l1"
+    lr_pretrain: float = 2e-4
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    stages: str = ""
+    citation: str = ""
+
+    @property
+    def has_gan_stage(self) -> bool:
+        """Whether the recipe has an adversarial stage."""
+        return self.adversarial_loss is not None and self.discriminator is not None
+
+
+_DISC_SIZES = {"small": {"num_feat": 16}, "full": {"num_feat": 64}}
+_NO_GAN = LossWeights(pixel=1.0)
+
+RECIPES: dict[str, Recipe] = {
+    "esrgan": Recipe(
+        name="esrgan",
+        title="ESRGAN: RRDB generator, VGG-style discriminator, relativistic GAN (default)",
+        generator="rrdbnet",
+        generator_sizes=_frozen({"small": {}, "full": {}}),
+        discriminator="vgg",
+        discriminator_sizes=_frozen(_DISC_SIZES),
+        pixel_loss="l1",
+        adversarial_loss="ragan",
+        weights=LossWeights(pixel=1e-2, adversarial=5e-3, perceptual=1.0),
+        weights_without_perceptual=LossWeights(
+            pixel=1e-2, adversarial=5e-3, feature_matching=1.0, texture=1.0
+        ),
+        perceptual_layers=types.MappingProxyType({"conv5_4": 1.0}),
+        stages=(
+            "Stage 1: L1 (lr 2e-4) gives the PSNR-oriented RRDB net. Stage 2 starts from it: "
+            "L1 x 1e-2 + relativistic average GAN (BCE) x 5e-3 + VGG19 conv5_4 "
+            "(pre-activation) L1 x 1, lr 1e-4 for G and D, Adam (0.9, 0.99), EMA 0.999. "
+            "Without VGG weights the perceptual term becomes feature matching on the "
+            "discriminator's features x 1 plus a Gram texture loss x 1 (mrisr's choice)."
+        ),
+        citation=(
+            "Wang X. et al., ESRGAN: Enhanced Super-Resolution Generative Adversarial "
+            "Networks, ECCV Workshops 2018."
+        ),
+    ),
+    "srcnn": Recipe(
+        name="srcnn",
+        title="SRCNN 9-5-5, pixel loss only",
+        generator="srcnn",
+        generator_sizes=_frozen(
+            {"small": {"num_feat": 32, "num_feat2": 16}, "full": {"num_feat": 64, "num_feat2": 32}}
+        ),
+        discriminator=None,
+        discriminator_sizes=_frozen({}),
+        pixel_loss="l2",
+        adversarial_loss=None,
+        weights=_NO_GAN,
+        weights_without_perceptual=_NO_GAN,
+        stages="One stage: MSE on cubic-upsampled input (Adam instead of the paper's SGD).",
+        citation=(
+            "Dong C. et al., Image Super-Resolution Using Deep Convolutional Networks, "
+            "IEEE TPAMI 2016 (ECCV 2014)."
+        ),
+    ),
+    "fsrcnn": Recipe(
+        name="fsrcnn",
+        title="FSRCNN, pixel loss only",
+        generator="fsrcnn",
+        generator_sizes=_frozen(
+            {"small": {"d": 32, "s": 8, "m": 2}, "full": {"d": 56, "s": 12, "m": 4}}
+        ),
+        discriminator=None,
+        discriminator_sizes=_frozen({}),
+        pixel_loss="l2",
+        adversarial_loss=None,
+        weights=_NO_GAN,
+        weights_without_perceptual=_NO_GAN,
+        stages="One stage: MSE at low resolution with a rows-only sub-pixel output (Adam).",
+        citation=(
+            "Dong C., Loy C. C., Tang X., Accelerating the Super-Resolution Convolutional "
+            "Neural Network, ECCV 2016."
+        ),
+    ),
+    "espcn": Recipe(
+        name="espcn",
+        title="ESPCN sub-pixel CNN, pixel loss only",
+        generator="espcn",
+        generator_sizes=_frozen(
+            {"small": {"num_feat": 32, "num_feat2": 16}, "full": {"num_feat": 64, "num_feat2": 32}}
+        ),
+        discriminator=None,
+        discriminator_sizes=_frozen({}),
+        pixel_loss="l2",
+        adversarial_loss=None,
+        weights=_NO_GAN,
+        weights_without_perceptual=_NO_GAN,
+        stages="One stage: MSE (Adam).",
+        citation=(
+            "Shi W. et al., Real-Time Single Image and Video Super-Resolution Using an "
+            "Efficient Sub-Pixel Convolutional Neural Network, CVPR 2016."
+        ),
+    ),
+    "vdsr": Recipe(
+        name="vdsr",
+        title="VDSR 20-layer residual CNN, pixel loss only",
+        generator="vdsr",
+        generator_sizes=_frozen(
+            {"small": {"num_feat": 32, "num_layers": 8}, "full": {"num_feat": 64, "num_layers": 20}}
+        ),
+        discriminator=None,
+        discriminator_sizes=_frozen({}),
+        pixel_loss="l2",
+        adversarial_loss=None,
+        weights=_NO_GAN,
+        weights_without_perceptual=_NO_GAN,
+        stages="One stage: MSE on the residual to cubic interpolation (Adam, no clipping schedule).",
+        citation=(
+            "Kim J., Lee J. K., Lee K. M., Accurate Image Super-Resolution Using Very Deep "
+            "Convolutional Networks, CVPR 2016."
+        ),
+    ),
+    "drcn": Recipe(
+        name="drcn",
+        title="DRCN recursive CNN with recursive supervision, pixel loss only",
+        generator="drcn",
+        generator_sizes=_frozen(
+            {
+                "small": {"num_feat": 32, "num_recursions": 4},
+                "full": {"num_feat": 256, "num_recursions": 16},
+            }
+        ),
+        discriminator=None,
+        discriminator_sizes=_frozen({}),
+        pixel_loss="l2",
+        adversarial_loss=None,
+        weights=LossWeights(pixel=1.0, intermediate=1.0),
+        weights_without_perceptual=LossWeights(pixel=1.0, intermediate=1.0),
+        stages=(
+            "One stage: MSE of the ensemble output plus, weighted by loss.intermediate, the mean "
+            "MSE of every recursion's prediction (recursive supervision; a constant weight "
+            "instead of the paper's decaying alpha)."
+        ),
+        citation=(
+            "Kim J., Lee J. K., Lee K. M., Deeply-Recursive Convolutional Network for Image "
+            "Super-Resolution, CVPR 2016."
+        ),
+    ),
+    "srgan": Recipe(
+        name="srgan",
+        title="SRGAN: SRResNet generator, SRGAN discriminator, standard GAN",
+        generator="srresnet",
+        generator_sizes=_frozen(
+            {"small": {"num_feat": 32, "num_block": 4}, "full": {"num_feat": 64, "num_block": 16}}
+        ),
+        discriminator="srgan",
+        discriminator_sizes=_frozen(_DISC_SIZES),
+        pixel_loss="l2",
+        adversarial_loss="gan",
+        # SRGAN's VGG54 content loss is an MSE of post-activation conv5_4
+        # features rescaled by 1 / 12.75**2 (about 0.006).
+        weights=LossWeights(pixel=0.0, adversarial=1e-3, perceptual=0.006),
+        weights_without_perceptual=LossWeights(pixel=1.0, adversarial=1e-3),
+        perceptual_layers=types.MappingProxyType({"relu5_4": 1.0}),
+        perceptual_criterion="l2",
+        lr_pretrain=1e-4,
+        lr_g=1e-4,
+        lr_d=1e-4,
+        betas=(0.9, 0.999),
+        stages=(
+            "Stage 1: MSE (SRResNet). Stage 2: VGG54 content loss (MSE of post-activation "
+            "conv5_4 features x 0.006) + BCE adversarial x 1e-3; without VGG weights the "
+            "content loss is the pixel MSE (the paper's SRGAN-MSE)."
+        ),
+        citation=(
+            "Ledig C. et al., Photo-Realistic Single Image Super-Resolution Using a Generative "
+            "Adversarial Network, CVPR 2017."
+        ),
+    ),
+    "srlrgan-sn": Recipe(
+        name="srlrgan-sn",
+        title="Lightweight ShuffleNetV2 generator, SN-8 discriminator, least-squares relativistic GAN",
+        generator="srlrgan",
+        generator_sizes=_frozen(
+            {
+                "small": {"num_feat": 32, "num_block": 4, "num_hr_feat": 16},
+                "full": {"num_feat": 64, "num_block": 8, "num_hr_feat": 32},
+            }
+        ),
+        discriminator="sn8",
+        discriminator_sizes=_frozen(
+            {"small": {"num_feat": 16, "hidden": 128}, "full": {"num_feat": 64, "hidden": 1024}}
+        ),
+        pixel_loss="l1",
+        adversarial_loss="lsragan",
+        weights=LossWeights(pixel=1.0, adversarial=5e-3, perceptual=1.0, texture=1.0),
+        weights_without_perceptual=LossWeights(
+            pixel=1.0, adversarial=5e-3, feature_matching=1.0, texture=1.0
+        ),
+        stages=(
+            "Stage 1: L1. Stage 2: content (L1) + feature (VGG conv5_4, or discriminator "
+            "feature matching) + Gram texture + least-squares relativistic average adversarial "
+            "loss, with a spectrally normalised discriminator."
+        ),
+        citation=(
+            "Least-squares relativistic GAN: Jolicoeur-Martineau A., The relativistic "
+            "discriminator: a key element missing from standard GAN, ICLR 2019; spectral "
+            "normalisation: Miyato T. et al., ICLR 2018; generator units: Ma N. et al., "
+            "ShuffleNet V2, ECCV 2018."
+        ),
+    ),
+    "rrgan": Recipe(
+        name="rrgan",
+        title="Recursive residual cascade generator, PatchGAN discriminator, multi-cascade loss",
+        generator="rrgan",
+        generator_sizes=_frozen(
+            {
+                "small": {"num_feat": 32, "num_block": 2, "num_block_mid": 1, "recursions": 2},
+                "full": {"num_feat": 64, "num_block": 4, "num_block_mid": 1, "recursions": 3},
+            }
+        ),
+        discriminator="patch",
+        discriminator_sizes=_frozen(_DISC_SIZES),
+        pixel_loss="l1",
+        adversarial_loss="ragan",
+        weights=LossWeights(pixel=1e-2, adversarial=5e-3, perceptual=1.0, intermediate=0.5),
+        weights_without_perceptual=LossWeights(
+            pixel=1e-2, adversarial=5e-3, feature_matching=1.0, intermediate=0.5
+        ),
+        stages=(
+            "Both stages supervise the cascade's intermediate image too (against the target "
+            "block-averaged to its rows; weight loss.intermediate). Stage 2 adds a "
+            "relativistic adversarial loss on a PatchGAN and a perceptual (or feature "
+            "matching) term."
+        ),
+        citation=(
+            "Recursive residual blocks: Tai Y. et al., Image Super-Resolution via Deep "
+            "Recursive Residual Network, CVPR 2017; progressive cascade: Lai W.-S. et al., "
+            "LapSRN, CVPR 2017; PatchGAN: Isola P. et al., CVPR 2017."
+        ),
+    ),
+    "attn-srgan": Recipe(
+        name="attn-srgan",
+        title="Attention SRGAN (SE/CBAM blocks + window transformer), U-Net discriminator",
+        generator="attn-srgan",
+        generator_sizes=_frozen(
+            {
+                "small": {"num_feat": 32, "num_block": 2, "window": 8, "heads": 4},
+                "full": {"num_feat": 64, "num_block": 8, "window": 8, "heads": 4},
+            }
+        ),
+        discriminator="unet",
+        discriminator_sizes=_frozen(_DISC_SIZES),
+        pixel_loss="l1",
+        adversarial_loss="gan",
+        weights=LossWeights(pixel=1.0, adversarial=0.1, perceptual=1.0),
+        weights_without_perceptual=LossWeights(
+            pixel=1.0, adversarial=0.1, feature_matching=1.0, texture=1.0
+        ),
+        perceptual_layers=types.MappingProxyType(
+            {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+        ),
+        stages=(
+            "Stage 1: L1 pre-training. Stage 2: L1 x 1 + perceptual (VGG19 conv1_2..conv5_4 "
+            "pre-activation, Real-ESRGAN's layer weights) x 1 + per-pixel BCE adversarial x 0.1 "
+            "on a spectrally normalised U-Net discriminator (model.discriminator: patch for a "
+            "PatchGAN instead)."
+        ),
+        citation=(
+            "Attention: Hu J. et al., Squeeze-and-Excitation Networks, CVPR 2018; Woo S. et al., "
+            "CBAM, ECCV 2018; Liu Z. et al., Swin Transformer, ICCV 2021. Losses and U-Net "
+            "discriminator: Wang X. et al., Real-ESRGAN, ICCV Workshops 2021."
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedRecipe:
+    """A recipe with a config's overrides applied: exactly what a run trains.
+
+    Attributes:
+        recipe: the recipe's name.
+        generator: generator name.
+        generator_kwargs: its constructor arguments.
+        discriminator: discriminator name, or None when there is no GAN stage.
+        discriminator_kwargs: its constructor arguments.
+        pixel_loss: ``l1`` or ``l2``.
+        adversarial_loss: adversarial loss kind, or None.
+        weights: the loss weights in use.
+        perceptual_layers: VGG layer weights (used only with a perceptual network).
+        perceptual_criterion: ``l1`` or ``l2``.
+        lr_pretrain: stage-1 generator learning rate.
+        lr_g: GAN-stage generator learning rate.
+        lr_d: discriminator learning rate.
+        betas: Adam betas.
+    """
+
+    recipe: str
+    generator: str
+    generator_kwargs: Mapping[str, Any]
+    discriminator: str | None
+    discriminator_kwargs: Mapping[str, Any]
+    pixel_loss: str
+    adversarial_loss: str | None
+    weights: LossWeights
+    perceptual_layers: Mapping[str, float]
+    perceptual_criterion: str
+    lr_pretrain: float
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (for the run log and the model file)."""
+        from dataclasses import asdict
+
+        return {
+            "recipe": self.recipe,
+            "generator": {"name": self.generator, "kwargs": dict(self.generator_kwargs)},
+            "discriminator": (
+                {"name": self.discriminator, "kwargs": dict(self.discriminator_kwargs)}
+                if self.discriminator
+                else None
+            ),
+            "pixel_loss": self.pixel_loss,
+            "adversarial_loss": self.adversarial_loss,
+            "weights": asdict(self.weights),
+            "perceptual_layers": dict(self.perceptual_layers),
+            "perceptual_criterion": self.perceptual_criterion,
+            "lr_pretrain": self.lr_pretrain,
+            "lr_g": self.lr_g,
+            "lr_d": self.lr_d,
+            "betas": list(self.betas),
+        }
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; ConfigError listing the known ones otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(
+            f"unknown recipe {name!r}",
+            expected=f"one of {', '.join(RECIPES)}",
+            fix="run `mrisr models` to list the recipes",
+        )
+    return RECIPES[name]
+
+
+def generator_kwargs(recipe: Recipe, size: str, generator: str | None = None) -> dict[str, Any]:
+    """Constructor kwargs of the generator a recipe trains at ``size``.
+
+    The networks package's named size comes first, the recipe's own values
+    for that size on top. When ``generator`` overrides the recipe's, only the
+    networks package's named size applies.
+    """
+    from mrisr.networks import GENERATOR_SIZES
+
+    name = generator or recipe.generator
+    kwargs = dict(GENERATOR_SIZES.get(name, {}).get(size, {}))
+    if name == recipe.generator:
+        kwargs.update(recipe.generator_sizes.get(size, {}))
+    return kwargs
+
+
+def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecipe:
+    """Apply a config's model, loss and optimiser overrides to its recipe.
+
+    Args:
+        config: the training config.
+        perceptual_available: whether a perceptual network will be used
+            (selects the recipe's ``weights`` or ``weights_without_perceptual``).
+
+    Returns:
+        The :class:`ResolvedRecipe`.
+
+    Raises:
+        ConfigError: unknown recipe or network name.
+    """
+    from mrisr.networks import DISCRIMINATORS, GENERATORS
+
+    recipe = get_recipe(config.model.recipe)
+    model, loss, optim = config.model, config.loss, config.optim
+    gen_name = model.generator or recipe.generator
+    if gen_name not in GENERATORS:
+        raise ConfigError(
+            f"unknown generator {gen_name!r}",
+            expected=f"one of {', '.join(GENERATORS)}",
+            fix="set model.generator to one of them, or leave it unset",
+        )
+    disc_name = model.discriminator or recipe.discriminator
+    if disc_name is not None and disc_name not in DISCRIMINATORS:
+        raise ConfigError(
+            f"unknown discriminator {disc_name!r}",
+            expected=f"one of {', '.join(DISCRIMINATORS)}",
+            fix="set model.discriminator to one of them, or leave it unset",
+        )
+    gen_kwargs = {**generator_kwargs(recipe, model.size, gen_name), **model.generator_kwargs}
+    disc_kwargs: dict[str, Any] = {}
+    if disc_name is not None:
+        if disc_name == recipe.discriminator:
+            disc_kwargs.update(recipe.discriminator_sizes.get(model.size, {}))
+        else:
+            disc_kwargs.update(_DISC_SIZES[model.size])
+        disc_kwargs.update(model.discriminator_kwargs)
+
+    weights = recipe.weights if perceptual_available else recipe.weights_without_perceptual
+    overrides = {
+        name: getattr(loss, name)
+        for name in (
+            "pixel",
+            "adversarial",
+            "perceptual",
+            "feature_matching",
+            "texture",
+            "intermediate",
+        )
+        if getattr(loss, name) is not None
+    }
+    weights = replace(weights, **overrides)
+    if not perceptual_available and weights.perceptual > 0:
+        raise ConfigError(
+            f"loss.perceptual is {weights.perceptual:g} but no perceptual network was given",
+            fix="pass --perceptual-weights FILE (VGG19 weights), or set loss.perceptual to 0",
+        )
+    adversarial = recipe.adversarial_loss if disc_name is not None else None
+    return ResolvedRecipe(
+        recipe=recipe.name,
+        generator=gen_name,
+        generator_kwargs=_frozen(gen_kwargs),
+        discriminator=disc_name if adversarial is not None else None,
+        discriminator_kwargs=_frozen(disc_kwargs),
+        pixel_loss=loss.pixel_kind or recipe.pixel_loss,
+        adversarial_loss=adversarial,
+        weights=weights,
+        perceptual_layers=recipe.perceptual_layers,
+        perceptual_criterion=recipe.perceptual_criterion,
+        lr_pretrain=optim.lr_pretrain if optim.lr_pretrain is not None else recipe.lr_pretrain,
+        lr_g=optim.lr_g if optim.lr_g is not None else recipe.lr_g,
+        lr_d=optim.lr_d if optim.lr_d is not None else recipe.lr_d,
+        betas=tuple(optim.betas) if optim.betas is not None else recipe.betas,  # type: ignore[arg-type]
+    )
