@@ -5,7 +5,9 @@ The public API is what ``__all__`` lists; everything else may change.
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("mrisr")
@@ -20,38 +22,105 @@ from mrisr.errors import (
     MrisrError,
     OutputError,
 )
-from mrisr.fusion import fuse
-from mrisr.geometry import detect_thick_axis, resampled_affine, voxel_sizes
-from mrisr.intensity import Normalisation, fit_normalisation
-from mrisr.interpolation import CubicSliceModel
-from mrisr.simulate import simulate_thick_slices, simulate_volume
-from mrisr.slices import from_slice_stack, to_slice_stack
-from mrisr.upscale import SliceModel, UpscalePlan, plan_upscale, upscale_file, upscale_volume
-from mrisr.volume import Volume
+
+#: Where each public name lives. Modules load on first access (PEP 562), so
+#: ``import mrisr`` and ``mrisr --help`` stay fast and torch loads only when a
+#: network, training or checkpoint name is used.
+_PUBLIC_NAMES = {
+    "TrainConfig": "mrisr.config",
+    "load_config": "mrisr.config",
+    "save_config": "mrisr.config",
+    "EvaluationResult": "mrisr.evaluate",
+    "evaluate": "mrisr.evaluate",
+    "save_figure": "mrisr.evaluate",
+    "fuse": "mrisr.fusion",
+    "detect_thick_axis": "mrisr.geometry",
+    "resampled_affine": "mrisr.geometry",
+    "voxel_sizes": "mrisr.geometry",
+    "Normalisation": "mrisr.intensity",
+    "fit_normalisation": "mrisr.intensity",
+    "CubicSliceModel": "mrisr.interpolation",
+    "compare_volumes": "mrisr.metrics",
+    "foreground_mask": "mrisr.metrics",
+    "hfen": "mrisr.metrics",
+    "nrmse": "mrisr.metrics",
+    "psnr": "mrisr.metrics",
+    "ssim": "mrisr.metrics",
+    "simulate_thick_slices": "mrisr.simulate",
+    "simulate_volume": "mrisr.simulate",
+    "from_slice_stack": "mrisr.slices",
+    "to_slice_stack": "mrisr.slices",
+    "SliceModel": "mrisr.upscale",
+    "UpscalePlan": "mrisr.upscale",
+    "plan_upscale": "mrisr.upscale",
+    "upscale_file": "mrisr.upscale",
+    "upscale_volume": "mrisr.upscale",
+    "Volume": "mrisr.volume",
+    "load_volume": "mrisr.volume",
+    "save_volume": "mrisr.volume",
+    "validate_volume": "mrisr.volume",
+    # These import torch.
+    "GeneratorSliceModel": "mrisr.inference",
+    "load_slice_model": "mrisr.inference",
+    "load_model": "mrisr.checkpoint",
+    "save_model": "mrisr.checkpoint",
+    "train": "mrisr.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC_NAMES:
+        return getattr(import_module(_PUBLIC_NAMES[name]), name)
+    raise AttributeError(f"module 'mrisr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "__version__",
     "CheckpointError",
     "ConfigError",
     "CubicSliceModel",
+    "EvaluationResult",
+    "GeneratorSliceModel",
     "GeometryError",
     "InputError",
     "MrisrError",
     "Normalisation",
     "OutputError",
     "SliceModel",
+    "TrainConfig",
     "UpscalePlan",
     "Volume",
+    "compare_volumes",
     "detect_thick_axis",
+    "evaluate",
     "fit_normalisation",
+    "foreground_mask",
     "from_slice_stack",
     "fuse",
+    "hfen",
+    "load_config",
+    "load_model",
+    "load_slice_model",
+    "load_volume",
+    "nrmse",
     "plan_upscale",
+    "psnr",
     "resampled_affine",
+    "save_config",
+    "save_figure",
+    "save_model",
+    "save_volume",
     "simulate_thick_slices",
     "simulate_volume",
+    "ssim",
     "to_slice_stack",
+    "train",
     "upscale_file",
     "upscale_volume",
+    "validate_volume",
     "voxel_sizes",
 ]
