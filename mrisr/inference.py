@@ -316,14 +316,17 @@ def default_model_path(factor: float | None) -> Path:
     Rule: among bundled models whose factor range covers ``factor`` (with the
     5% tolerance of :func:`mrisr.upscale.check_factor_range`), the one with the
     narrowest range (the most specialised), ties by name. With ``factor`` None,
-    the one with the widest range.
+    the one with the widest range. GAN-stage models never become the default:
+    they trade fidelity for sharpness, so users ask for them by name.
 
     Raises:
         ConfigError: no bundled model covers the factor.
     """
+    descriptions = {name: read_description(path) for name, path in bundled_models().items()}
     ranges = {
-        name: tuple(read_description(path)["factor_range"])
-        for name, path in bundled_models().items()
+        name: tuple(description["factor_range"])
+        for name, description in descriptions.items()
+        if description.get("stage") != "gan"
     }
     if factor is None:
         choices = sorted(ranges, key=lambda n: (-(ranges[n][1] - ranges[n][0]), n))

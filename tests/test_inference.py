@@ -246,6 +246,19 @@ def test_bundled_models_are_picked_by_factor_range_and_by_name(weights_dir, gene
         load_slice_model(None, factor=12, device="cpu")
 
 
+def test_gan_stage_models_are_used_only_by_name(weights_dir, generators):
+    write_model(weights_dir / "fast.safetensors", factor_range=(2, 6))
+    torch.manual_seed(0)
+    save_model(
+        weights_dir / "a-gan.safetensors",  # sorts first and is narrower: still not the default
+        TinyGenerator(),
+        name="tiny-test",
+        description={"factor_range": [3, 5], "recipe": "test", "stage": "gan"},
+    )
+    assert load_slice_model(None, factor=4, device="cpu").name == "fast"
+    assert load_slice_model("a-gan", factor=4, device="cpu").name == "a-gan"
+
+
 def test_unknown_model_name_lists_the_choices(weights_dir, generators):
     write_model(weights_dir / "fast.safetensors")
     with pytest.raises(ConfigError, match="unknown model 'fsat'.*one of cubic, fast"):
