@@ -355,10 +355,11 @@ def upscale_file(
         (output image path, sidecar path).
     """
     from mrisr import __version__
-    from mrisr.volume import file_sha256, load_volume, save_volume
+    from mrisr.volume import file_sha256, load_volume, output_format, save_volume
 
     input_path = Path(input_path)
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
+    output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
     _check_outputs(input_path, [output, sidecar], overwrite=overwrite)
 

@@ -985,6 +985,25 @@ def check_slice_positions(
 # --------------------------------------------------------------------------- saving
 
 
+def output_format(path: str | Path) -> str:
+    """The format save_volume writes for this extension: nifti, mgh, nrrd or metaimage.
+
+    Raises:
+        OutputError: an extension mrisr does not write.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    kind = _WRITE_FORMATS.get(suffix)
+    if kind is None:
+        raise OutputError(
+            f"has an extension mrisr does not write ({suffix or 'none'})",
+            path=path,
+            expected="one of " + ", ".join(_WRITE_FORMATS),
+            fix="name the output e.g. scan_sr.nii.gz",
+        )
+    return kind
+
+
 def save_volume(
     volume: Volume, path: str | Path, *, overwrite: bool = False, dtype: Any = np.float32
 ) -> Path:
@@ -1013,15 +1032,7 @@ def save_volume(
             path, an existing file without ``overwrite``, or a failed write.
     """
     path = Path(path).expanduser().absolute()
-    suffix = _suffix(path)
-    kind = _WRITE_FORMATS.get(suffix)
-    if kind is None:
-        raise OutputError(
-            f"has an extension mrisr does not write ({suffix or 'none'})",
-            path=path,
-            expected="one of " + ", ".join(_WRITE_FORMATS),
-            fix="name the output e.g. scan_sr.nii.gz",
-        )
+    kind = output_format(path)
     _check_output_path(volume, path, overwrite=overwrite)
     data = np.asarray(volume.data)
     if data.ndim != 3:

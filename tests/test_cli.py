@@ -156,3 +156,19 @@ def test_a_failing_model_leaves_no_output(hr_file, tmp_path, monkeypatch):
     result = invoke("upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2)
     assert result.exit_code != 0
     assert [p.name for p in tmp_path.iterdir()] == ["hr.nii.gz"]
+
+
+def test_an_unwritable_output_extension_is_refused_before_any_work(hr_file, tmp_path, monkeypatch):
+    from mrisr.interpolation import CubicSliceModel
+
+    def never(self, stack, out_rows, progress=None):
+        raise AssertionError("the model ran although the output could not be written")
+
+    monkeypatch.setattr(CubicSliceModel, "upscale_slices", never)
+    before = digest(hr_file)
+    result = invoke("upscale", hr_file, "--model", "cubic", "--axis", 2, "-o", tmp_path / "sr.tif")
+    assert result.exit_code == 2
+    assert "sr.tif" in result.output and "does not write (.tif)" in result.output
+    assert "scan_sr.nii.gz" in result.output  # the fix
+    assert [p.name for p in tmp_path.iterdir()] == ["hr.nii.gz"]
+    assert digest(hr_file) == before
