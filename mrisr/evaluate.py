@@ -267,11 +267,11 @@ def markdown_table(result: EvaluationResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(result: EvaluationResult) -> Table:
+def rich_table(result: EvaluationResult, title: str = "mrisr evaluate") -> Table:
     """The metrics as a :class:`rich.table.Table`, best value per column in bold."""
     from rich.table import Table
 
-    table = Table(title="mrisr evaluate", caption=_caption(result))
+    table = Table(title=title, caption=_caption(result))
     table.add_column("method")
     for key in METRICS:
         table.add_column(_COLUMNS[key][0], justify="right")

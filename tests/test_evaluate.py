@@ -213,8 +213,9 @@ def test_cli_table_and_figure(cli, shared_data, tmp_path):
     figure = tmp_path / "out.png"
     outcome = cli(scan, "--axis", 0, "--factor", 3, "--no-mask", "--figure", figure)
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stdout == ""  # the table goes to stderr
-    assert "cubic" in outcome.stderr and "PSNR" in outcome.stderr
+    # The table is the result (stdout); "wrote ..." is a message (stderr).
+    assert "cubic" in outcome.stdout and "PSNR" in outcome.stdout
+    assert "out.png" in outcome.stderr and "out.png" not in outcome.stdout
     assert figure.read_bytes()[:8] == PNG_MAGIC
     # An existing figure is refused before any work, naming the file.
     again = cli(scan, "--figure", figure)

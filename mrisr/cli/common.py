@@ -12,8 +12,10 @@ from rich.console import Console
 
 from mrisr.errors import MrisrError
 
-#: Messages and progress go to stderr so that stdout stays clean for --json.
+#: Messages and progress go to stderr, so that a command's results alone reach stdout.
 console = Console(stderr=True)
+#: A command's results (facts, tables): stdout, so that `mrisr info scan | less` works.
+output = Console()
 
 #: Exit code for input, geometry, config and output errors.
 EXIT_USER_ERROR = 2

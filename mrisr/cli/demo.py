@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import console, output
 
 NAME = "demo"
 
@@ -36,7 +36,7 @@ def command(
     network = load_slice_model(model, factor=factor, device=device)
     with console.status(f"simulating {factor:g}x thick slices and upscaling"):
         result = run_demo(out, network, factor=factor, overwrite=overwrite)
-    console.print(rich_table(result.evaluation))
+    output.print(rich_table(result.evaluation, title="mrisr demo"))
     console.print(f"model: {network.name}  ({network.describe().get('path', 'cubic')})")
     console.print(f"wrote {result.figure}")
     for path in result.volumes:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import console, output
 
 NAME = "evaluate"
 
@@ -79,6 +79,6 @@ def command(
     if as_json:
         typer.echo(result.to_json())
     else:
-        console.print(rich_table(result))
+        output.print(rich_table(result))
     if figure is not None:
         console.print(f"wrote {figure}")

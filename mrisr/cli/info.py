@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import output
 
 NAME = "info"
 
@@ -45,12 +45,12 @@ def command(
         typer.echo(json.dumps(facts, indent=2))
         return
     mm = " x ".join
-    console.print(f"[bold]{scan}[/]  ({facts['format']}, {facts['on_disk_dtype']})")
-    console.print(f"  shape        {mm(str(n) for n in plan.shape_in)}")
-    console.print(f"  voxel (mm)   {mm(f'{s:.4g}' for s in plan.spacing_in)}")
-    console.print(f"  thick axis   {plan.axis}")
-    console.print(f"  form codes   qform {facts['qform_code']}, sform {facts['sform_code']}")
-    console.print(
+    output.print(f"[bold]{scan}[/]  ({facts['format']}, {facts['on_disk_dtype']})")
+    output.print(f"  shape        {mm(str(n) for n in plan.shape_in)}")
+    output.print(f"  voxel (mm)   {mm(f'{s:.4g}' for s in plan.spacing_in)}")
+    output.print(f"  thick axis   {plan.axis}")
+    output.print(f"  form codes   qform {facts['qform_code']}, sform {facts['sform_code']}")
+    output.print(
         f"  upscale plan factor {plan.factor:.4g} (effective {plan.effective_factor:.4g}) -> "
         f"{mm(str(n) for n in plan.shape_out)} voxels of "
         f"{mm(f'{s:.4g}' for s in plan.spacing_out)} mm"
