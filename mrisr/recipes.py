@@ -23,7 +23,7 @@ that every recipe trains out of the box.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -547,3 +547,85 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
         lr_d=optim.lr_d if optim.lr_d is not None else recipe.lr_d,
         betas=tuple(optim.betas) if optim.betas is not None else recipe.betas,  # type: ignore[arg-type]
     )
+
+
+#: Slice size (input rows, columns) on which :func:`describe_recipes` counts
+#: MACs. Per output voxel the count does not depend on it: convolutions and
+#: linear layers cost the same at every voxel, and windowed attention differs
+#: by well under 0.01% between 16 x 16 and 64 x 64 slices, while the full-size
+#: recursive networks take seconds on the larger slice.
+COMPLEXITY_SLICE: tuple[int, int] = (16, 16)
+
+
+def describe_recipes(
+    *, factor: float = 4.0, sizes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One JSON-ready row per recipe: its networks and, per size, the generator's cost.
+
+    Each size's generator is built exactly as :func:`mrisr.train.train` would
+    build it for a default config of that recipe and size (via
+    :func:`resolve`), with random weights, and measured with
+    :func:`mrisr.networks.count_parameters` and
+    :func:`mrisr.networks.macs_per_output_voxel`. Imports torch.
+
+    Args:
+        factor: upsampling factor along the thick axis at which MACs are
+            counted (>= 1; 4 in ``mrisr models``).
+        sizes: network sizes to measure; default every size
+            (:data:`mrisr.config.SIZES`: ``small``, ``full``).
+
+    Returns:
+        In the order of :data:`RECIPES`, dicts with ``name``, ``title``,
+        ``generator``, ``discriminator`` (None without a GAN stage),
+        ``pixel_loss``, ``adversarial_loss``, ``gan_stage`` (bool) and
+        ``sizes``: ``{size: {"generator_kwargs": {...}, "parameters": int,
+        "macs_per_output_voxel": float}}``.
+
+    Raises:
+        ConfigError: a factor below 1 or not finite, or an unknown size.
+    """
+    import math
+
+    from mrisr.config import SIZES, ModelConfig, TrainConfig
+    from mrisr.networks import build_generator, count_parameters, macs_per_output_voxel
+
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+        or factor < 1.0
+    ):
+        raise ConfigError(
+            f"factor must be a number >= 1, got {factor!r}",
+            fix="pass the thick-to-thin slice ratio, e.g. 4",
+        )
+    sizes = tuple(SIZES if sizes is None else sizes)
+    in_rows, cols = COMPLEXITY_SLICE
+    rows = []
+    for recipe in RECIPES.values():
+        measured: dict[str, dict[str, Any]] = {}
+        for size in sizes:
+            # ModelConfig refuses unknown sizes with a ConfigError naming the choices.
+            config = TrainConfig(model=ModelConfig(recipe=recipe.name, size=size))
+            plan = resolve(config, perceptual_available=False)
+            generator = build_generator(plan.generator, **plan.generator_kwargs)
+            measured[size] = {
+                "generator_kwargs": dict(plan.generator_kwargs),
+                "parameters": count_parameters(generator),
+                "macs_per_output_voxel": macs_per_output_voxel(
+                    generator, in_rows=in_rows, cols=cols, factor=float(factor)
+                ),
+            }
+        rows.append(
+            {
+                "name": recipe.name,
+                "title": recipe.title,
+                "generator": recipe.generator,
+                "discriminator": recipe.discriminator,
+                "pixel_loss": recipe.pixel_loss,
+                "adversarial_loss": recipe.adversarial_loss,
+                "gan_stage": recipe.has_gan_stage,
+                "sizes": measured,
+            }
+        )
+    return rows
