@@ -198,6 +198,55 @@ def enforce_consistency(
     return upscaled + apply_along_axis(correction, residual, axis)
 
 
+def slice_thickness(
+    volume: Volume, plan: UpscalePlan, thickness_mm: float | None = None
+) -> dict[str, Any]:
+    """The scan's slice thickness and spacing along the thick axis, and where the thickness came from.
+
+    Args:
+        volume: the thick-slice scan.
+        plan: its upscale plan (the thick axis and spacing).
+        thickness_mm: a thickness given by the user, in mm.
+
+    Returns:
+        ``{"slice_thickness_mm", "slice_spacing_mm", "slice_thickness_source"}``,
+        the source being ``"given"``, ``"header"`` or ``"spacing"`` (assumed).
+
+    Raises:
+        ConfigError: a thickness that is not a positive finite number, or too
+            thin to cover one output voxel.
+    """
+    spacing = float(plan.spacing_in[plan.axis])
+    header = volume.meta.get("slice_thickness_mm")
+    if thickness_mm is not None:
+        value, source = float(thickness_mm), "given"
+    elif header is not None and np.isfinite(header) and header > 0:
+        value, source = float(header), "header"
+    else:
+        value, source = spacing, "spacing"
+    minimum = float(plan.spacing_out[plan.axis])
+    if not (np.isfinite(value) and value >= minimum):
+        raise ConfigError(
+            f"slice thickness must be at least one output voxel ({minimum:.3g} mm), got {value:g} mm",
+            path=volume.source,
+            fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
+        )
+    if abs(value - spacing) > 0.05 * spacing:
+        log.warning(
+            "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
+            "models are trained on contiguous slices, so expect less gain",
+            volume.source or "scan",
+            value,
+            spacing,
+            "gaps" if value < spacing else "overlaps",
+        )
+    return {
+        "slice_thickness_mm": value,
+        "slice_spacing_mm": spacing,
+        "slice_thickness_source": source,
+    }
+
+
 def upscale_volume(
     volume: Volume,
     model: SliceModel,
@@ -206,6 +255,7 @@ def upscale_volume(
     axis: int | None = None,
     fusion: Fusion = "mean",
     consistency: bool = False,
+    thickness_mm: float | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Volume:
@@ -217,8 +267,12 @@ def upscale_volume(
         factor: upsampling factor; default: isotropic voxels (see :func:`plan_upscale`).
         axis: thick axis; default detected.
         fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation).
-        consistency: project the result so that its block-mean thick slices
-            equal the input exactly.
+        consistency: project the result so that its thick slices, simulated
+            with a box profile of the slice thickness, equal the input exactly.
+        thickness_mm: slice thickness in mm, when it differs from the slice
+            spacing (gaps or overlaps); default the header's
+            (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
+            sidecar), else the spacing. Recorded, and used by ``consistency``.
         force: allow a factor outside the model's trained range.
         progress: called with (slices done, slices in all).
 
@@ -230,6 +284,7 @@ def upscale_volume(
         raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
     plan = plan_upscale(volume, factor=factor, axis=axis)
     check_factor_range(model, plan.factor, force=force)
+    thickness = slice_thickness(volume, plan, thickness_mm)
     normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
 
@@ -257,12 +312,15 @@ def upscale_volume(
             progress(done, total)
     fused = fuse(restacked, fusion)
     if consistency:
-        fused = enforce_consistency(fused, thick, plan.axis)
+        # The profile's width in output voxels (slice_profile_matrix's unit).
+        width = thickness["slice_thickness_mm"] / plan.spacing_out[plan.axis]
+        fused = enforce_consistency(fused, thick, plan.axis, thickness=width)
     data = normalisation.invert(fused)
     meta = {
         **volume.meta,
         "upscale": {
             **plan.to_dict(),
+            **thickness,
             "model": model.describe(),
             "normalisation": normalisation.to_dict(),
             "fusion": fusion,
@@ -341,6 +399,7 @@ def upscale_file(
     axis: int | None = None,
     fusion: Fusion = "mean",
     consistency: bool = False,
+    thickness_mm: float | None = None,
     force: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
@@ -371,6 +430,7 @@ def upscale_file(
         axis=axis,
         fusion=fusion,
         consistency=consistency,
+        thickness_mm=thickness_mm,
         force=force,
         progress=progress,
     )

@@ -144,3 +144,39 @@ def test_a_factor_outside_the_models_range_is_refused_unless_forced(rng):
     with pytest.raises(ConfigError, match="outside the range 2-4"):
         upscale_volume(volume, RangedModel(), factor=6)
     assert upscale_volume(volume, RangedModel(), factor=6, force=True).shape == (8, 8, 30)
+
+
+def test_slice_thickness_is_recorded_with_its_source_and_used_by_consistency(rng):
+    from mrisr.simulate import slice_profile_matrix
+
+    data = rng.random((12, 10, 6)).astype(np.float32) * 100 + 50
+    volume = Volume(data, np.diag([1.0, 1.0, 4.0, 1.0]), None)
+    assumed = upscale_volume(volume, CubicSliceModel(), factor=4.0)
+    assert assumed.meta["upscale"]["slice_thickness_mm"] == 4.0
+    assert assumed.meta["upscale"]["slice_thickness_source"] == "spacing"
+    from_header = Volume(data, volume.affine, None, meta={"slice_thickness_mm": 3.0})
+    assert (
+        upscale_volume(from_header, CubicSliceModel(), factor=4.0).meta["upscale"][
+            "slice_thickness_source"
+        ]
+        == "header"
+    )
+    # 3 mm slices every 4 mm (1 mm gaps): consistency holds for a 3-voxel box, not a 4-voxel one.
+    given = upscale_volume(
+        volume, CubicSliceModel(), factor=4.0, consistency=True, thickness_mm=3.0
+    )
+    record = given.meta["upscale"]
+    assert (record["slice_thickness_mm"], record["slice_spacing_mm"]) == (3.0, 4.0)
+    assert record["slice_thickness_source"] == "given"
+    gap_profile = slice_profile_matrix(24, 6, thickness=3.0)
+    resimulated = np.einsum("oz,xyz->xyo", gap_profile, given.data)
+    np.testing.assert_allclose(resimulated, data, rtol=1e-4)
+    box = slice_profile_matrix(24, 6)
+    assert not np.allclose(np.einsum("oz,xyz->xyo", box, given.data), data, rtol=1e-3)
+
+
+@pytest.mark.parametrize("thickness", [0.0, -2.0, float("nan"), 0.5])
+def test_a_thickness_below_one_output_voxel_is_refused(thickness):
+    volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
+    with pytest.raises(ConfigError, match="slice thickness must be at least one output voxel"):
+        upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness)

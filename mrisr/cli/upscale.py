@@ -37,6 +37,13 @@ def command(
     consistency: Annotated[
         bool, typer.Option(help="Make the result's block means equal the input slices.")
     ] = False,
+    thickness: Annotated[
+        float | None,
+        typer.Option(
+            help="Slice thickness in mm when it differs from the spacing (gaps, overlaps); "
+            "default: the header's (DICOM, BIDS sidecar), else the spacing."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the network.")] = None,
     batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 16,
@@ -81,6 +88,7 @@ def command(
             axis=axis,
             fusion=fusion,
             consistency=consistency,
+            thickness_mm=thickness,
             force=force,
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
