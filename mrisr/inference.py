@@ -351,7 +351,12 @@ def default_model_path(factor: float | None) -> Path:
     wanted = f"factor {factor:.3g}" if factor is not None else "any factor"
     raise ConfigError(
         f"no bundled model covers {wanted}; {shipped}",
-        fix="use --model cubic, or --model path/to/model.safetensors (or a training run folder)",
+        fix=(
+            f"pass --factor within a bundled model's range (e.g. --factor {max(r[1] for r in ranges.values()):g}), "
+            if ranges
+            else ""
+        )
+        + "use --model cubic, or --model path/to/model.safetensors (or a training run folder)",
     )
 
 

@@ -242,7 +242,9 @@ def test_bundled_models_are_picked_by_factor_range_and_by_name(weights_dir, gene
     assert load_slice_model(None, factor=6, device="cpu").name == "wide"
     assert load_slice_model(None, device="cpu").name == "wide"
     assert load_slice_model("narrow", factor=7, device="cpu").name == "narrow"
-    with pytest.raises(ConfigError, match=r"covers factor 12.*narrow \(2-4x\), wide \(2-8x\)"):
+    with pytest.raises(
+        ConfigError, match=r"covers factor 12.*narrow \(2-4x\), wide \(2-8x\).*--factor 8"
+    ):
         load_slice_model(None, factor=12, device="cpu")
 
 
