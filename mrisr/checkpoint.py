@@ -828,9 +828,10 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(handle)
     temporary = Path(name)
     try:
-        # mkstemp makes the file private (0600); give it the permissions open() would.
-        os.chmod(temporary, 0o666 & ~_umask())
         write(temporary)
+        # mkstemp makes the file private (0600), and some writers (safetensors)
+        # recreate it that way: give it the permissions open() would, after writing.
+        os.chmod(temporary, 0o666 & ~_umask())
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)

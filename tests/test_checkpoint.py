@@ -128,6 +128,14 @@ def test_round_trip_gives_identical_outputs_and_full_description(saved):
     assert no_temporaries(path.parent)
 
 
+def test_model_files_get_the_usual_permissions_not_private_ones(saved):
+    # A model installed system-wide must be readable by every user.
+    path, _ = saved
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_weights_hash_ignores_description_and_the_loaded_description_can_be_saved_back(
     saved, tmp_path
 ):
