@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from mrisr import CubicSliceModel, MrisrError, load_volume, plan_upscale, upscale_file
+from mrisr.upscale import default_output_path
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. Upscale and write atomically: image + sidecar, never over the input,
     #    refusing existing outputs unless --overwrite.
-    output = args.output or Path("mrisr_examples") / _sr_name(args.scan)
+    # default_output_path names it as `mrisr upscale` does: <stem>_sr.nii.gz.
+    output = args.output or Path("mrisr_examples") / default_output_path(args.scan).name
     output.parent.mkdir(parents=True, exist_ok=True)
     image, sidecar = upscale_file(
         args.scan,
@@ -106,16 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mm(spacing) -> str:
     return " x ".join(f"{s:.3g}" for s in spacing)
-
-
-def _sr_name(scan: Path) -> str:
-    """``scan.nii.gz`` -> ``scan_sr.nii.gz`` (a DICOM folder ``dir`` -> ``dir_sr.nii.gz``)."""
-    name = scan.name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return f"{name}_sr.nii.gz"
 
 
 if __name__ == "__main__":
