@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from mrisr.config import TrainConfig, config_differences, load_config, save_config, to_dict
-from mrisr.errors import CheckpointError, ConfigError, OutputError
+from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,17 @@ def _run(
 
     # ------------------------------------------------------------- 3. data
     all_paths = find_volumes(config.data.volumes)
-    train_paths, val_path = split_validation(all_paths, config.data.val_volume)
+    while True:
+        train_paths, val_path = split_validation(all_paths, config.data.val_volume)
+        try:
+            held_out = read_volume(val_path) if val_path is not None else None
+            break
+        except (InputError, OSError, ValueError, EOFError) as error:
+            # As for training volumes: skip an unreadable one, unless it was asked for by name.
+            if config.data.val_volume != "auto" or len(all_paths) < 2:
+                raise
+            log.warning("skipping %s: %s", val_path, error)
+            all_paths = [p for p in all_paths if p != val_path]
     volumes = load_training_volumes(train_paths, seed=config.seed)
     kinds = [kind for kind in PAIR_KINDS if kind[0] in config.data.axes]
     dataset = PairDataset(
@@ -237,15 +247,16 @@ def _run(
         rank=procs.rank,
     )
     validator = None
-    if main and val_path is not None:
+    if main and held_out is not None:
         validator = Validator(
-            read_volume(val_path),
+            held_out,
             factor=config.data.factor,
             axes=config.data.axes,
             profile=config.data.profile,
             crop=config.data.val_crop,
             batch_size=max(config.data.batch_size, 16),
         )
+    held_out = None  # the validator keeps its own crop
     log.info(
         "training on %s; validating on %s",
         ", ".join(v.name for v in volumes),
@@ -420,6 +431,9 @@ def _run(
         step = int(batch["step"])
         stage = "gan" if (gan and step >= steps) else "psnr"
         if stage == "gan" and step == steps:
+            if main and not (run_dir / PSNR_MODEL_FILE).exists():
+                # A GAN stage added on resume: keep the stage-1 model before it is replaced.
+                save_ema(run_dir / PSNR_MODEL_FILE, "psnr", steps)
             # Stage 2 starts from the stage-1 EMA weights, with fresh Adam states.
             generator.load_state_dict(ema.state_dict())
             opt_g = new_adam(generator, plan.lr_g)
