@@ -161,4 +161,4 @@ def simulate_volume(
         "slice_spacing_mm": float(spacing_mm),
         "simulation": {"axis": axis, "factor": float(factor), "profile": profile},
     }
-    return Volume(data=data, affine=affine, header=volume.header, source=volume.source, meta=meta)
+    return volume.with_data(data, affine, meta=meta)

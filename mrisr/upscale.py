@@ -327,9 +327,7 @@ def upscale_volume(
             "consistency": consistency,
         },
     }
-    return Volume(
-        data=data, affine=plan.affine_out, header=volume.header, source=volume.source, meta=meta
-    )
+    return volume.with_data(data, plan.affine_out, meta=meta)
 
 
 def default_output_path(input_path: str | Path) -> Path:

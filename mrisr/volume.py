@@ -63,12 +63,39 @@ class Volume:
 
         return voxel_sizes(self.affine)
 
-    def with_data(self, data: np.ndarray, affine: np.ndarray | None = None) -> Volume:
-        """A new Volume on ``affine`` (default: this one's) with other voxels, same header."""
+    def with_data(
+        self,
+        data: np.ndarray,
+        affine: np.ndarray | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Volume:
+        """A new Volume with other voxels, on ``affine`` (default: this one's).
+
+        On a new grid the header is a copy whose voxel sizes are the new
+        affine's, so that header and affine keep describing the same grid
+        (thick-axis detection cross-checks them).
+
+        Args:
+            data: (X, Y, Z) voxels on the new grid.
+            affine: (4, 4) voxel-to-world matrix of the new grid (mm).
+            meta: replaces ``meta`` (default: kept).
+        """
+        header = self.header
+        if affine is None:
+            affine = self.affine.copy()
+        else:
+            affine = np.asarray(affine, np.float64)
+            if hasattr(header, "set_zooms") and hasattr(header, "get_zooms"):
+                header = header.copy()
+                zooms = list(header.get_zooms())
+                zooms[:3] = voxel_sizes(affine)
+                header.set_zooms(zooms)
         return replace(
             self,
             data=data,
-            affine=self.affine.copy() if affine is None else np.asarray(affine, np.float64),
+            affine=affine,
+            header=header,
+            meta=dict(self.meta) if meta is None else meta,
         )
 
 

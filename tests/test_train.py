@@ -223,13 +223,12 @@ def test_training_on_real_scans_gives_a_model_for_a_real_thick_scan(shared_data,
     assert description["training_data"]["volumes"] == ["spine_t2_1mm"]
     assert description["training_data"]["held_out"] == "spine_t1w_1mm"
     # spine_t2 is 60 x 55 x 52 at 1 mm: 14 slices of 55/14 mm along axis 1, upscaled to
-    # isotropic voxels, give back its own grid. (The axis is given because simulate_volume
-    # keeps the 1 mm header zooms, which contradict the thick affine.)
+    # isotropic voxels, give back its own grid.
     hr = load_volume(folder / "spine_t2_1mm.nii.gz")
     thick = simulate_volume(hr, 1, 4)
     model = load_slice_model(tmp_path / "run", device="cpu")
-    result = upscale_volume(thick, model, axis=1)
-    assert result.shape == plan_upscale(thick, axis=1).shape_out == hr.shape
+    result = upscale_volume(thick, model)
+    assert result.shape == plan_upscale(thick).shape_out == hr.shape
     np.testing.assert_allclose(result.affine, hr.affine, atol=1e-5)
     assert np.isfinite(result.data).all()
 

@@ -180,3 +180,17 @@ def test_a_thickness_below_one_output_voxel_is_refused(thickness):
     volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
     with pytest.raises(ConfigError, match="slice thickness must be at least one output voxel"):
         upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness)
+
+
+def test_a_simulated_volume_upscales_without_naming_its_axis(shared_data):
+    # simulate_volume and upscale_volume change the grid: the header copied
+    # with the voxels must describe the new grid, or detection would refuse it.
+    from mrisr.volume import load_volume
+
+    hr = load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz")
+    thick = simulate_volume(hr, axis=1, factor=4)
+    np.testing.assert_allclose(thick.header.get_zooms()[:3], thick.spacing, rtol=1e-6)
+    assert hr.header.get_zooms()[:3] == (1.0, 1.0, 1.0)  # the input's header is untouched
+    result = upscale_volume(thick, CubicSliceModel(), factor=4)
+    assert result.meta["upscale"]["axis"] == 1
+    np.testing.assert_allclose(result.header.get_zooms()[:3], result.spacing, rtol=1e-6)
