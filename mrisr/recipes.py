@@ -88,6 +88,8 @@ class Recipe:
             ``relu5_4``: post-activation).
         perceptual_criterion: ``l1`` or ``l2`` distance of the perceptual features.
         lr_pretrain: stage-1 generator learning rate.
+        lr_pretrain_by_size: stage-1 learning rate for named sizes where it
+            differs from ``lr_pretrain`` (short CPU runs of a small network).
         lr_g: GAN-stage generator learning rate.
         lr_d: discriminator learning rate.
         betas: Adam betas.
@@ -110,6 +112,9 @@ class Recipe:
     )
     perceptual_criterion: str = "l1"
     lr_pretrain: float = 2e-4
+    lr_pretrain_by_size: Mapping[str, float] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -140,8 +145,14 @@ RECIPES: dict[str, Recipe] = {
             pixel=1e-2, adversarial=5e-3, feature_matching=1.0, texture=1.0
         ),
         perceptual_layers=types.MappingProxyType({"conv5_4": 1.0}),
+        # ESRGAN's 2e-4 suits its full network over a million steps. For the
+        # small network's short CPU runs 1e-3 learns faster: after 300 steps on
+        # ../shared/data/train it gave +0.52 dB over cubic on the validation crop
+        # against +0.19 dB, and after 1000 steps +0.84 against +0.31 dB.
+        lr_pretrain_by_size=types.MappingProxyType({"small": 1e-3}),
         stages=(
-            "Stage 1: L1 (lr 2e-4) gives the PSNR-oriented RRDB net. Stage 2 starts from it: "
+            "Stage 1: L1 (lr 2e-4; 1e-3 for --size small) gives the PSNR-oriented RRDB net. "
+            "Stage 2 starts from it: "
             "L1 x 1e-2 + relativistic average GAN (BCE) x 5e-3 + VGG19 conv5_4 "
             "(pre-activation) L1 x 1, lr 1e-4 for G and D, Adam (0.9, 0.99), EMA 0.999. "
             "Without VGG weights the perceptual term becomes feature matching on the "
@@ -542,7 +553,11 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
         weights=weights,
         perceptual_layers=recipe.perceptual_layers,
         perceptual_criterion=recipe.perceptual_criterion,
-        lr_pretrain=optim.lr_pretrain if optim.lr_pretrain is not None else recipe.lr_pretrain,
+        lr_pretrain=(
+            optim.lr_pretrain
+            if optim.lr_pretrain is not None
+            else recipe.lr_pretrain_by_size.get(model.size, recipe.lr_pretrain)
+        ),
         lr_g=optim.lr_g if optim.lr_g is not None else recipe.lr_g,
         lr_d=optim.lr_d if optim.lr_d is not None else recipe.lr_d,
         betas=tuple(optim.betas) if optim.betas is not None else recipe.betas,  # type: ignore[arg-type]

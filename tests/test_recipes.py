@@ -85,6 +85,17 @@ def test_recipe_overrides_apply():
     assert plan.lr_d == RECIPES["srgan"].lr_d
 
 
+def test_stage_one_learning_rate_follows_the_size_unless_set():
+    small = TrainConfig(model=ModelConfig(recipe="esrgan", size="small"))
+    full = TrainConfig(model=ModelConfig(recipe="esrgan", size="full"))
+    assert resolve(small, perceptual_available=False).lr_pretrain == 1e-3
+    assert resolve(full, perceptual_available=False).lr_pretrain == 2e-4  # ESRGAN's
+    given = with_overrides(small, {"optim.lr_pretrain": 5e-4})
+    assert resolve(given, perceptual_available=False).lr_pretrain == 5e-4
+    srcnn = TrainConfig(model=ModelConfig(recipe="srcnn", size="small"))
+    assert resolve(srcnn, perceptual_available=False).lr_pretrain == RECIPES["srcnn"].lr_pretrain
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_each_recipe_trains_and_its_model_upscales(name, volumes, scan, tmp_path, caplog):
     recipe = RECIPES[name]
