@@ -267,7 +267,7 @@ class OptimConfig:
     """Adam and its step-wise learning-rate decay (ESRGAN's).
 
     Attributes:
-        lr_pretrain: generator learning rate in stage 1 (ESRGAN: 2e-4).
+        lr_pretrain: generator learning rate in stage 1 (default: the recipe's; esrgan 1e-3 small, 2e-4 full).
         lr_g: generator learning rate in the GAN stage (ESRGAN: 1e-4).
         lr_d: discriminator learning rate (ESRGAN: 1e-4).
         betas: Adam betas (ESRGAN: 0.9, 0.99).
