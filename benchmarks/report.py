@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from bench_train import peak_rss_mib  # VmHWM: ru_maxrss would carry the parent's peak
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -77,8 +77,7 @@ def time_in_this_process(method: str, data_dir: Path, repeats: int, threads: int
         "shape_in": list(volume.shape),
         "shape_out": list(result.shape),
         "seconds": seconds,
-        # ru_maxrss is in KiB on Linux.
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
