@@ -1,14 +1,14 @@
 """Train every recipe for the same budget and compare them with cubic on held-out volumes.
 
 For each recipe of :data:`mrisr.recipes.RECIPES` (or ``--recipes``), trains one
-run with :func:`mrisr.train.run_training` on the shared training volumes, all
+run with :func:`mrisr.training.run_training` on the shared training volumes, all
 with the same settings: the size (``--size``), stage-1 steps (``--steps``),
 GAN-stage steps (``--gan-steps``, recipes with an adversarial loss only),
 batch, patch, seed, factors 2-4 drawn per batch, all three thick axes. Then,
 on central crops (``--crop`` voxels a side, around the foreground:
 :func:`mrisr.data.central_crop`) of two volumes never trained on, for each
 factor (``--factors``) and thick axis (``--axes``), runs
-:func:`mrisr.evaluate.evaluate` (simulate thick slices, upscale both planes,
+:func:`mrisr.evaluation.evaluate` (simulate thick slices, upscale both planes,
 fuse, PSNR/SSIM/HFEN inside the foreground mask) with cubic interpolation and
 every trained model. GAN recipes give two models: the stage-1 (pixel loss)
 one, ``model_psnr.safetensors``, and the final GAN one, shown as
@@ -52,13 +52,13 @@ from train_default_models import TRAIN_VOLUMES  # the same split as the bundled 
 
 from mrisr.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 from mrisr.data import central_crop
-from mrisr.evaluate import evaluate
+from mrisr.evaluation import evaluate
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
 from mrisr.networks import count_parameters, macs_per_output_voxel
 from mrisr.recipes import RECIPES
 from mrisr.simulate import simulate_volume
-from mrisr.train import LOG_FILE, MODEL_FILE, PSNR_MODEL_FILE, run_training
+from mrisr.training import LOG_FILE, MODEL_FILE, PSNR_MODEL_FILE, run_training
 from mrisr.upscale import upscale_volume
 from mrisr.volume import Volume, load_volume
 

@@ -9,7 +9,7 @@ ESRGAN's 23 RRDBs x 64 channels), and a custom size given as JSON, measures:
   terms against its VGG-style discriminator, then the discriminator's step),
   on 64 x 64 high-resolution patches (16 x 64 low-resolution inputs, factor
   4), batch 16: ``--warmup`` untimed steps, then ``--steps`` timed ones. The
-  networks, losses and loss weights are the ones :func:`mrisr.train.train`
+  networks, losses and loss weights are the ones :func:`mrisr.training.train`
   builds (:func:`mrisr.recipes.resolve`, :mod:`mrisr.losses`); the step
   follows its loop body. The patches are random: the cost does not depend on
   the voxel values, and drawing real pairs (:class:`mrisr.data.PairDataset`)
@@ -73,7 +73,7 @@ from mrisr.networks import (
     zero_last_layer,
 )
 from mrisr.recipes import ResolvedRecipe, resolve
-from mrisr.train import CascadeForward
+from mrisr.training import CascadeForward
 from mrisr.upscale import upscale_volume
 from mrisr.volume import Volume, load_volume
 

@@ -49,7 +49,7 @@ def figure(path: Path, scan, results: dict, plan, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mrisr.evaluate import nearest_on_grid
+    from mrisr.evaluation import nearest_on_grid
     from mrisr.slices import slicing_axes
 
     axis = plan.axis

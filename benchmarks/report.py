@@ -3,7 +3,7 @@
 Quality: thick slices are simulated (block mean) from held-out real volumes
 along each axis at 2x, 3.3x and 4x; cubic B-spline interpolation and each
 bundled model upscale them back; PSNR, SSIM and HFEN are measured inside the
-truth's foreground mask (mrisr.evaluate). None of these volumes was trained on:
+truth's foreground mask (mrisr.evaluation). None of these volumes was trained on:
 
 * ixi002_t2       T2w brain, skull-stripped (0.94 x 0.94 x 1.25 mm)
 * mr_gd_t1        contrast-enhanced T1w brain, skull-stripped; the training
@@ -100,7 +100,7 @@ def measure_quality(
     models: dict, volumes: dict[str, Path], axes: list[int], factors: list[float]
 ) -> list[dict]:
     """One row per (volume, axis, factor): each method's PSNR, SSIM, HFEN."""
-    from mrisr.evaluate import evaluate
+    from mrisr.evaluation import evaluate
     from mrisr.volume import load_volume
 
     rows = []

@@ -58,9 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # evaluate and the table helpers live in mrisr.evaluate (the function is
-    # also mrisr.evaluate, but importing it from its module is unambiguous).
-    from mrisr.evaluate import evaluate, markdown_table, save_figure
+    # markdown_table is a helper of the module behind mrisr.evaluate.
+    from mrisr import evaluate, save_figure
+    from mrisr.evaluation import markdown_table
 
     truth = load_volume(args.scan)
 

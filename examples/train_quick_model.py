@@ -24,12 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from mrisr import MrisrError, load_slice_model, upscale_file
-from mrisr.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
-
-# train() lives in mrisr.train (also reachable as mrisr.train; importing it
-# from its module is unambiguous).
-from mrisr.train import TrainEvent, train
+from mrisr import MrisrError, TrainConfig, load_slice_model, train, upscale_file
+from mrisr.config import DataConfig, ModelConfig, ScheduleConfig
+from mrisr.training import TrainEvent
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.

@@ -30,9 +30,9 @@ _PUBLIC_NAMES = {
     "TrainConfig": "mrisr.config",
     "load_config": "mrisr.config",
     "save_config": "mrisr.config",
-    "EvaluationResult": "mrisr.evaluate",
-    "evaluate": "mrisr.evaluate",
-    "save_figure": "mrisr.evaluate",
+    "EvaluationResult": "mrisr.evaluation",
+    "evaluate": "mrisr.evaluation",
+    "save_figure": "mrisr.evaluation",
     "fuse": "mrisr.fusion",
     "detect_thick_axis": "mrisr.geometry",
     "resampled_affine": "mrisr.geometry",
@@ -64,7 +64,7 @@ _PUBLIC_NAMES = {
     "load_slice_model": "mrisr.inference",
     "load_model": "mrisr.checkpoint",
     "save_model": "mrisr.checkpoint",
-    "train": "mrisr.train",
+    "train": "mrisr.training",
 }
 
 

@@ -10,7 +10,7 @@ A :class:`TrainConfig` is made of sections that mirror the YAML file::
     (top level) ema_decay, seed, device, amp, compile, threads, out, tensorboard
 
 Loss and optimiser fields left at ``None`` take the recipe's value
-(:mod:`mrisr.recipes`); :func:`mrisr.train.train` records the resolved values in
+(:mod:`mrisr.recipes`); :func:`mrisr.training.train` records the resolved values in
 the run folder. Every dataclass validates itself on construction and raises
 :class:`~mrisr.errors.ConfigError`, so a config built in Python is checked
 exactly like one read from YAML. Configs are never mutated: use
@@ -348,7 +348,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything :func:`mrisr.train.train` needs.
+    """Everything :func:`mrisr.training.train` needs.
 
     Attributes:
         data: see :class:`DataConfig`.

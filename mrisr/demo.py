@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from mrisr.errors import OutputError
-from mrisr.evaluate import EvaluationResult, evaluate, save_figure
+from mrisr.evaluation import EvaluationResult, evaluate, save_figure
 from mrisr.interpolation import CubicSliceModel
 from mrisr.upscale import SliceModel
 from mrisr.volume import Volume, load_volume, save_volume

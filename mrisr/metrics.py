@@ -70,7 +70,7 @@ def _pair(result: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(
             f"cannot compare volumes of shapes {x.shape} (result) and {y.shape} (reference)",
             expected="the result on the reference's grid",
-            fix="upscale to the reference's grid (see mrisr.evaluate, which crops to match)",
+            fix="upscale to the reference's grid (see mrisr.evaluation, which crops to match)",
         )
     if x.size == 0:
         raise InputError("cannot compare empty volumes", expected="at least one voxel")

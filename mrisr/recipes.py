@@ -4,7 +4,7 @@ A recipe is a published super-resolution method adapted to mrisr's slices
 (rows = thick axis, any factor, global cubic residual). ``RECIPES`` is a plain
 dict from name to :class:`Recipe`; ``mrisr models`` lists it.
 
-Every recipe trains in up to two stages (see :mod:`mrisr.train`):
+Every recipe trains in up to two stages (see :mod:`mrisr.training`):
 
 1. pixel-loss warm-up (L1 or L2; plus the deep-supervision term of cascaded
    and recursive generators), giving the PSNR-oriented model;
@@ -577,7 +577,7 @@ def describe_recipes(
 ) -> list[dict[str, Any]]:
     """One JSON-ready row per recipe: its networks and, per size, the generator's cost.
 
-    Each size's generator is built exactly as :func:`mrisr.train.train` would
+    Each size's generator is built exactly as :func:`mrisr.training.train` would
     build it for a default config of that recipe and size (via
     :func:`resolve`), with random weights, and measured with
     :func:`mrisr.networks.count_parameters` and

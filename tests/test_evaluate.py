@@ -13,7 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from mrisr.errors import ConfigError, OutputError
-from mrisr.evaluate import (
+from mrisr.evaluation import (
     crop_to_whole_slices,
     evaluate,
     markdown_table,

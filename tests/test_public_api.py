@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -26,3 +27,17 @@ def test_unknown_names_raise_attribute_error():
         assert "no_such_name" in str(error)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_public_functions_are_functions_even_after_their_modules_are_imported():
+    # A public name that matched a submodule's name would be shadowed by the
+    # module as soon as anything imported it (mrisr.train once was).
+    code = (
+        "import inspect, mrisr.training, mrisr.evaluation, mrisr.cli.train\n"
+        "from mrisr import train, evaluate, upscale_volume\n"
+        "print(all(inspect.isfunction(f) for f in (train, evaluate, upscale_volume)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["True"], result.stderr
+    functions = [n for n in mrisr.__all__ if callable(getattr(mrisr, n)) and n.islower()]
+    assert not [n for n in functions if inspect.ismodule(getattr(mrisr, n))]

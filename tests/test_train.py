@@ -27,7 +27,7 @@ from mrisr.inference import load_slice_model
 from mrisr.interpolation import CubicSliceModel
 from mrisr.networks.common import cubic_rows
 from mrisr.simulate import simulate_volume
-from mrisr.train import TrainEvent, run_training
+from mrisr.training import TrainEvent, run_training
 from mrisr.upscale import plan_upscale, upscale_volume
 from mrisr.volume import Volume, load_volume
 
@@ -515,7 +515,7 @@ from pathlib import Path
 
 from mrisr.checkpoint import weights_sha256
 from mrisr.config import load_config
-from mrisr.train import run_training
+from mrisr.training import run_training
 
 result = run_training(load_config(sys.argv[1]))
 record = {

@@ -30,7 +30,7 @@ def command(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo's files.")] = False,
 ) -> None:
     from mrisr.demo import run_demo
-    from mrisr.evaluate import rich_table
+    from mrisr.evaluation import rich_table
     from mrisr.inference import load_slice_model
 
     network = load_slice_model(model, factor=factor, device=device)

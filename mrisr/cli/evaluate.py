@@ -44,7 +44,7 @@ def command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (networks).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
-    from mrisr.evaluate import check_figure_path, evaluate, rich_table, save_figure
+    from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
     from mrisr.volume import load_volume
 

@@ -140,7 +140,7 @@ def command(
 
     from mrisr.config import TrainConfig, load_config, with_overrides
     from mrisr.errors import ConfigError
-    from mrisr.train import CONFIG_FILE, TrainEvent, train
+    from mrisr.training import CONFIG_FILE, TrainEvent, train
 
     if config is not None:
         base = load_config(config)
