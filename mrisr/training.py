@@ -769,4 +769,10 @@ def _pick_device(setting: str, local_rank: int | None) -> torch.device:
             )
         if setting == "cuda":
             return torch.device("cuda", local_rank or 0)
+        if local_rank is not None:
+            raise ConfigError(
+                f"device {setting!r} would put every torchrun process on one GPU",
+                expected="each process on the GPU of its LOCAL_RANK",
+                fix="pass --device cuda (or auto) under torchrun",
+            )
     return torch.device(setting)

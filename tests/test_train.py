@@ -570,3 +570,13 @@ def test_ranks_draw_different_pairs(volumes):
         PairDataset(data, patch_size=32, factor_bounds=(4, 4), batch_size=2, rank=r) for r in (0, 1)
     ]
     assert not np.array_equal(ranks[0].batch_arrays(0)[1], ranks[1].batch_arrays(0)[1])
+
+
+def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
+    from mrisr.training import _pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _pick_device("cuda:1", None) == torch.device("cuda", 1)  # one process: as asked
+    assert _pick_device("cuda", 3) == torch.device("cuda", 3)  # torchrun: LOCAL_RANK's GPU
+    with pytest.raises(ConfigError, match="every torchrun process on one GPU"):
+        _pick_device("cuda:1", 0)

@@ -11,6 +11,7 @@ For several GPUs: torchrun --nproc-per-node N -m mrisr train ...
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -195,8 +196,9 @@ def command(
     if not quiet:
         logging.getLogger("mrisr").setLevel(logging.INFO)
 
-    if quiet:
-        run_dir = train(settings, resume=resume)
+    # Under torchrun only rank 0 reports; the other processes train silently.
+    if quiet or int(os.environ.get("RANK", "0")) != 0:
+        train(settings, resume=resume)
         return
 
     last: dict[str, dict] = {}
