@@ -148,6 +148,7 @@ def evaluate(
     fusion: Fusion = "mean",
     mask: bool | np.ndarray | None = True,
     data_range: float | None = None,
+    force: bool = False,
 ) -> EvaluationResult:
     """Simulate thick slices from a high-resolution volume, upscale with each model, compare.
 
@@ -163,6 +164,7 @@ def evaluate(
             ``volume_hr``'s grid: inside it (cropped with the volume).
         data_range: fixed intensity range ``L`` for PSNR and SSIM; default
             :func:`mrisr.metrics.reference_range` of the cropped truth.
+        force: let models run at a factor outside their trained range.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -185,7 +187,9 @@ def evaluate(
     metrics: dict[str, dict[str, float]] = {}
     results: dict[str, Volume] = {}
     for method, model in models.items():
-        upscaled = upscale_volume(thick, model, factor=factor, axis=axis, fusion=fusion)
+        upscaled = upscale_volume(
+            thick, model, factor=factor, axis=axis, fusion=fusion, force=force
+        )
         if upscaled.shape != truth.shape:
             # Cannot happen with the crop above; kept as a loud guard for future grid changes.
             raise RuntimeError(f"{method} gave shape {upscaled.shape}, truth is {truth.shape}")

@@ -229,3 +229,16 @@ def test_cli_missing_input_names_the_file(cli, tmp_path):
     assert outcome.exit_code != 0
     assert "no_such_scan.nii.gz" in outcome.stderr
     assert outcome.stdout == ""
+
+
+def test_a_model_outside_its_factor_range_runs_only_with_force(rng):
+    class TrainedForTwoToFour(CubicSliceModel):
+        name = "two-to-four"
+        factor_range = (2.0, 4.0)
+
+    volume = synthetic_volume(rng)
+    models = {"cubic": CubicSliceModel(), "narrow": TrainedForTwoToFour()}
+    with pytest.raises(ConfigError, match="--force"):
+        evaluate(volume, axis=2, factor=6, models=models)
+    result = evaluate(volume, axis=2, factor=6, models=models, force=True)
+    assert result.metrics["narrow"] == result.metrics["cubic"]  # the same interpolation

@@ -42,6 +42,9 @@ def command(
         Path | None, typer.Option(help="Write a PNG of the centre planes and error maps here.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (networks).")] = "auto",
+    force: Annotated[
+        bool, typer.Option(help="Allow a factor outside a model's trained range.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
@@ -72,6 +75,7 @@ def command(
             profile=profile,  # type: ignore[arg-type]
             fusion=fusion,  # type: ignore[arg-type]
             mask=mask,
+            force=force,
         )
         if figure is not None:
             save_figure(figure, result, overwrite=overwrite)
