@@ -213,24 +213,22 @@ def slice_thickness(
         the source being ``"given"``, ``"header"`` or ``"spacing"`` (assumed).
 
     Raises:
-        ConfigError: a thickness that is not a positive finite number, or too
-            thin to cover one output voxel.
+        ConfigError: a given thickness that is not a positive finite number.
     """
     spacing = float(plan.spacing_in[plan.axis])
     header = volume.meta.get("slice_thickness_mm")
     if thickness_mm is not None:
         value, source = float(thickness_mm), "given"
+        if not (np.isfinite(value) and value > 0):
+            raise ConfigError(
+                f"slice thickness must be a positive number of mm, got {value:g}",
+                path=volume.source,
+                fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
+            )
     elif header is not None and np.isfinite(header) and header > 0:
         value, source = float(header), "header"
     else:
         value, source = spacing, "spacing"
-    minimum = float(plan.spacing_out[plan.axis])
-    if not (np.isfinite(value) and value >= minimum):
-        raise ConfigError(
-            f"slice thickness must be at least one output voxel ({minimum:.3g} mm), got {value:g} mm",
-            path=volume.source,
-            fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
-        )
     if abs(value - spacing) > 0.05 * spacing:
         log.warning(
             "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
@@ -245,6 +243,33 @@ def slice_thickness(
         "slice_spacing_mm": spacing,
         "slice_thickness_source": source,
     }
+
+
+#: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.
+GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
+
+#: ``--consistency`` with slices this many times thicker than their spacing is
+#: refused: the overlapping box profiles make the projection ill-conditioned.
+MAX_CONSISTENCY_OVERLAP = 1.5
+
+
+def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
+    """The slice profile's width in output voxels for :func:`enforce_consistency`.
+
+    Raises:
+        ConfigError: a thickness under one output voxel (nothing to average),
+            or over 1.5 times the spacing (an ill-posed projection).
+    """
+    value, spacing = thickness["slice_thickness_mm"], thickness["slice_spacing_mm"]
+    voxel = float(plan.spacing_out[plan.axis])
+    if value < voxel or value > MAX_CONSISTENCY_OVERLAP * spacing:
+        raise ConfigError(
+            f"--consistency needs a slice thickness between one output voxel ({voxel:.3g} mm) "
+            f"and {MAX_CONSISTENCY_OVERLAP:g} x the slice spacing ({spacing:.3g} mm), "
+            f"got {value:.3g} mm ({thickness['slice_thickness_source']})",
+            fix="check --thickness, use a larger --factor, or drop --consistency",
+        )
+    return value / voxel
 
 
 def upscale_volume(
@@ -312,12 +337,15 @@ def upscale_volume(
             progress(done, total)
     fused = fuse(restacked, fusion)
     if consistency:
-        # The profile's width in output voxels (slice_profile_matrix's unit).
-        width = thickness["slice_thickness_mm"] / plan.spacing_out[plan.axis]
-        fused = enforce_consistency(fused, thick, plan.axis, thickness=width)
+        fused = enforce_consistency(
+            fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
+        )
     data = normalisation.invert(fused)
+    # Facts of the input's grid (its slice thickness, how it was simulated) do not
+    # hold for the result; they stay recorded under "upscale".
+    kept = {k: v for k, v in volume.meta.items() if k not in GRID_FACTS}
     meta = {
-        **volume.meta,
+        **kept,
         "upscale": {
             **plan.to_dict(),
             **thickness,

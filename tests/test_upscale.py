@@ -175,11 +175,58 @@ def test_slice_thickness_is_recorded_with_its_source_and_used_by_consistency(rng
     assert not np.allclose(np.einsum("oz,xyz->xyo", box, given.data), data, rtol=1e-3)
 
 
-@pytest.mark.parametrize("thickness", [0.0, -2.0, float("nan"), 0.5])
-def test_a_thickness_below_one_output_voxel_is_refused(thickness):
+@pytest.mark.parametrize("thickness", [0.0, -2.0, float("nan"), float("inf")])
+def test_a_given_thickness_must_be_a_positive_number(thickness):
     volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
-    with pytest.raises(ConfigError, match="slice thickness must be at least one output voxel"):
+    with pytest.raises(ConfigError, match="slice thickness must be a positive number of mm"):
         upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness)
+
+
+@pytest.mark.parametrize(("thickness", "words"), [(0.5, "one output voxel"), (6.5, "1.5 x")])
+def test_consistency_refuses_a_thickness_it_cannot_use(thickness, words):
+    volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
+    # Without --consistency the thickness is only recorded.
+    plain = upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness)
+    assert plain.meta["upscale"]["slice_thickness_mm"] == thickness
+    with pytest.raises(ConfigError, match=words):
+        upscale_volume(
+            volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness, consistency=True
+        )
+
+
+def test_a_header_thickness_does_not_block_plain_upscaling(rng):
+    # 5 mm slices every 7 mm, upscaled 1.3x: output voxels (5.4 mm) are thicker than
+    # the slices, which only --consistency would need to resolve.
+    data = rng.random((10, 10, 6)).astype(np.float32) + 1
+    volume = Volume(data, np.diag([1.0, 1.0, 7.0, 1.0]), None, meta={"slice_thickness_mm": 5.0})
+    result = upscale_volume(volume, CubicSliceModel(), factor=1.3)
+    assert result.meta["upscale"]["slice_thickness_source"] == "header"
+    assert "slice_thickness_mm" not in result.meta  # the input's slices, not the result's
+    with pytest.raises(ConfigError, match="one output voxel"):
+        upscale_volume(volume, CubicSliceModel(), factor=1.3, consistency=True)
+
+
+def test_thickness_reaches_the_sidecar_from_the_command_line(tmp_path, rng, caplog):
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(
+        nib.Nifti1Image(rng.random((12, 10, 6)).astype(np.float32) + 1, np.diag([1, 1, 4, 1.0])),
+        scan,
+    )
+    done = CliRunner().invoke(
+        app, ["upscale", str(scan), "--model", "cubic", "--thickness", "3", "--consistency"]
+    )
+    assert done.exit_code == 0, done.output
+    record = json.loads((tmp_path / "scan_sr.json").read_text())
+    assert (record["slice_thickness_mm"], record["slice_spacing_mm"]) == (3.0, 4.0)
+    assert record["slice_thickness_source"] == "given" and record["consistency"] is True
+    assert "differs from the slice spacing 4 mm (gaps)" in caplog.text  # warned about
 
 
 def test_a_simulated_volume_upscales_without_naming_its_axis(shared_data):
