@@ -431,6 +431,10 @@ def save_figure(
     os.close(handle)
     try:
         figure.savefig(temporary, format="png")
+        # mkstemp made it private (0600): give it the permissions open() would.
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
         os.replace(temporary, path)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)

@@ -480,10 +480,12 @@ def _check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) ->
     """Refuse outputs that are the input, already exist (without overwrite) or lack a folder."""
     if not input_path.exists():
         raise InputError("does not exist", path=input_path, fix="check the path")
+    # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
+    inputs = {input_path.resolve(), sidecar_path(input_path).resolve()}
     for output in outputs:
-        if output.resolve() == input_path.resolve():
+        if output.resolve() in inputs:
             raise OutputError(
-                "is the input file; mrisr never writes over its input",
+                "is the input or its JSON sidecar; mrisr never writes over its input",
                 path=output,
                 fix="choose another output path with -o",
             )

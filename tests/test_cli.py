@@ -172,3 +172,17 @@ def test_an_unwritable_output_extension_is_refused_before_any_work(hr_file, tmp_
     assert "scan_sr.nii.gz" in result.output  # the fix
     assert [p.name for p in tmp_path.iterdir()] == ["hr.nii.gz"]
     assert digest(hr_file) == before
+
+
+def test_the_input_s_json_sidecar_is_never_written_over(hr_file, tmp_path):
+    # hr.nii.gz -o hr.mgz would put its sidecar at hr.json: the input's own BIDS sidecar.
+    bids = tmp_path / "hr.json"
+    bids.write_text('{"SliceThickness": 1.0}')
+    before = bids.read_bytes()
+    result = invoke(
+        "upscale", hr_file, "--model", "cubic", "--axis", 2, "--factor", 2,
+        "-o", tmp_path / "hr.mgz", "--overwrite",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "hr.json" in result.output
+    assert bids.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.json", "hr.nii.gz"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import nibabel as nib
@@ -217,6 +218,9 @@ def test_cli_table_and_figure(cli, shared_data, tmp_path):
     assert "cubic" in outcome.stdout and "PSNR" in outcome.stdout
     assert "out.png" in outcome.stderr and "out.png" not in outcome.stdout
     assert figure.read_bytes()[:8] == PNG_MAGIC
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert figure.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
     # An existing figure is refused before any work, naming the file.
     again = cli(scan, "--figure", figure)
     assert again.exit_code != 0

@@ -193,11 +193,11 @@ def command(
             "tensorboard": tensorboard,
         },
     )
-    if not quiet:
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
+    if not quiet and rank == 0:
         logging.getLogger("mrisr").setLevel(logging.INFO)
 
-    # Under torchrun only rank 0 reports; the other processes train silently.
-    if quiet or int(os.environ.get("RANK", "0")) != 0:
+    if quiet or rank != 0:
         train(settings, resume=resume)
         return
 
