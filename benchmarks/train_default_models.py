@@ -23,6 +23,7 @@ Usage (CPU; about 1.5 hours on one core with the recipe's 40,000 + 1,500 steps):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -90,11 +91,18 @@ def main() -> None:
         stage1 = args.out / "model_psnr.safetensors"
         final = args.out / "model.safetensors"
         if stage1.is_file():
-            shutil.copyfile(stage1, weights / "fast.safetensors")
-            shutil.copyfile(final, weights / "fast-gan.safetensors")
+            install(stage1, weights / "fast.safetensors")
+            install(final, weights / "fast-gan.safetensors")
         else:
-            shutil.copyfile(final, weights / "fast.safetensors")
+            install(final, weights / "fast.safetensors")
         print(f"installed the models in {weights}")
+
+
+def install(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: an interrupted copy leaves no half model."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mrisr.checkpoint import find_model_file, load_model, model_sha256, read_description
-from mrisr.errors import ConfigError, InputError
+from mrisr.errors import CheckpointError, ConfigError, InputError
 from mrisr.interpolation import CubicSliceModel
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,12 @@ def default_model_path(factor: float | None) -> Path:
     Raises:
         ConfigError: no bundled model covers the factor.
     """
-    descriptions = {name: read_description(path) for name, path in bundled_models().items()}
+    descriptions = {}
+    for name, path in bundled_models().items():
+        try:
+            descriptions[name] = read_description(path)
+        except CheckpointError as error:  # one damaged file must not hide the others
+            log.warning("skipping bundled model %s: %s", name, error)
     ranges = {
         name: tuple(description["factor_range"])
         for name, description in descriptions.items()
@@ -342,20 +347,26 @@ def default_model_path(factor: float | None) -> Path:
     if choices:
         log.info("using bundled model %r for factor %s", choices[0], factor)
         return bundled_models()[choices[0]]
-    shipped = (
-        "bundled models: "
-        + ", ".join(f"{name} ({low:g}-{high:g}x)" for name, (low, high) in ranges.items())
-        if ranges
-        else f"this installation ships no bundled models (none in {WEIGHTS_DIR})"
-    )
+    if ranges:
+        shipped = "bundled models: " + ", ".join(
+            f"{name} ({low:g}-{high:g}x)" for name, (low, high) in ranges.items()
+        )
+        lowest = min(low for low, _ in ranges.values())
+        highest = max(high for _, high in ranges.values())
+        nearest = lowest if factor is not None and factor < lowest else highest
+        fix = f"pass --factor within a bundled model's range (e.g. --factor {nearest:g}), "
+    else:
+        shipped = (
+            f"this installation ships no usable default model in {WEIGHTS_DIR} "
+            f"({', '.join(descriptions) or 'none'}; GAN-stage models are used only by name)"
+            if descriptions
+            else f"this installation ships no bundled models (none in {WEIGHTS_DIR})"
+        )
+        fix = ""
     wanted = f"factor {factor:.3g}" if factor is not None else "any factor"
     raise ConfigError(
         f"no bundled model covers {wanted}; {shipped}",
-        fix=(
-            f"pass --factor within a bundled model's range (e.g. --factor {max(r[1] for r in ranges.values()):g}), "
-            if ranges
-            else ""
-        )
+        fix=fix
         + "use --model cubic, or --model path/to/model.safetensors (or a training run folder)",
     )
 

@@ -285,3 +285,30 @@ def test_real_generator_tiled_and_untiled_agree_through_load_slice_model(tmp_pat
     tiled = load_slice_model(path, device="cpu", tile_cols=64).upscale_slices(stack, 25)
     assert tiled.shape == (2, 25, 130)
     assert np.abs(tiled - untiled).max() < 0.02 * np.ptp(untiled)
+
+
+def test_a_damaged_bundled_file_does_not_hide_the_others(weights_dir, generators, caplog):
+    write_model(weights_dir / "fast.safetensors", factor_range=(2, 6))
+    (weights_dir / "broken.safetensors").write_bytes(b"not a model")
+    assert load_slice_model(None, factor=4, device="cpu").name == "fast"
+    assert "skipping bundled model broken" in caplog.text
+
+
+def test_the_suggested_factor_is_the_nearest_covered_one(weights_dir, generators):
+    write_model(weights_dir / "fast.safetensors", factor_range=(2, 6))
+    with pytest.raises(ConfigError, match="--factor 2\\b"):
+        load_slice_model(None, factor=1.2, device="cpu")
+    with pytest.raises(ConfigError, match="--factor 6\\b"):
+        load_slice_model(None, factor=9, device="cpu")
+
+
+def test_only_gan_models_bundled_says_so(weights_dir, generators):
+    torch.manual_seed(0)
+    save_model(
+        weights_dir / "sharp.safetensors",
+        TinyGenerator(),
+        name="tiny-test",
+        description={"factor_range": [2, 6], "recipe": "test", "stage": "gan"},
+    )
+    with pytest.raises(ConfigError, match="GAN-stage models are used only by name"):
+        load_slice_model(None, factor=4, device="cpu")
