@@ -32,8 +32,8 @@ On CUDA the training steps are timed in float32 and with bfloat16 autocast
 
 The volume: the central 64 axial slices of the held-out IXI002 T2, labelled
 as 5 mm slices, exactly as in ``bench_cubic.py`` (synthetic when the shared
-data is absent). ``full`` on a CPU needs tens of seconds per training step and
-most of an hour for that volume; ``--quick`` times ``full`` on a central crop
+data is absent). ``full`` on one CPU core needs about 10 s per training step
+and (extrapolated) over 20 minutes for that volume; ``--quick`` times ``full`` on a central crop
 (``--quick-shape``, default 64 x 64 x 16, 1/64 of the voxels) and says so in
 the table, next to a linear extrapolation to the whole volume. Run from the
 repository root::

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # markdown_table is a helper of the module behind mrisr.evaluate.
+    # markdown_table is a helper of mrisr.evaluation, where evaluate() lives.
     from mrisr import evaluate, save_figure
     from mrisr.evaluation import markdown_table
 

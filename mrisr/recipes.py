@@ -12,8 +12,8 @@ Every recipe trains in up to two stages (see :mod:`mrisr.training`):
    adversarial, perceptual, feature-matching and texture losses. Recipes
    without an adversarial loss (SRCNN, FSRCNN, ESPCN, VDSR, DRCN) skip it.
 
-Perceptual losses need pretrained VGG19 weights, which cannot be downloaded
-here. Each GAN recipe therefore has two sets of weights: ``weights``, used when
+Perceptual losses need pretrained VGG19 weights, which mrisr does not ship
+or download. Each GAN recipe therefore has two sets of weights: ``weights``, used when
 a perceptual network is given (``loss.perceptual_weights``), and
 ``weights_without_perceptual``, which replaces the perceptual term by feature
 matching on the discriminator's features plus a Gram-matrix texture loss, so

@@ -35,7 +35,10 @@ def command(
     ] = None,
     fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
     consistency: Annotated[
-        bool, typer.Option(help="Make the result's block means equal the input slices.")
+        bool,
+        typer.Option(
+            help="Make the result's thick slices (box of the slice thickness) equal the input's."
+        ),
     ] = False,
     thickness: Annotated[
         float | None,
