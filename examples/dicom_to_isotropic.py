@@ -17,7 +17,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from mrisr import (
     save_volume,
     upscale_volume,
 )
+from mrisr.upscale import write_json_atomic
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.
@@ -78,13 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         low, high = meta["slice_gap_range_mm"]
         print(f"        position steps between slices: {low:.4g} to {high:.4g} mm")
 
-    # 2. Keep the thick series as NIfTI too, in its stored voxel type (int16
-    #    for most DICOM): what downstream tools can read.
+    # 2. Refuse existing outputs before writing any, so a refusal leaves nothing
+    #    behind. Then keep the thick series as NIfTI too, in its stored voxel
+    #    type (int16 for most DICOM): what downstream tools can read.
     name = args.series.name
+    thick_path = args.out / f"{name}.nii.gz"
+    image_path = args.out / f"{name}_iso.nii.gz"
+    record_path = args.out / f"{name}_iso.json"
+    for path in (thick_path, image_path, record_path):
+        if path.exists() and not args.overwrite:
+            raise OutputError("already exists", path=path, fix="pass --overwrite")
     args.out.mkdir(parents=True, exist_ok=True)
     thick_path = save_volume(
         scan,
-        args.out / f"{name}.nii.gz",
+        thick_path,
         overwrite=args.overwrite,
         dtype=meta.get("dtype", "float32"),
     )
@@ -101,19 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         model = load_slice_model(args.model, factor=plan.factor, device=args.device)
     result = upscale_volume(scan, model, factor=plan.factor, axis=plan.axis)
 
-    # 4. Write the volume (float32) and a provenance record beside it.
-    #    Check both before writing either, so a refusal leaves nothing behind.
-    image_path = args.out / f"{name}_iso.nii.gz"
-    record_path = args.out / f"{name}_iso.json"
-    if record_path.exists() and not args.overwrite:
-        raise OutputError("already exists", path=record_path, fix="pass --overwrite")
+    # 4. Write the volume (float32) and a provenance record beside it, each
+    #    through a temporary file renamed into place.
     image_path = save_volume(result, image_path, overwrite=args.overwrite)
     record = {
         "input": {"dicom_folder": str(args.series.resolve()), **_jsonable(meta)},
         "output": str(image_path),
         **result.meta["upscale"],
     }
-    record_path.write_text(json.dumps(record, indent=2, default=str))
+    try:
+        write_json_atomic(record, record_path, overwrite=args.overwrite)
+    except BaseException:
+        image_path.unlink(missing_ok=True)  # no image without its record
+        raise
     print(f"wrote   {image_path}\n        {record_path}")
     return 0
 

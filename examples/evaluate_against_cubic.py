@@ -19,12 +19,11 @@ installed (``mrisr models``), otherwise cubic alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from mrisr import ConfigError, CubicSliceModel, MrisrError, load_volume
+from mrisr import ConfigError, CubicSliceModel, MrisrError, OutputError, load_volume
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.
@@ -53,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, help="also write {method: metrics} to this file")
     parser.add_argument("--figure", type=Path, help="also draw planes and error maps (PNG)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier JSON/figure")
     return parser.parse_args(argv)
 
 
@@ -60,8 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # markdown_table is a helper of mrisr.evaluation, where evaluate() lives.
     from mrisr import evaluate, save_figure
-    from mrisr.evaluation import markdown_table
+    from mrisr.evaluation import check_figure_path, markdown_table
+    from mrisr.upscale import write_json_atomic
 
+    # 0. Refuse unusable outputs before any work (and never the input itself).
+    for output in (args.json, args.figure):
+        if output is not None and output.resolve() == args.scan.resolve():
+            raise OutputError("is the input scan", path=output, fix="choose another path")
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise OutputError("already exists", path=args.json, fix="pass --overwrite")
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        check_figure_path(args.figure, overwrite=args.overwrite)
     truth = load_volume(args.scan)
 
     # 1. The models: cubic is always the baseline row; --model adds networks
@@ -92,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Report: PSNR, SSIM higher is better; HFEN, NRMSE lower is better.
     print(f"{args.scan}: {truth.shape} -> thick {result.thick.shape} -> upscaled back")
     print(markdown_table(result))
+    # Both written through a temporary file and renamed: never half a file.
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_dict(), indent=2))
+        write_json_atomic(result.to_dict(), args.json, overwrite=args.overwrite)
         print(f"wrote {args.json}")
     if args.figure is not None:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(args.figure, result, overwrite=True)
+        save_figure(args.figure, result, overwrite=args.overwrite)
         print(f"wrote {args.figure}")
     return 0
 

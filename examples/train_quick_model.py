@@ -27,6 +27,7 @@ from pathlib import Path
 from mrisr import MrisrError, TrainConfig, load_slice_model, train, upscale_file
 from mrisr.config import DataConfig, ModelConfig, ScheduleConfig
 from mrisr.training import TrainEvent
+from mrisr.upscale import default_output_path
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.
@@ -116,18 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_slice_model(run_dir, factor=args.factor, device=args.device)
     low, high = model.factor_range
     print(f"model {model.name}: trained for x{low:g}" + (f"-{high:g}" if high > low else ""))
-    output = Path(run_dir) / (_stem(args.scan) + "_sr.nii.gz")
+    output = Path(run_dir) / default_output_path(args.scan).name  # <stem>_sr.nii.gz
     image, sidecar = upscale_file(args.scan, output, model=model, factor=args.factor)
     print(f"wrote {image}\n      {sidecar}")
     return 0
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 if __name__ == "__main__":
