@@ -93,9 +93,18 @@ def link_training_volumes(data: Path, folder: Path) -> None:
             link.symlink_to(source.resolve())
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether a run folder holds a run that ended (its log's last record is ``end``)."""
+    log_path = run_dir / LOG_FILE
+    if not (run_dir / MODEL_FILE).is_file() or not log_path.is_file():
+        return False
+    lines = log_path.read_text().splitlines()
+    return bool(lines) and json.loads(lines[-1]).get("event") == "end"
+
+
 def train_recipe(name: str, args: argparse.Namespace, volumes: Path, run_dir: Path) -> bool:
     """Train one recipe into ``run_dir``; False when ``--reuse`` kept a finished run there."""
-    if args.reuse and (run_dir / MODEL_FILE).is_file():
+    if args.reuse and finished(run_dir):
         print(f"reusing {run_dir}", file=sys.stderr, flush=True)
         return False
     low, high = args.factor_range
