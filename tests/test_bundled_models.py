@@ -95,5 +95,6 @@ def test_the_default_model_beats_cubic_on_a_held_out_brain_along_every_axis(shar
             truth, axis=axis, factor=factor, models={"cubic": CubicSliceModel(), "fast": model}
         )
         gains.append(result.metrics["fast"]["psnr"] - result.metrics["cubic"]["psnr"])
-    assert min(gains) > 0.5, gains
-    assert np.mean(gains) > 1.0, gains
+    # Measured (docs/benchmarks.md): +2.6 to +2.7 dB at 4x, +3.7 to +4.7 dB at 2x.
+    assert min(gains) > 1.5, gains
+    assert np.mean(gains) > 2.0, gains
