@@ -97,7 +97,7 @@ def test_a_bundled_model_is_listed_with_its_factor_range_and_metrics(weights_dir
     assert result.exit_code == 0, result.output
     assert "Bundled models" in result.output and "No bundled models" not in result.output
     assert "fake" in result.output and "2-6x" in result.output
-    assert "srcnn (small)" in result.output and "psnr, step 40" in result.output
+    assert "srcnn (581 params)" in result.output and "psnr, step 40" in result.output
     # Validation metrics (the table may wrap them at spaces).
     assert "31.50" in result.output and "30.25" in result.output and "0.910" in result.output
 

@@ -164,8 +164,9 @@ def _bundled_table(bundled: list[dict[str, Any]]) -> Any:
             continue
         low, high = row["factor_range"]
         recipe = row["recipe"] or row["generator"]
-        if row.get("size"):
-            recipe += f" ({row['size']})"
+        # The parameter count, not the size name: a config may override the size's widths.
+        if row.get("parameters"):
+            recipe += f" ({_count(row['parameters'])} params)"
         stage = row["stage"] or "-"
         if row.get("step") is not None:
             stage += f", step {row['step']}"
