@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from mrisr.geometry import output_slice_count
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
 from mrisr.simulate import PROFILES, Profile, simulate_volume
 from mrisr.upscale import SliceModel, upscale_volume
-from mrisr.volume import Volume
+from mrisr.volume import Volume, reserve_temporary
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -427,14 +426,10 @@ def save_figure(
                 ax.set_ylabel(f"axis {row} = {truth.shape[row] // 2}{thick}", fontsize=9)
     figure.suptitle(_caption(result), fontsize=9)
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
+    # The same temporary-then-rename as save_volume (the mode follows the umask).
+    temporary = reserve_temporary(path)
     try:
         figure.savefig(temporary, format="png")
-        # mkstemp made it private (0600): give it the permissions open() would.
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
         os.replace(temporary, path)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)

@@ -1071,7 +1071,7 @@ def save_volume(
         )
     affine = np.array(volume.affine, dtype=np.float64)
     data = _cast(data, np.dtype(dtype), path)
-    temporary = _reserve_temporary(path)
+    temporary = reserve_temporary(path)
     try:
         if kind == "nifti":
             _write_nifti(volume, data, affine, temporary)
@@ -1141,7 +1141,7 @@ def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
     )
 
 
-def _reserve_temporary(path: Path) -> Path:
+def reserve_temporary(path: Path) -> Path:
     """Create an empty, unique ``.{stem}.tmp-XXXXXXXX{ext}`` beside ``path``.
 
     The extension is kept so that nibabel and SimpleITK pick the format from it;
