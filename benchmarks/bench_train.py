@@ -62,7 +62,8 @@ import torch
 from bench_cubic import build_input  # same volume as the cubic benchmark
 
 from mrisr.config import ModelConfig, TrainConfig
-from mrisr.inference import GeneratorSliceModel, resolve_device
+from mrisr.device import resolve_device
+from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
 from mrisr.losses import ADVERSARIAL_LOSSES, feature_matching_loss, pixel_loss, texture_loss
 from mrisr.networks import (

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from mrisr.device import DEVICE_HELP, check_device_text
 from mrisr.errors import ConfigError
 
 Size = Literal["small", "full"]
 SIZES: tuple[str, ...] = ("small", "full")
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 
 
 class FrozenDict(dict):
@@ -384,11 +384,10 @@ class TrainConfig:
         _check_range("config", "ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not (
-            self.device in ("auto", "cpu", "cuda")
-            or (self.device.startswith("cuda:") and self.device[5:].isdigit())
-        ):
-            raise ConfigError(f"device must be {DEVICES_HELP}, got {self.device!r}")
+        try:
+            check_device_text(self.device)
+        except ConfigError:
+            raise ConfigError(f"device must be {DEVICE_HELP}, got {self.device!r}") from None
         if self.threads is not None:
             _check_range("config", "threads", self.threads, 1, 1024)
 

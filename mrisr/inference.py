@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from mrisr.checkpoint import find_model_file, load_model, model_sha256, read_description
+from mrisr.device import resolve_device
 from mrisr.errors import CheckpointError, ConfigError, InputError
 from mrisr.interpolation import CubicSliceModel
 
@@ -255,52 +256,6 @@ class GeneratorSliceModel:
                 f"{tuple(x.shape)}, expected {expected}"
             )
         return y[:, 0].float()
-
-
-def resolve_device(spec: str | torch.device) -> torch.device:
-    """The torch device a ``--device`` value names.
-
-    Args:
-        spec: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``
-            or ``"cuda:N"``; or a ``torch.device``.
-
-    Returns:
-        The device.
-
-    Raises:
-        ConfigError: an unknown value, or CUDA asked for where it is unavailable.
-    """
-    if isinstance(spec, torch.device):
-        text = str(spec)
-    else:
-        text = str(spec).strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.info("no CUDA GPU available: running on CPU")
-        return torch.device("cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {text!r} was asked for, but torch sees no CUDA GPU",
-                expected="a machine with an NVIDIA GPU and a CUDA build of torch",
-                fix="pass --device cpu (or auto)",
-            )
-        device = torch.device(text)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {text!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)",
-                expected=f"cuda:0 to cuda:{torch.cuda.device_count() - 1}",
-                fix="pass an existing GPU index, or --device auto",
-            )
-        return device
-    raise ConfigError(
-        f"unknown device {spec!r}",
-        expected="auto, cpu, cuda or cuda:N",
-        fix="pass --device auto",
-    )
 
 
 def bundled_models() -> dict[str, Path]:

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from mrisr.config import TrainConfig, config_differences, load_config, save_config, to_dict
+from mrisr.device import resolve_device
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -734,7 +735,7 @@ class _Processes:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
-        device = _pick_device(device_setting, local if world > 1 else None)
+        device = resolve_device(device_setting, local if world > 1 else None)
         owns = False
         if world > 1 and not dist.is_initialized():
             if device.type == "cuda":
@@ -756,23 +757,3 @@ class _Processes:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _pick_device(setting: str, local_rank: int | None) -> torch.device:
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {setting!r} asked for, but CUDA is not available",
-                fix="pass --device cpu or auto",
-            )
-        if setting == "cuda":
-            return torch.device("cuda", local_rank or 0)
-        if local_rank is not None:
-            raise ConfigError(
-                f"device {setting!r} would put every torchrun process on one GPU",
-                expected="each process on the GPU of its LOCAL_RANK",
-                fix="pass --device cuda (or auto) under torchrun",
-            )
-    return torch.device(setting)

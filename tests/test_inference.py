@@ -14,9 +14,10 @@ from torch import nn
 
 import mrisr.inference as inference
 from mrisr.checkpoint import model_sha256, read_description, save_model
+from mrisr.device import resolve_device
 from mrisr.errors import CheckpointError, ConfigError
 from mrisr.geometry import resampled_affine
-from mrisr.inference import GeneratorSliceModel, load_slice_model, resolve_device
+from mrisr.inference import GeneratorSliceModel, load_slice_model
 from mrisr.interpolation import CubicSliceModel
 from mrisr.upscale import upscale_volume
 from mrisr.volume import Volume
@@ -190,7 +191,7 @@ def test_resolve_device_cpu_and_unknown():
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU fallback")
 def test_auto_falls_back_to_cpu_with_a_message_and_cuda_is_refused(caplog):
-    with caplog.at_level(logging.INFO, logger="mrisr.inference"):
+    with caplog.at_level(logging.INFO, logger="mrisr.device"):
         assert resolve_device("auto") == torch.device("cpu")
     assert "running on CPU" in caplog.text
     for spec in ("cuda", "cuda:1"):

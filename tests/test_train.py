@@ -573,9 +573,10 @@ def test_ranks_draw_different_pairs(volumes):
 
 
 def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
-    from mrisr.training import _pick_device
+    from mrisr.device import resolve_device as _pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert _pick_device("cuda:1", None) == torch.device("cuda", 1)  # one process: as asked
     assert _pick_device("cuda", 3) == torch.device("cuda", 3)  # torchrun: LOCAL_RANK's GPU
     with pytest.raises(ConfigError, match="every torchrun process on one GPU"):

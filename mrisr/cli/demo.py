@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console, output
+from mrisr.device import DEVICE_HELP
 
 NAME = "demo"
 
@@ -26,7 +27,7 @@ def command(
         str | None,
         typer.Option(help="Model to show; default: the bundled model for the factor."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo's files.")] = False,
 ) -> None:
     from mrisr.demo import run_demo

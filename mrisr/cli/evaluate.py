@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console, output
+from mrisr.device import DEVICE_HELP
 
 NAME = "evaluate"
 
@@ -41,7 +42,7 @@ def command(
     figure: Annotated[
         Path | None, typer.Option(help="Write a PNG of the centre planes and error maps here.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (networks).")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
     force: Annotated[
         bool, typer.Option(help="Allow a factor outside a model's trained range.")
     ] = False,

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console
+from mrisr.device import DEVICE_HELP
 
 NAME = "train"
 
@@ -117,7 +118,7 @@ def command(
         int | None, typer.Option(help="Save model and state every N steps. [schedule.save_every]")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed. [seed]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. [device]")] = None,
+    device: Annotated[str | None, typer.Option(help=f"{DEVICE_HELP}. [device]")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch. [threads]")] = None,
     amp: Annotated[
         bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA. [amp]")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console
+from mrisr.device import DEVICE_HELP
 
 NAME = "upscale"
 
@@ -47,7 +48,7 @@ def command(
             "default: the header's (DICOM, BIDS sidecar), else the spacing."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the network.")] = None,
     batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 16,
     force: Annotated[
