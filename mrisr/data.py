@@ -584,15 +584,7 @@ def central_crop(volume: Volume, size: int) -> Volume:
         n = min(size, data.shape[ax])
         starts.append(int(np.clip(round(centre[ax] - n / 2), 0, data.shape[ax] - n)))
     box = tuple(slice(s, s + min(size, data.shape[ax])) for ax, s in enumerate(starts))
-    affine = volume.affine.copy()
-    affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(starts, float) + volume.affine[:3, 3]
-    return Volume(
-        data=np.ascontiguousarray(data[box]),
-        affine=affine,
-        header=None,
-        source=volume.source,
-        meta={},
-    )
+    return volume.crop(box)  # type: ignore[arg-type]
 
 
 class Validator:

@@ -127,14 +127,9 @@ def crop_to_whole_slices(
         )
     n_crop = output_slice_count(n_thick, factor)
     start = (n - n_crop) // 2
-    index = [slice(None)] * 3
-    index[axis] = slice(start, start + n_crop)
-    shift = np.eye(4)
-    shift[axis, 3] = start
-    cropped = volume.with_data(
-        np.ascontiguousarray(volume.data[tuple(index)]), np.asarray(volume.affine) @ shift
-    )
-    return cropped, (start, start + n_crop)
+    box = [slice(None)] * 3
+    box[axis] = slice(start, start + n_crop)
+    return volume.crop(tuple(box)), (start, start + n_crop)  # type: ignore[arg-type]
 
 
 def evaluate(

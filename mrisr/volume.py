@@ -98,6 +98,34 @@ class Volume:
             meta=dict(self.meta) if meta is None else meta,
         )
 
+    def crop(self, box: tuple[slice, slice, slice]) -> Volume:
+        """The voxels inside ``box``, on an affine that keeps them where they were in mm.
+
+        Args:
+            box: one ``slice(start, stop)`` per array axis (step 1; ``None``
+                bounds allowed; negative indices count from the end, as numpy's).
+
+        Returns:
+            A new Volume holding a contiguous copy of the voxels; its affine is
+            this one's shifted by ``start`` voxels along each axis, so every kept
+            voxel maps to the same world position (mm) as before.
+
+        Raises:
+            ValueError: ``box`` does not have three slices, has a step other
+                than 1, or selects no voxel along an axis.
+        """
+        if len(box) != 3 or any(not isinstance(b, slice) for b in box):
+            raise ValueError(f"box must be three slices, got {box!r}")
+        starts = []
+        for axis, (part, n) in enumerate(zip(box, self.shape, strict=True)):
+            start, stop, step = part.indices(n)
+            if step != 1 or stop <= start:
+                raise ValueError(f"box selects no voxel (or steps) along axis {axis}: {part!r}")
+            starts.append(start)
+        shift = np.eye(4)
+        shift[:3, 3] = starts
+        return self.with_data(np.ascontiguousarray(self.data[box]), self.affine @ shift)
+
 
 # --------------------------------------------------------------------------- formats
 
