@@ -16,7 +16,7 @@ import numpy as np
 from mrisr.errors import GeometryError, InputError
 from mrisr.geometry import voxel_sizes
 from mrisr.io.files import READABLE
-from mrisr.io.itk_formats import itk_reason, simpleitk, sitk_to_ras
+from mrisr.io.itk_formats import read_or_refuse, simpleitk, sitk_to_ras
 from mrisr.io.validation import check_affine, check_dtype, check_shape
 from mrisr.volume import Volume
 
@@ -88,14 +88,13 @@ def load_dicom_folder(folder: Path) -> Volume:
     warnings_on = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(
-            f"holds a DICOM series that cannot be read: {itk_reason(exc)}",
-            path=folder,
+        image = read_or_refuse(
+            reader.Execute,
+            folder,
+            "holds a DICOM series that cannot be read: {reason}",
             expected="a complete DICOM series",
             fix="copy or export the series again, or convert it with `dcm2niix`",
-        ) from exc
+        )
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings_on)
 

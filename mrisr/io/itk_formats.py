@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from mrisr.io.validation import (
     shape_text,
 )
 from mrisr.volume import Volume
+
+T = TypeVar("T")
 
 
 def simpleitk() -> Any:
@@ -109,12 +112,12 @@ def load_itk_file(path: Path, kind: str) -> Volume:
     """Read an NRRD or MetaImage file through SimpleITK: header checks first, then the voxels.
 
     Args:
-        path: absolute path of an existing, non-empty file.
-        kind: ``"nrrd"`` or ``"metaimage"`` (from :data:`mrisr.io.files.READ_FORMATS`).
+        path: an existing, non-empty .nrrd, .nhdr, .mha or .mhd file (absolute).
+        kind: its format, ``"nrrd"`` or ``"metaimage"``.
 
     Returns:
-        float32 (X, Y, Z) voxels (a 4th axis of size 1 dropped), the RAS+ affine
-        in mm, no header, and ``meta`` (format, on-disk dtype, no form codes).
+        A Volume of float32 (X, Y, Z) voxels, its RAS+ affine (mm), no header,
+        and ``meta``; a 4th axis of size 1 is dropped.
 
     Raises:
         InputError: wrong magic, truncated or damaged file, an unusable shape
@@ -125,15 +128,12 @@ def load_itk_file(path: Path, kind: str) -> Volume:
     label = "NRRD" if kind == "nrrd" else "MetaImage"
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(
-            f"cannot be read as {label} (wrong magic or damaged header): {itk_reason(exc)}",
-            path=path,
-            expected=f"a valid {label} file",
-            fix=REEXPORT,
-        ) from exc
+    read_or_refuse(
+        reader.ReadImageInformation,
+        path,
+        f"cannot be read as {label} (wrong magic or damaged header): {{reason}}",
+        expected=f"a valid {label} file",
+    )
     pixel = reader.GetPixelID()
     if pixel in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         check_dtype(np.complex64, path)
@@ -159,15 +159,12 @@ def load_itk_file(path: Path, kind: str) -> Volume:
                 expected="a header that matches the voxels stored",
                 fix=REEXPORT,
             )
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(
-            f"is truncated or damaged: its voxels cannot be read ({itk_reason(exc)})",
-            path=path,
-            expected=f"a complete {label} file",
-            fix=REEXPORT,
-        ) from exc
+    image = read_or_refuse(
+        reader.Execute,
+        path,
+        "is truncated or damaged: its voxels cannot be read ({reason})",
+        expected=f"a complete {label} file",
+    )
     if image.GetDimension() > 3:
         image = sitk.Extract(image, [*shape, 0], [0, 0, 0, 0])
     data, affine = sitk_to_ras(image)
@@ -183,7 +180,33 @@ def load_itk_file(path: Path, kind: str) -> Volume:
     return Volume(data=data.astype(np.float32), affine=affine, header=None, source=path, meta=meta)
 
 
-def itk_reason(exc: Exception) -> str:
+def read_or_refuse(
+    step: Callable[[], T], path: Path, problem: str, *, expected: str, fix: str = REEXPORT
+) -> T:
+    """Run a SimpleITK reading step; its RuntimeError becomes an InputError naming the file.
+
+    Args:
+        step: e.g. ``reader.Execute``.
+        path: file or folder for messages.
+        problem: what is wrong, with ``{reason}`` where ITK's reason goes.
+        expected: what was expected instead.
+        fix: what the user can do.
+
+    Returns:
+        What ``step`` returns.
+
+    Raises:
+        InputError: ``step`` raised a RuntimeError (SimpleITK's only error type).
+    """
+    try:
+        return step()
+    except RuntimeError as exc:
+        raise InputError(
+            problem.format(reason=_itk_reason(exc)), path=path, expected=expected, fix=fix
+        ) from exc
+
+
+def _itk_reason(exc: Exception) -> str:
     """The informative lines of an ITK exception, without source locations and errno noise."""
     kept = []
     for line in str(exc).splitlines():

@@ -15,8 +15,9 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -40,6 +41,8 @@ from mrisr.volume import Volume
 #: "scanner", as dcm2niix, FreeSurfer and ITK write when converting scanner images.
 DEFAULT_FORM_CODE = 1
 
+T = TypeVar("T")
+
 _NIFTI1_MAGICS = (b"n+1\x00",)
 _NIFTI2_MAGICS = (b"n+2\x00",)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -56,12 +59,26 @@ def _read_head(path: Path, n_bytes: int, *, gz: bool, label: str) -> bytes:
             expected=f"a gzip-compressed {label} file",
             fix="rename it if it is an uncompressed image, or export it again",
         )
-    try:
+
+    def read() -> bytes:
         with gzip.open(path, "rb") if gz else open(path, "rb") as stream:
             return stream.read(n_bytes)
-    except (EOFError, OSError, zlib.error) as exc:
+
+    problem = "is truncated or damaged: its compressed stream cannot be read ({reason})"
+    return _read_or_refuse(read, path, problem, label)
+
+
+def _read_or_refuse(step: Callable[[], T], path: Path, problem: str, label: str) -> T:
+    """Run a reading step; a damaged or cut-short stream becomes an InputError naming the file.
+
+    ``problem`` says what is wrong, with ``{reason}`` where the error's first line goes.
+    """
+    try:
+        return step()
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
-            f"is truncated or damaged: its compressed stream cannot be read ({exc})",
+            problem.format(reason=reason),
             path=path,
             expected=f"a complete {label} file",
             fix=REEXPORT,
@@ -187,15 +204,12 @@ def _check_stored_size(
     # ISIZE is only a hint (mod 2**32, last member only), so a short hint is
     # confirmed by counting, in constant memory, before anything is allocated.
     if needed < 2**32 and _gzip_isize(path) < needed:
-        try:
-            length = _gzip_length(path, needed)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise InputError(
-                f"is truncated: the compressed stream ends early ({exc})",
-                path=path,
-                expected=f"a complete {label} file",
-                fix=REEXPORT,
-            ) from exc
+        length = _read_or_refuse(
+            lambda: _gzip_length(path, needed),
+            path,
+            "is truncated: the compressed stream ends early ({reason})",
+            label,
+        )
         if length < needed:
             raise InputError(
                 f"is truncated or its header is wrong: the header claims {claim}, but it decompresses "
@@ -220,8 +234,8 @@ def load_nibabel(path: Path, kind: str) -> Volume:
     """Read a NIfTI or MGH file through nibabel: header checks first, then the voxels.
 
     Args:
-        path: absolute path of an existing, non-empty file.
-        kind: ``"nifti"`` or ``"mgh"`` (from :data:`mrisr.io.files.READ_FORMATS`).
+        path: an existing, non-empty .nii, .nii.gz, .mgh or .mgz file (absolute).
+        kind: its format, ``"nifti"`` or ``"mgh"``.
 
     Returns:
         float32 (X, Y, Z) voxels (a 4th axis of size 1 dropped), the RAS+ affine
@@ -279,15 +293,12 @@ def load_nibabel(path: Path, kind: str) -> Volume:
             fix="repair the header's qform/sform or convert the scan again",
         ) from exc
     check_affine(affine, path)
-    try:
-        data = image.get_fdata(dtype=np.float32)
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        raise InputError(
-            f"is truncated or damaged: its voxels cannot be read ({str(exc).splitlines()[0]})",
-            path=path,
-            expected=f"a complete {label} file",
-            fix=REEXPORT,
-        ) from exc
+    data = _read_or_refuse(
+        lambda: image.get_fdata(dtype=np.float32),
+        path,
+        "is truncated or damaged: its voxels cannot be read ({reason})",
+        label,
+    )
     if data.shape != shape:
         meta["squeezed_shape"] = raw_shape
         data = data.reshape(shape)
