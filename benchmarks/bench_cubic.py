@@ -46,8 +46,8 @@ import numpy as np
 from scipy import ndimage
 
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io import load_volume, save_volume
 from mrisr.upscale import upscale_file, upscale_volume
-from mrisr.volume import load_volume, save_volume
 
 SHAPE = (256, 256, 64)
 FACTOR = 4

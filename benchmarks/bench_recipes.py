@@ -55,12 +55,13 @@ from mrisr.data import central_crop
 from mrisr.evaluation import evaluate
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io import load_volume
 from mrisr.networks import count_parameters, macs_per_output_voxel
 from mrisr.recipes import RECIPES
 from mrisr.simulate import simulate_volume
 from mrisr.training import LOG_FILE, MODEL_FILE, PSNR_MODEL_FILE, run_training
 from mrisr.upscale import upscale_volume
-from mrisr.volume import Volume, load_volume
+from mrisr.volume import Volume
 
 SHARED_DATA = Path(
     os.environ.get(

@@ -65,6 +65,7 @@ from mrisr.config import ModelConfig, TrainConfig
 from mrisr.device import resolve_device
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io import load_volume
 from mrisr.losses import ADVERSARIAL_LOSSES, feature_matching_loss, pixel_loss, texture_loss
 from mrisr.networks import (
     build_discriminator,
@@ -76,7 +77,7 @@ from mrisr.networks import (
 from mrisr.recipes import ResolvedRecipe, resolve
 from mrisr.training import CascadeForward
 from mrisr.upscale import upscale_volume
-from mrisr.volume import Volume, load_volume
+from mrisr.volume import Volume
 
 RECIPE = "esrgan"
 SHAPE = (256, 256, 64)

@@ -127,8 +127,8 @@ def main() -> None:
 
     from mrisr.inference import load_slice_model
     from mrisr.interpolation import CubicSliceModel
+    from mrisr.io import load_volume
     from mrisr.upscale import plan_upscale, slice_thickness, upscale_volume
-    from mrisr.volume import load_volume
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -51,7 +51,8 @@ SPEED_SPACING_MM = (0.9375, 0.9375, 5.0)
 
 def speed_volume(data_dir: Path):
     """The 256 x 256 x 64 speed scan: central 64 slices of ixi002_t2 as 5 mm slices."""
-    from mrisr.volume import Volume, load_volume
+    from mrisr.io import load_volume
+    from mrisr.volume import Volume
 
     hr = load_volume(data_dir / SPEED_VOLUME)
     start = (hr.shape[2] - 64) // 2
@@ -101,7 +102,7 @@ def measure_quality(
 ) -> list[dict]:
     """One row per (volume, axis, factor): each method's PSNR, SSIM, HFEN."""
     from mrisr.evaluation import evaluate
-    from mrisr.volume import load_volume
+    from mrisr.io import load_volume
 
     rows = []
     for name, path in volumes.items():

@@ -23,11 +23,12 @@ Usage (CPU; about 1.5 hours on one core with the recipe's 40,000 + 1,500 steps):
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from mrisr.io.files import write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "default_model.yaml"
@@ -100,9 +101,7 @@ def main() -> None:
 
 def install(source: Path, target: Path) -> None:
     """Copy under a temporary name, then rename: an interrupted copy leaves no half model."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    write_atomic(target, lambda temporary: shutil.copyfile(source, temporary), overwrite=True)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from pathlib import Path
 from mrisr import (
     CubicSliceModel,
     MrisrError,
-    OutputError,
     load_volume,
     plan_upscale,
     save_volume,
     upscale_volume,
 )
+from mrisr.io.files import check_output
 from mrisr.upscale import write_json_atomic
 
 #: The project's shared real scans (../shared/data from the repository root);
@@ -85,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     thick_path = args.out / f"{name}.nii.gz"
     image_path = args.out / f"{name}_iso.nii.gz"
     record_path = args.out / f"{name}_iso.json"
-    for path in (thick_path, image_path, record_path):
-        if path.exists() and not args.overwrite:
-            raise OutputError("already exists", path=path, fix="pass --overwrite")
     args.out.mkdir(parents=True, exist_ok=True)
+    for path in (thick_path, image_path, record_path):
+        check_output(path, overwrite=args.overwrite, inputs=[args.series])
     thick_path = save_volume(
         scan,
         thick_path,

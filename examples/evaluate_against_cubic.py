@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from mrisr import ConfigError, CubicSliceModel, MrisrError, OutputError, load_volume
+from mrisr import ConfigError, CubicSliceModel, MrisrError, load_volume
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.
@@ -61,17 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     # markdown_table is a helper of mrisr.evaluation, where evaluate() lives.
     from mrisr import evaluate, save_figure
     from mrisr.evaluation import check_figure_path, markdown_table
+    from mrisr.io.files import check_output
     from mrisr.upscale import write_json_atomic
 
     # 0. Refuse unusable outputs before any work (and never the input itself).
-    for output in (args.json, args.figure):
-        if output is not None and output.resolve() == args.scan.resolve():
-            raise OutputError("is the input scan", path=output, fix="choose another path")
-    if args.json is not None and args.json.exists() and not args.overwrite:
-        raise OutputError("already exists", path=args.json, fix="pass --overwrite")
     if args.figure is not None:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         check_figure_path(args.figure, overwrite=args.overwrite)
+    for output in (args.json, args.figure):
+        if output is not None:
+            check_output(output, overwrite=args.overwrite, inputs=[args.scan])
     truth = load_volume(args.scan)
 
     # 1. The models: cubic is always the baseline row; --model adds networks

@@ -56,9 +56,9 @@ _PUBLIC_NAMES = {
     "upscale_file": "mrisr.upscale",
     "upscale_volume": "mrisr.upscale",
     "Volume": "mrisr.volume",
-    "load_volume": "mrisr.volume",
-    "save_volume": "mrisr.volume",
-    "validate_volume": "mrisr.volume",
+    "load_volume": "mrisr.io",
+    "save_volume": "mrisr.io",
+    "validate_volume": "mrisr.io",
     # These import torch.
     "GeneratorSliceModel": "mrisr.inference",
     "load_slice_model": "mrisr.inference",

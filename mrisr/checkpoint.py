@@ -38,9 +38,7 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import random
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -50,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.errors import CheckpointError, ConfigError
+from mrisr.io.files import file_sha256, write_atomic
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `mrisr models` stays fast
     import torch
@@ -105,12 +104,12 @@ _CONVERT_HINT = (
 
 
 def model_sha256(path: str | Path) -> str:
-    """sha256 (hex) of a model file's bytes: the model hash provenance records."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 (hex) of a model file's bytes: the model hash provenance records.
+
+    Raises:
+        InputError: the file does not exist.
+    """
+    return file_sha256(path)
 
 
 def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -158,6 +157,7 @@ def save_model(
     Raises:
         ConfigError: unknown generator name, wrong class for it, missing or
             non-JSON config, bad factor range, or a description that is not JSON.
+        OutputError: the folder does not exist, or the file cannot be written.
     """
     from safetensors.torch import save_file
 
@@ -222,7 +222,7 @@ def save_model(
     def write(temporary: Path) -> None:
         save_file(tensors, str(temporary), metadata={METADATA_KEY: text})
 
-    _write_atomic(path, write)
+    write_atomic(path, write, overwrite=True)
     log.info("saved model %s (%s, %d tensors)", path, name, len(tensors))
     return path
 
@@ -435,6 +435,7 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> Path:
 
     Raises:
         ConfigError: ``state`` holds an object weights-only loading refuses.
+        OutputError: the folder does not exist, or the file cannot be written.
     """
     import torch
 
@@ -459,7 +460,7 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> Path:
                 fix="store state_dict()s and plain values; convert other objects first",
             ) from error
 
-    _write_atomic(path, write)
+    write_atomic(path, write, overwrite=True)
     return path
 
 
@@ -818,30 +819,3 @@ def _weights_only_friendly(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
         return type(value)(_weights_only_friendly(item) for item in value)
     return value
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(temporary)`` in the target's folder, fsync, then rename over ``path``."""
-    if not path.parent.is_dir():
-        raise ConfigError("its folder does not exist", path=path, fix="create the folder first")
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        write(temporary)
-        # mkstemp makes the file private (0600), and some writers (safetensors)
-        # recreate it that way: give it the permissions open() would, after writing.
-        os.chmod(temporary, 0o666 & ~_umask())
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -570,12 +570,20 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
-    """Write ``config`` as YAML (every setting, defaults included); returns the path."""
+    """Write ``config`` as YAML (every setting, defaults included); returns the path.
+
+    The file is written atomically and replaces an existing one.
+
+    Raises:
+        OutputError: the folder does not exist, or the file cannot be written.
+    """
     import yaml
+
+    from mrisr.io.files import write_atomic
 
     path = Path(path)
     text = yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
-    path.write_text(text)
+    write_atomic(path, lambda temporary: temporary.write_text(text), overwrite=True)
     return path
 
 

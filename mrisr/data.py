@@ -34,6 +34,7 @@ import numpy as np
 from mrisr.errors import ConfigError, InputError
 from mrisr.geometry import round_half_up
 from mrisr.intensity import Normalisation, fit_normalisation
+from mrisr.io.files import READ_FORMATS, stem, suffix
 from mrisr.simulate import slice_profile_matrix
 from mrisr.slices import PAIR_KINDS
 from mrisr.volume import Volume
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: File endings of training volumes.
-VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mgz", ".mgh")
+VOLUME_SUFFIXES: tuple[str, ...] = tuple(
+    ending for ending, kind in READ_FORMATS.items() if kind in ("nifti", "mgh")
+)
 #: Normalised intensity above which a voxel counts as foreground.
 FOREGROUND_LEVEL = 0.05
 #: Foreground voxels kept per volume as patch centres (a random subset).
@@ -60,31 +63,21 @@ MAX_TRIES = 10
 def read_volume(path: str | Path) -> Volume:
     """Load one volume: the single place where training reads image files.
 
-    Uses :func:`mrisr.volume.load_volume` (validation included) when it is
-    available, else nibabel directly.
+    Raises:
+        InputError: see :func:`mrisr.io.load_volume` (validation included).
     """
-    try:
-        from mrisr.volume import load_volume
-    except ImportError:  # pragma: no cover - only before mrisr.volume has its loader
-        import nibabel as nib
+    from mrisr.io import load_volume
 
-        image = nib.load(str(path))
-        data = np.asarray(image.get_fdata(dtype=np.float32))
-        return Volume(data=data, affine=np.asarray(image.affine, np.float64), source=Path(path))
     return load_volume(path)
 
 
 def volume_name(path: str | Path) -> str:
     """File name without its image ending (``ixi002_t1.nii.gz`` -> ``ixi002_t1``)."""
-    name = Path(path).name
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return stem(path)
 
 
 def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
+    return path.is_file() and suffix(path) in VOLUME_SUFFIXES
 
 
 def find_volumes(folder: str | Path) -> list[Path]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from mrisr.errors import OutputError
 from mrisr.evaluation import EvaluationResult, evaluate, save_figure
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io import load_volume, save_volume
 from mrisr.upscale import SliceModel
-from mrisr.volume import Volume, load_volume, save_volume
+from mrisr.volume import Volume
 
 #: The shipped demo volume (112 x 128 x 40 voxels of 0.94 x 0.94 x 1.25 mm).
 DEMO_VOLUME = "ixi002_t2_crop.nii.gz"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,11 @@ import numpy as np
 from mrisr.errors import ConfigError, InputError, OutputError
 from mrisr.fusion import FUSIONS, Fusion
 from mrisr.geometry import output_slice_count
+from mrisr.io.files import check_output, write_atomic
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
 from mrisr.simulate import PROFILES, Profile, simulate_volume
 from mrisr.upscale import SliceModel, upscale_volume
-from mrisr.volume import Volume, reserve_temporary
+from mrisr.volume import Volume
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -421,20 +421,9 @@ def save_figure(
                 ax.set_ylabel(f"axis {row} = {truth.shape[row] // 2}{thick}", fontsize=9)
     figure.suptitle(_caption(result), fontsize=9)
 
-    # The same temporary-then-rename as save_volume (the mode follows the umask).
-    temporary = reserve_temporary(path)
-    try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    except BaseException as exc:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(
-                f"could not be written: {exc}",
-                path=path,
-                fix="check the folder's permissions and free space",
-            ) from exc
-        raise
+    write_atomic(
+        path, lambda temporary: figure.savefig(temporary, format="png"), overwrite=overwrite
+    )
     return path
 
 
@@ -442,21 +431,13 @@ def check_figure_path(path: str | Path, *, overwrite: bool = False) -> None:
     """Refuse a figure path whose folder is missing, or that exists without ``overwrite``.
 
     Called before evaluating, so that a bad path fails before minutes of work.
+
+    Raises:
+        OutputError: the folder is missing, the path is a folder or exists
+            (without ``overwrite``), or it does not end in .png.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(
-            f"cannot be written: its folder {path.parent} does not exist",
-            path=path,
-            fix="create the folder first, or choose another path",
-        )
-    if path.exists() and not overwrite:
-        raise OutputError(
-            "already exists",
-            path=path,
-            expected="a path that does not exist yet",
-            fix="pass --overwrite to replace it, or choose another path",
-        )
+    check_output(path, overwrite=overwrite)
     if path.suffix.lower() != ".png":
         raise OutputError(
             f"has the extension {path.suffix or '(none)'!r}",

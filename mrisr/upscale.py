@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mrisr.errors import ConfigError, GeometryError, InputError, OutputError
+from mrisr.errors import ConfigError, GeometryError, InputError
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
     MIN_ANISOTROPY,
@@ -31,6 +29,7 @@ from mrisr.geometry import (
     voxel_sizes,
 )
 from mrisr.intensity import fit_normalisation
+from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
 from mrisr.simulate import apply_along_axis, slice_profile_matrix
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
@@ -361,49 +360,31 @@ def upscale_volume(
 def default_output_path(input_path: str | Path) -> Path:
     """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``)."""
     path = Path(input_path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.parent / f"{name}_sr.nii.gz"
+    return path.parent / f"{stem(path)}_sr.nii.gz"
 
 
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
     path = Path(output_path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".mha"):
-        if name.lower().endswith(suffix):
-            return path.parent / (name[: -len(suffix)] + ".json")
+    if suffix(path) in READ_FORMATS:
+        return path.parent / (stem(path) + ".json")
     return path.with_suffix(".json")
 
 
 def write_json_atomic(data: dict[str, Any], path: Path, *, overwrite: bool = False) -> Path:
-    """Write ``data`` as indented JSON through a temporary file in the same folder."""
-    if path.exists() and not overwrite:
-        raise OutputError(
-            "already exists", path=path, fix="choose another output path or pass --overwrite"
-        )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); give it the usual permissions.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True, default=_json_default)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON through a temporary file in the same folder.
+
+    Raises:
+        OutputError: ``path`` exists (without ``overwrite``), its folder is
+            missing, or it cannot be written.
+    """
+
+    def write(temporary: Path) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+        temporary.write_text(text + "\n")
+
+    write_atomic(path, write, overwrite=overwrite)
     return path
-
-
-def _current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _json_default(value: Any) -> Any:
@@ -440,7 +421,7 @@ def upscale_file(
         (output image path, sidecar path).
     """
     from mrisr import __version__
-    from mrisr.volume import file_sha256, load_volume, output_format, save_volume
+    from mrisr.io import file_sha256, load_volume, output_format, save_volume
 
     input_path = Path(input_path)
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
@@ -481,17 +462,5 @@ def _check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) ->
     if not input_path.exists():
         raise InputError("does not exist", path=input_path, fix="check the path")
     # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
-    inputs = {input_path.resolve(), sidecar_path(input_path).resolve()}
     for output in outputs:
-        if output.resolve() in inputs:
-            raise OutputError(
-                "is the input or its JSON sidecar; mrisr never writes over its input",
-                path=output,
-                fix="choose another output path with -o",
-            )
-        if not output.parent.is_dir():
-            raise OutputError("its folder does not exist", path=output, fix="create the folder")
-        if output.exists() and not overwrite:
-            raise OutputError(
-                "already exists", path=output, fix="choose another output path or pass --overwrite"
-            )
+        check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])

@@ -18,7 +18,9 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import GeometryError, InputError
-from mrisr.volume import Volume, check_slice_positions, load_volume, validate_volume
+from mrisr.io import load_volume, validate_volume
+from mrisr.io.dicom import check_slice_positions
+from mrisr.volume import Volume
 
 SPINE_T1 = "fixtures/spine_t1w_1mm.nii.gz"
 DICOM_SERIES = "thick/brain_pd_axial_7mm_dicom"

@@ -16,7 +16,7 @@ from mrisr.cli import app
 from mrisr.evaluation import evaluate
 from mrisr.inference import bundled_models, load_slice_model
 from mrisr.interpolation import CubicSliceModel
-from mrisr.volume import load_volume
+from mrisr.io import load_volume
 
 pytestmark = pytest.mark.skipif(
     "fast" not in bundled_models(), reason="no bundled models installed in mrisr/weights"

@@ -25,11 +25,12 @@ from mrisr.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 from mrisr.inference import load_slice_model
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io import load_volume
 from mrisr.networks.common import cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
 from mrisr.upscale import plan_upscale, upscale_volume
-from mrisr.volume import Volume, load_volume
+from mrisr.volume import Volume
 
 runner = CliRunner()
 
@@ -480,7 +481,7 @@ def test_a_killed_run_resumes_to_the_full_step_count(volumes, tmp_path):
 
 
 def test_a_pickled_model_safetensors_is_refused_by_upscale(tmp_path, thick_volume):
-    from mrisr.volume import save_volume
+    from mrisr.io import save_volume
 
     scan = save_volume(thick_volume, tmp_path / "scan.nii.gz")
     folder = tmp_path / "run"
@@ -494,7 +495,7 @@ def test_a_pickled_model_safetensors_is_refused_by_upscale(tmp_path, thick_volum
 
 
 def test_a_truncated_model_safetensors_is_refused_by_upscale(quick_run, tmp_path, thick_volume):
-    from mrisr.volume import save_volume
+    from mrisr.io import save_volume
 
     config, _, _ = quick_run
     scan = save_volume(thick_volume, tmp_path / "scan.nii.gz")

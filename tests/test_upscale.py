@@ -232,7 +232,7 @@ def test_thickness_reaches_the_sidecar_from_the_command_line(tmp_path, rng, capl
 def test_a_simulated_volume_upscales_without_naming_its_axis(shared_data):
     # simulate_volume and upscale_volume change the grid: the header copied
     # with the voxels must describe the new grid, or detection would refuse it.
-    from mrisr.volume import load_volume
+    from mrisr.io import load_volume
 
     hr = load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz")
     thick = simulate_volume(hr, axis=1, factor=4)

@@ -15,14 +15,9 @@ import SimpleITK as sitk
 
 from mrisr.errors import InputError, OutputError
 from mrisr.geometry import resampled_affine, voxel_sizes
-from mrisr.volume import (
-    Volume,
-    file_sha256,
-    load_volume,
-    ras_to_sitk,
-    save_volume,
-    sitk_to_ras,
-)
+from mrisr.io import file_sha256, load_volume, save_volume
+from mrisr.io.itk_formats import ras_to_sitk, sitk_to_ras
+from mrisr.volume import Volume
 
 FORMATS = [".nii", ".nii.gz", ".mgz", ".nrrd", ".mha"]
 SPINE_T2 = "fixtures/spine_t2_1mm.nii.gz"  # permuted axes, qform_code 2, sform_code 1

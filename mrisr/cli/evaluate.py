@@ -50,7 +50,7 @@ def command(
 ) -> None:
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
-    from mrisr.volume import load_volume
+    from mrisr.io import load_volume
 
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)

@@ -26,8 +26,8 @@ def command(
 
     import numpy as np
 
+    from mrisr.io import load_volume
     from mrisr.upscale import plan_upscale
-    from mrisr.volume import load_volume
 
     volume = load_volume(scan)
     plan = plan_upscale(volume, factor=factor, axis=axis)

@@ -24,8 +24,8 @@ def command(
     gap: Annotated[float | None, typer.Option(help="Gap between slices in mm.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
+    from mrisr.io import load_volume, save_volume
     from mrisr.simulate import simulate_volume
-    from mrisr.volume import load_volume, save_volume
 
     volume = load_volume(volume_path)
     thick = simulate_volume(

@@ -59,8 +59,8 @@ def command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mrisr.interpolation import CubicSliceModel
+    from mrisr.io import load_volume
     from mrisr.upscale import plan_upscale, upscale_file
-    from mrisr.volume import load_volume
 
     if model == "cubic":
         # Interpolation needs no torch: skip importing it (about 2 s).

@@ -1,0 +1,245 @@
+"""Files on disk: the one table of image file endings, the one overwrite refusal,
+the one atomic writer and the one hasher.
+
+Every output mrisr writes (volumes, model files, training state, JSON sidecars,
+figures) goes through :func:`write_atomic`: it is written to a hidden temporary
+file in the target's folder and renamed into place, so a crash or a failed
+write never leaves half a file, and an existing file stays intact until the new
+one is complete. :func:`check_output` is the refusal it applies first (and that
+callers apply early, before minutes of work): never over an input, never over
+an existing file without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from mrisr.errors import InputError, MrisrError, OutputError
+
+#: Image file endings mrisr reads, and the format each names.
+READ_FORMATS = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".mgz": "mgh",
+    ".mgh": "mgh",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+}
+#: Image file endings mrisr writes. Detached-header formats (.nhdr, .mhd) are
+#: read but not written: their two files cannot be renamed into place in one step.
+WRITE_FORMATS = {
+    suffix: kind for suffix, kind in READ_FORMATS.items() if suffix not in (".nhdr", ".mhd")
+}
+#: Names of the formats for messages.
+FORMAT_LABELS = {"nifti": "NIfTI", "mgh": "MGH", "nrrd": "NRRD", "metaimage": "MetaImage"}
+#: What mrisr reads, for messages.
+READABLE = (
+    "a NIfTI (.nii, .nii.gz), MGH (.mgz, .mgh), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) "
+    "file, or a folder holding one DICOM series"
+)
+
+#: Exceptions that mean "the write failed" (disk full, permissions, a writer
+#: library's refusal); they become an OutputError naming the file.
+_WRITE_FAILURES = (OSError, RuntimeError, ValueError)
+
+
+def suffix(path: str | Path) -> str:
+    """The ending that names a file's format, lower case (``.nii.gz`` counts as one).
+
+    Args:
+        path: a file name or path.
+
+    Returns:
+        e.g. ``".nii.gz"``, ``".mgz"``, ``".png"``; ``""`` when the name has none.
+    """
+    path = Path(path)
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def stem(path: str | Path) -> str:
+    """The file name without its image ending (``scan.nii.gz`` -> ``scan``).
+
+    Names without an ending of :data:`READ_FORMATS` (a DICOM folder such as
+    ``1.2.840.1``) are returned whole.
+
+    Args:
+        path: a file or folder path.
+
+    Returns:
+        The name, case kept.
+    """
+    name = Path(path).name
+    ending = suffix(name)
+    return name[: len(name) - len(ending)] if ending in READ_FORMATS else name
+
+
+def check_output(
+    path: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Path:
+    """Refuse an output path that mrisr must not write; the one place this is decided.
+
+    Args:
+        path: the output file.
+        overwrite: allow replacing an existing file (never an input).
+        inputs: the files or folders the output is made from (None entries are
+            skipped); the output may be none of them, also through a symlink.
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        OutputError: the path is one of ``inputs``, its folder does not exist,
+            it is a folder, or it exists and ``overwrite`` is False.
+    """
+    path = Path(path).expanduser().absolute()
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source).expanduser().absolute()
+        if path.resolve() == source.resolve() or (
+            path.exists() and source.exists() and os.path.samefile(path, source)
+        ):
+            raise OutputError(
+                f"is the input {source}; mrisr never writes over its input",
+                path=path,
+                expected="an output path different from the input",
+                fix="pass another output path with -o",
+            )
+    if not path.parent.is_dir():
+        raise OutputError(
+            f"cannot be written: its folder {path.parent} does not exist",
+            path=path,
+            expected="an existing folder",
+            fix="create the folder first (mkdir -p) or choose another output path",
+        )
+    if path.is_dir():
+        raise OutputError(
+            "is a folder", path=path, expected="a file name", fix="name an output file inside it"
+        )
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputError(
+            "already exists",
+            path=path,
+            expected="a path that does not exist yet",
+            fix="pass --overwrite (overwrite=True) to replace it, or choose another output path",
+        )
+    return path
+
+
+def write_atomic(
+    path: str | Path,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+) -> Path:
+    """Write a file through a temporary file beside it, then rename it into place.
+
+    ``write`` gets a hidden, empty ``.{stem}.tmp-XXXXXXXX{ending}`` in the
+    target's folder (the ending is kept so that nibabel, SimpleITK and
+    matplotlib recognise the format). Once it returns, the file is flushed to
+    disk, given the permissions a plain ``open()`` would (0666 less the umask)
+    and renamed over ``path`` in one step. If anything fails, the temporary
+    file is removed and an existing ``path`` is left as it was.
+
+    Args:
+        path: the output file.
+        write: writes the whole content to the path it is given.
+        overwrite: allow replacing an existing file (never an input).
+        inputs: files the output must not be (see :func:`check_output`).
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        OutputError: refused by :func:`check_output`, or the write failed
+            (OSError, RuntimeError or ValueError from ``write``, e.g. a full
+            disk). mrisr's own errors and other exceptions from ``write`` pass
+            through unchanged.
+    """
+    path = check_output(path, overwrite=overwrite, inputs=inputs)
+    temporary = _reserve_temporary(path)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        # Some writers (safetensors) recreate the file privately (0600).
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, MrisrError) or not isinstance(exc, _WRITE_FAILURES):
+            raise
+        raise OutputError(
+            f"could not be written: {exc}",
+            path=path,
+            expected="a writable folder with free space",
+            fix="check the folder's permissions and free space, or choose another output path",
+        ) from exc
+    return path
+
+
+def _reserve_temporary(path: Path) -> Path:
+    """Create an empty, unique, private ``.{stem}.tmp-XXXXXXXX{ending}`` beside ``path``."""
+    ending = suffix(path)
+    name = path.name[: len(path.name) - len(ending)]
+    for _ in range(100):
+        candidate = path.with_name(f".{name}.tmp-{secrets.token_hex(4)}{ending}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(
+                f"cannot be written: {exc.strerror or exc}",
+                path=path,
+                expected="a writable folder",
+                fix="check the folder's permissions, or choose another output path",
+            ) from exc
+        return candidate
+    raise OutputError("cannot be written: no free temporary name", path=path)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of a DICOM folder's files, for provenance records.
+
+    Args:
+        path: a file, or a folder whose regular files (not sub-folders) are
+            hashed in name order, each as its name and content digest.
+
+    Returns:
+        64 hexadecimal characters.
+
+    Raises:
+        InputError: the path does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("does not exist", path=path, expected="a file or folder to hash")
+    if not path.is_dir():
+        return _hash_file(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(child.name.encode() + b"\0" + _hash_file(child).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

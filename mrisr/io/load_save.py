@@ -1,0 +1,184 @@
+"""Loading and saving volumes: the format follows the path, every input is validated.
+
+:func:`load_volume` picks the reader from the path (a folder is a DICOM
+series) and validates what it read; :func:`save_volume` picks the writer from
+the ending and writes through :func:`mrisr.io.files.write_atomic`, never over
+the volume's own source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrisr.errors import InputError, OutputError
+from mrisr.io.dicom import load_dicom_folder
+from mrisr.io.files import (
+    FORMAT_LABELS,
+    READ_FORMATS,
+    READABLE,
+    WRITE_FORMATS,
+    suffix,
+    write_atomic,
+)
+from mrisr.io.itk_formats import load_itk_file, write_itk
+from mrisr.io.nibabel_formats import load_nibabel, write_mgh, write_nifti
+from mrisr.io.validation import REEXPORT, validate_volume
+from mrisr.volume import Volume
+
+#: The writer of each output format: (volume, on-disk voxels, affine, target file).
+_WRITERS: dict[str, Callable[[Volume, np.ndarray, np.ndarray, Path], None]] = {
+    "nifti": write_nifti,
+    "mgh": write_mgh,
+    "nrrd": write_itk,
+    "metaimage": write_itk,
+}
+
+
+def load_volume(path: str | Path) -> Volume:
+    """Read and validate a 3D image.
+
+    What is read depends on the path: ``.nii``/``.nii.gz`` and ``.mgz``/``.mgh``
+    through nibabel, ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` through SimpleITK,
+    and a folder as one DICOM series through SimpleITK's GDCM reader. Headers
+    are checked before any voxel is allocated; NIfTI is never read through
+    SimpleITK (it zero-fills truncated files silently).
+
+    Args:
+        path: image file or DICOM folder.
+
+    Returns:
+        A :class:`Volume`: float32 (X, Y, Z) voxels in file order (a 4th
+        dimension of size 1 is dropped), the RAS+ affine in mm, the nibabel
+        header (a copy; None for SimpleITK formats), ``source`` (absolute
+        path) and ``meta`` with ``format``, ``dtype`` (on disk),
+        ``qform_code``/``sform_code`` (None where the format has none) and
+        ``slice_thickness_mm`` when known.
+
+    Raises:
+        InputError: missing, empty, truncated, unreadable or unusable input
+            (see :func:`validate_volume`); the message names the file, the
+            problem, what was expected and the fix.
+        GeometryError: invalid spacing, orientation or slice positions.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise InputError(
+            "does not exist",
+            path=path,
+            expected=READABLE,
+            fix="check the path (relative paths start from the current folder)",
+        )
+    if path.is_dir():
+        volume = load_dicom_folder(path)
+    else:
+        ending = suffix(path)
+        kind = READ_FORMATS.get(ending)
+        if kind is None:
+            fix = "convert it to NIfTI, e.g. with dcm2niix or `mri_convert`"
+            if ending in (".dcm", ".ima", ""):
+                fix = "pass the folder that holds the whole DICOM series, not one file"
+            elif ending in (".hdr", ".img"):
+                fix = "convert the Analyze/NIfTI pair to a single .nii.gz (e.g. `fslchfiletype NIFTI_GZ`)"
+            raise InputError(
+                f"has an extension mrisr does not read ({ending or 'none'})",
+                path=path,
+                expected=READABLE,
+                fix=fix,
+            )
+        if path.stat().st_size == 0:
+            raise InputError(
+                "is empty (0 bytes)",
+                path=path,
+                expected=f"a {FORMAT_LABELS[kind]} image",
+                fix=REEXPORT,
+            )
+        if kind in ("nifti", "mgh"):
+            volume = load_nibabel(path, kind)
+        else:
+            volume = load_itk_file(path, kind)
+    validate_volume(volume)
+    return volume
+
+
+def output_format(path: str | Path) -> str:
+    """The format save_volume writes for this extension: nifti, mgh, nrrd or metaimage.
+
+    Raises:
+        OutputError: an extension mrisr does not write.
+    """
+    path = Path(path)
+    ending = suffix(path)
+    kind = WRITE_FORMATS.get(ending)
+    if kind is None:
+        raise OutputError(
+            f"has an extension mrisr does not write ({ending or 'none'})",
+            path=path,
+            expected="one of " + ", ".join(WRITE_FORMATS),
+            fix="name the output e.g. scan_sr.nii.gz",
+        )
+    return kind
+
+
+def save_volume(
+    volume: Volume, path: str | Path, *, overwrite: bool = False, dtype: Any = np.float32
+) -> Path:
+    """Write a volume atomically, never over its input.
+
+    The format follows the extension: ``.nii``/``.nii.gz`` (NIfTI, keeping a
+    NIfTI input header's other fields), ``.mgz``/``.mgh`` (MGH) or
+    ``.nrrd``/``.mha`` (SimpleITK, LPS geometry). Voxels are written as
+    ``dtype`` with scl_slope 1 and scl_inter 0; the header's qform and sform
+    codes are those of the input (``volume.meta``, else its header, else
+    1 "scanner"), and pixdim holds the affine's voxel sizes. The file is
+    written to a temporary name in the same folder and renamed into place;
+    nothing is left behind when writing fails.
+
+    Args:
+        volume: the (X, Y, Z) voxels and their (4, 4) RAS+ affine in mm.
+        path: output file.
+        overwrite: replace an existing file (never the input).
+        dtype: on-disk voxel type; integer types are rounded and clipped.
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        OutputError: unknown extension, a missing folder, the input's own
+            path, an existing file without ``overwrite``, or a failed write.
+    """
+    path = Path(path).expanduser().absolute()
+    kind = output_format(path)
+    data = np.asarray(volume.data)
+    if data.ndim != 3:
+        raise OutputError(
+            f"cannot hold voxels of shape {data.shape}",
+            path=path,
+            expected="a 3D (X, Y, Z) array",
+            fix="pass one 3D volume",
+        )
+    affine = np.array(volume.affine, dtype=np.float64)
+    dtype = np.dtype(dtype)
+
+    def write(temporary: Path) -> None:
+        _WRITERS[kind](volume, _cast(data, dtype, path), affine, temporary)
+
+    return write_atomic(path, write, overwrite=overwrite, inputs=[volume.source])
+
+
+def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
+    """A new array of ``dtype``; integers are rounded and clipped to the type's range."""
+    if dtype.kind == "f":
+        return data.astype(dtype, copy=True)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(data), info.min, info.max).astype(dtype)
+    raise OutputError(
+        f"cannot be written with voxel type {dtype}",
+        path=path,
+        expected="a real integer or floating-point type (float32 by default)",
+        fix="pass dtype=numpy.float32",
+    )
