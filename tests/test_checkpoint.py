@@ -100,7 +100,8 @@ def saved(tmp_path, generators):
 
 
 def no_temporaries(folder) -> bool:
-    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # mrisr.io.files.write_atomic names its temporaries ".<stem>.tmp-<random><ending>".
+    return not [p for p in folder.iterdir() if ".tmp" in p.name]
 
 
 # ------------------------------------------------------------------ round trip
