@@ -125,8 +125,8 @@ def main() -> None:
 
     import torch
 
-    from mrisr.inference import load_slice_model
     from mrisr.interpolation import CubicSliceModel
+    from mrisr.models import load_slice_model
     from mrisr.upscale import plan_upscale, slice_thickness, upscale_volume
     from mrisr.volume import load_volume
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from mrisr.checkpoint import read_description
 from mrisr.cli import app
 from mrisr.evaluation import evaluate
-from mrisr.inference import bundled_models, load_slice_model
 from mrisr.interpolation import CubicSliceModel
+from mrisr.models import bundled_models, load_slice_model
 from mrisr.volume import load_volume
 
 pytestmark = pytest.mark.skipif(
