@@ -22,10 +22,12 @@ from mrisr.networks import (
     build_discriminator,
     build_generator,
     count_parameters,
-    cubic_rows,
     intermediate_rows,
     macs_per_output_voxel,
     zero_last_layer,
+)
+from mrisr.networks import (
+    bicubic_rows as cubic_rows,
 )
 from mrisr.networks.common import pixel_shuffle, pixel_unshuffle_cols, resample_rows
 

@@ -2,7 +2,7 @@
 
 Generators upsample the rows (thick axis) of (B, 1, H, W) slices to any
 ``out_rows >= H``: ``generator(x, out_rows) -> (B, 1, out_rows, W)``, always
-as cubic interpolation plus a learned residual. Discriminators score
+as bicubic interpolation plus a learned residual. Discriminators score
 (B, 1, h, w) patches (h, w >= 32). Every model keeps its constructor
 arguments in ``model.config`` (JSON-serialisable), so that
 ``GENERATORS[name](**config)`` rebuilds it from a checkpoint.
@@ -24,7 +24,7 @@ from torch import nn
 from mrisr.errors import ConfigError
 from mrisr.networks.attn_srgan import AttnSRGAN
 from mrisr.networks.classic import DRCN, ESPCN, FSRCNN, SRCNN, VDSR
-from mrisr.networks.common import RowSRGenerator, cubic_rows, zero_last_layer
+from mrisr.networks.common import RowSRGenerator, bicubic_rows, zero_last_layer
 from mrisr.networks.complexity import count_parameters, macs_per_output_voxel
 from mrisr.networks.discriminators import (
     PatchGANDiscriminator,
@@ -46,7 +46,7 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "count_parameters",
-    "cubic_rows",
+    "bicubic_rows",
     "intermediate_rows",
     "macs_per_output_voxel",
     "zero_last_layer",

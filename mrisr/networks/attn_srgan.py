@@ -24,7 +24,7 @@ class AttnSRGAN(RowSRGenerator):
     trunk conv and a long skip, at low resolution. Adaptations: rows-only
     sub-pixel upsampling by ``upsample``, anti-aliased linear resampling to
     exactly ``out_rows`` (any factor), an HR conv, the output conv, and a
-    global cubic residual.
+    global bicubic residual.
 
     Args:
         num_feat: channels, divisible by ``heads``.
@@ -68,10 +68,10 @@ class AttnSRGAN(RowSRGenerator):
         )
         self.tail = UpsampleTail(num_feat, num_feat, upsample, "lrelu", hr_convs=1)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
         feat = self.head(x)
-        return self.tail(feat + self.body(feat), cubic.shape[-2])
+        return self.tail(feat + self.body(feat), bicubic.shape[-2])
 
     def output_layers(self) -> list[nn.Module]:
         """The output conv."""

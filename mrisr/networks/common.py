@@ -1,4 +1,4 @@
-"""Pieces every generator shares: the cubic residual, rows-only sub-pixel upsampling,
+"""Pieces every generator shares: the bicubic residual, rows-only sub-pixel upsampling,
 resampling to an exact number of rows, and the generator base class.
 
 Every 2D slice is laid out as ``(rows, cols) = (thick axis, in-plane axis)``.
@@ -25,7 +25,7 @@ __all__ = [
     "SubPixelOutput",
     "UpsampleTail",
     "check_positive",
-    "cubic_rows",
+    "bicubic_rows",
     "like_memory_format",
     "make_act",
     "pixel_shuffle",
@@ -36,10 +36,14 @@ __all__ = [
 ]
 
 
-def cubic_rows(x: Tensor, out_rows: int) -> Tensor:
-    """Cubic interpolation along rows only, field-of-view aligned.
+def bicubic_rows(x: Tensor, out_rows: int) -> Tensor:
+    """Torch's bicubic interpolation along rows only, field-of-view aligned.
 
-    Columns keep their size; bicubic interpolation onto the same column grid
+    Bicubic here is Keys' cubic convolution (``a = -0.75``, what
+    ``F.interpolate(mode="bicubic")`` computes): cheap and differentiable, the
+    base every generator adds its residual to. It is not the prefiltered cubic
+    B-spline of :class:`mrisr.interpolation.CubicSliceModel`, the "cubic"
+    baseline that models are measured against. Columns keep their size; bicubic interpolation onto the same column grid
     is exactly the identity there, so only rows are resampled.
 
     Args:
@@ -276,11 +280,11 @@ class UpsampleTail(nn.Module):
 
 
 class RowSRGenerator(nn.Module):
-    """Base class of the generators: input checks plus the global cubic residual.
+    """Base class of the generators: input checks plus the global bicubic residual.
 
-    Subclasses implement :meth:`residual` (what the network adds to cubic
+    Subclasses implement :meth:`residual` (what the network adds to bicubic
     interpolation) and :meth:`output_layers` (the convs whose zeroing makes
-    the generator plain cubic interpolation), and set ``self.config``.
+    the generator plain bicubic interpolation), and set ``self.config``.
     """
 
     config: dict
@@ -295,15 +299,15 @@ class RowSRGenerator(nn.Module):
         Returns:
             (B, 1, out_rows, W) tensor.
         """
-        cubic = cubic_rows(x, self._check_input(x, out_rows))
-        return cubic + self.residual(x, cubic)
+        bicubic = bicubic_rows(x, self._check_input(x, out_rows))
+        return bicubic + self.residual(x, bicubic)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
-        """The learned correction to cubic interpolation.
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
+        """The learned correction to bicubic interpolation.
 
         Args:
             x: (B, 1, H, W) input.
-            cubic: (B, 1, out_rows, W) cubic interpolation of ``x`` (pre-upsampling
+            bicubic: (B, 1, out_rows, W) bicubic interpolation of ``x`` (pre-upsampling
                 networks refine it; the others only read its row count).
 
         Returns:
@@ -312,7 +316,7 @@ class RowSRGenerator(nn.Module):
         raise NotImplementedError
 
     def output_layers(self) -> list[nn.Module]:
-        """The output convs: zeroing them makes the generator cubic interpolation."""
+        """The output convs: zeroing them makes the generator bicubic interpolation."""
         raise NotImplementedError
 
     def _check_input(self, x: Tensor, out_rows: int) -> int:
@@ -343,9 +347,9 @@ class RowSRGenerator(nn.Module):
 
 @torch.no_grad()
 def zero_last_layer(generator: RowSRGenerator) -> RowSRGenerator:
-    """Zero the output convs so that the generator starts as cubic interpolation.
+    """Zero the output convs so that the generator starts as bicubic interpolation.
 
-    Training from this state starts at the cubic baseline; the first step
+    Training from this state starts at the bicubic baseline; the first step
     moves the output convs off zero, after which the whole network learns.
 
     Args:

@@ -71,7 +71,7 @@ class RRDBNet(RowSRGenerator):
       a rows-only sub-pixel shuffle makes ``upsample`` times as many rows,
       anti-aliased linear resampling lands on exactly ``out_rows``, then the
       HR conv and last conv. ESRGAN's nearest-neighbour x2 stages are replaced.
-    * A global residual: the output is cubic interpolation plus the network.
+    * A global residual: the output is bicubic interpolation plus the network.
     * Optional ``col_unshuffle`` (Real-ESRGAN's pixel-unshuffle, columns only):
       the trunk runs on ``W / col_unshuffle`` columns with the columns folded
       into channels and the output shuffle unfolds them exactly, cutting the
@@ -120,7 +120,7 @@ class RRDBNet(RowSRGenerator):
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.tail = UpsampleTail(num_feat, hr_feat, upsample, "lrelu", col_scale=col_unshuffle)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """(B, 1, H, W) -> (B, 1, out_rows, W); see :meth:`RowSRGenerator.residual`."""
         width = x.shape[-1]
         pad = (-width) % self.col_unshuffle
@@ -128,7 +128,7 @@ class RRDBNet(RowSRGenerator):
             x = F.pad(x, (0, pad, 0, 0), mode="replicate")
         feat = self.conv_first(pixel_unshuffle_cols(x, self.col_unshuffle))
         feat = feat + self.conv_body(self.body(feat))
-        return self.tail(feat, cubic.shape[-2])[..., :width]
+        return self.tail(feat, bicubic.shape[-2])[..., :width]
 
     def output_layers(self) -> list[nn.Module]:
         """The last conv."""

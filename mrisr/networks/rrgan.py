@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from mrisr.networks.common import (
     RowSRGenerator,
     RowUpsample,
+    bicubic_rows,
     check_positive,
-    cubic_rows,
     make_act,
 )
 
@@ -74,11 +74,11 @@ class RRGAN(RowSRGenerator):
     2. rows-only sub-pixel upsampling by ``upsample`` and anti-aliased
        resampling to the intermediate size
        ``mid_rows = intermediate_rows(H, out_rows)`` (2x for a 4x factor);
-       an output conv gives the intermediate image (plus cubic interpolation
+       an output conv gives the intermediate image (plus bicubic interpolation
        to ``mid_rows``);
     3. ``num_block_mid`` recursive blocks and a skip at ``mid_rows``, a second
        rows-only sub-pixel step to ``out_rows``, an HR conv and the output
-       conv (plus cubic interpolation to ``out_rows``).
+       conv (plus bicubic interpolation to ``out_rows``).
 
     :meth:`forward` returns the final image; :meth:`forward_with_intermediate`
     also returns the intermediate one, to be supervised against the
@@ -139,9 +139,9 @@ class RRGAN(RowSRGenerator):
         feat = mid + self.body_mid(mid)
         return self.last(self.hr(self.up(feat, out_rows))), mid
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
-        return self._cascade(x, cubic.shape[-2])[0]
+        return self._cascade(x, bicubic.shape[-2])[0]
 
     def forward_with_intermediate(self, x: Tensor, out_rows: int) -> tuple[Tensor, Tensor]:
         """The final and the intermediate image.
@@ -157,8 +157,8 @@ class RRGAN(RowSRGenerator):
         """
         out_rows = self._check_input(x, out_rows)
         residual, mid = self._cascade(x, out_rows)
-        final = cubic_rows(x, out_rows) + residual
-        intermediate = cubic_rows(x, mid.shape[-2]) + self.last_mid(mid)
+        final = bicubic_rows(x, out_rows) + residual
+        intermediate = bicubic_rows(x, mid.shape[-2]) + self.last_mid(mid)
         return final, intermediate
 
     def output_layers(self) -> list[nn.Module]:

@@ -23,7 +23,7 @@ class SRLRGAN(RowSRGenerator):
     batch norm), a 3x3 trunk conv and a long skip, all at low resolution.
     Adaptations: rows-only sub-pixel upsampling by ``upsample``, anti-aliased
     linear resampling to exactly ``out_rows`` (any factor), one HR conv with
-    ``num_hr_feat`` channels, the output conv, and a global cubic residual.
+    ``num_hr_feat`` channels, the output conv, and a global bicubic residual.
 
     Args:
         num_feat: trunk channels; even, with ``num_feat / 2`` divisible by ``groups``.
@@ -70,10 +70,10 @@ class SRLRGAN(RowSRGenerator):
         )
         self.tail = UpsampleTail(num_feat, num_hr_feat, upsample, "lrelu", hr_convs=1)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
         feat = self.head(x)
-        return self.tail(feat + self.body(feat), cubic.shape[-2])
+        return self.tail(feat + self.body(feat), bicubic.shape[-2])
 
     def output_layers(self) -> list[nn.Module]:
         """The output conv."""

@@ -19,7 +19,7 @@ class SRResNet(RowSRGenerator):
     PReLU, and a 9x9 output conv. Adaptations: SRGAN's two x2 pixel-shuffle
     stages become one rows-only shuffle by ``upsample`` followed by
     anti-aliased linear resampling to exactly ``out_rows`` (any factor), and a
-    global cubic residual is added.
+    global bicubic residual is added.
 
     Args:
         num_feat: channels (64).
@@ -39,10 +39,10 @@ class SRResNet(RowSRGenerator):
         )
         self.tail = UpsampleTail(num_feat, num_feat, upsample, "prelu", hr_convs=0, last_kernel=9)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
         feat = self.head(x)
-        return self.tail(feat + self.body(feat), cubic.shape[-2])
+        return self.tail(feat + self.body(feat), bicubic.shape[-2])
 
     def output_layers(self) -> list[nn.Module]:
         """The 9x9 output conv."""
