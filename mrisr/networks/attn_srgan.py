@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from mrisr.errors import ConfigError
 from mrisr.networks.blocks import ResidualBlock, WindowTransformerBlock
-from mrisr.networks.common import RowSRGenerator, UpsampleTail, check_positive
+from mrisr.networks.common import RowSRGenerator, UpsampleTail, sizes_table
 
 __all__ = ["AttnSRGAN"]
 
@@ -34,6 +34,8 @@ class AttnSRGAN(RowSRGenerator):
         upsample: integer row scale of the sub-pixel shuffle.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_block=2))
+
     def __init__(
         self,
         num_feat: int = 64,
@@ -43,23 +45,13 @@ class AttnSRGAN(RowSRGenerator):
         upsample: int = 4,
     ) -> None:
         super().__init__()
-        check_positive(
-            "attn-srgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            window=window,
-            heads=heads,
-            upsample=upsample,
-        )
+        self.configure(locals())
         if num_feat % heads:
             raise ConfigError(
                 f"attn-srgan: num_feat={num_feat} is not divisible by heads={heads}",
                 expected="num_feat divisible by heads",
                 fix="change num_feat or heads",
             )
-        self.config = dict(
-            num_feat=num_feat, num_block=num_block, window=window, heads=heads, upsample=upsample
-        )
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(ResidualBlock(num_feat, act="relu", attention=True) for _ in range(num_block)),

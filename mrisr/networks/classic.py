@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mrisr.networks.common import RowSRGenerator, SubPixelOutput, bicubic_rows, check_positive
+from mrisr.errors import ConfigError
+from mrisr.networks.common import RowSRGenerator, SubPixelOutput, bicubic_rows, sizes_table
 
 __all__ = ["DRCN", "ESPCN", "FSRCNN", "SRCNN", "VDSR"]
 
@@ -37,10 +38,11 @@ class SRCNN(RowSRGenerator):
         num_feat2: channels of the second layer (32).
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_feat2=16))
+
     def __init__(self, num_feat: int = 64, num_feat2: int = 32) -> None:
         super().__init__()
-        check_positive("srcnn", num_feat=num_feat, num_feat2=num_feat2)
-        self.config = dict(num_feat=num_feat, num_feat2=num_feat2)
+        self.configure(locals())
         self.body = nn.Sequential(
             _conv(1, num_feat, 9), nn.ReLU(), _conv(num_feat, num_feat2, 5), nn.ReLU()
         )
@@ -73,10 +75,11 @@ class FSRCNN(RowSRGenerator):
         upsample: integer row scale of the sub-pixel shuffle.
     """
 
+    sizes = sizes_table(small=dict(d=32, s=8, m=2))
+
     def __init__(self, d: int = 56, s: int = 12, m: int = 4, upsample: int = 4) -> None:
         super().__init__()
-        check_positive("fsrcnn", d=d, s=s, m=m, upsample=upsample)
-        self.config = dict(d=d, s=s, m=m, upsample=upsample)
+        self.configure(locals())
         layers: list[nn.Module] = [_conv(1, d, 5), nn.PReLU(d), _conv(d, s, 1), nn.PReLU(s)]
         for _ in range(m):
             layers += [_conv(s, s, 3), nn.PReLU(s)]
@@ -108,10 +111,11 @@ class ESPCN(RowSRGenerator):
         upsample: integer row scale of the sub-pixel shuffle.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_feat2=16))
+
     def __init__(self, num_feat: int = 64, num_feat2: int = 32, upsample: int = 4) -> None:
         super().__init__()
-        check_positive("espcn", num_feat=num_feat, num_feat2=num_feat2, upsample=upsample)
-        self.config = dict(num_feat=num_feat, num_feat2=num_feat2, upsample=upsample)
+        self.configure(locals())
         self.body = nn.Sequential(
             _conv(1, num_feat, 5), nn.Tanh(), _conv(num_feat, num_feat2, 3), nn.Tanh()
         )
@@ -137,13 +141,20 @@ class VDSR(RowSRGenerator):
 
     Args:
         num_feat: channels of the hidden layers (64).
-        num_layers: total conv layers including the first and last (20).
+        num_layers: total conv layers including the first and last (20, at least 2).
     """
+
+    sizes = sizes_table(small=dict(num_feat=32, num_layers=8))
 
     def __init__(self, num_feat: int = 64, num_layers: int = 20) -> None:
         super().__init__()
-        check_positive("vdsr", num_feat=num_feat, num_layers=num_layers - 1)
-        self.config = dict(num_feat=num_feat, num_layers=num_layers)
+        self.configure(locals())
+        if num_layers < 2:
+            raise ConfigError(
+                f"generator 'vdsr': num_layers must be >= 2 (a first and a last conv), "
+                f"got {num_layers}",
+                fix="set num_layers to 2 or more",
+            )
         layers: list[nn.Module] = [_conv(1, num_feat, 3), nn.ReLU()]
         for _ in range(num_layers - 2):
             layers += [_conv(num_feat, num_feat, 3), nn.ReLU()]
@@ -178,10 +189,11 @@ class DRCN(RowSRGenerator):
         num_recursions: recursions of the shared conv (16 in the paper).
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_recursions=4))
+
     def __init__(self, num_feat: int = 256, num_recursions: int = 16) -> None:
         super().__init__()
-        check_positive("drcn", num_feat=num_feat, num_recursions=num_recursions)
-        self.config = dict(num_feat=num_feat, num_recursions=num_recursions)
+        self.configure(locals())
         self.embed = nn.Sequential(
             _conv(1, num_feat, 3), nn.ReLU(), _conv(num_feat, num_feat, 3), nn.ReLU()
         )

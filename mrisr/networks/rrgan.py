@@ -10,8 +10,8 @@ from mrisr.networks.common import (
     RowSRGenerator,
     RowUpsample,
     bicubic_rows,
-    check_positive,
     make_act,
+    sizes_table,
 )
 
 __all__ = ["RRGAN", "RecursiveResidualBlock", "intermediate_rows"]
@@ -92,6 +92,8 @@ class RRGAN(RowSRGenerator):
         upsample: integer row scale of each of the two sub-pixel steps.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_block=2, recursions=2))
+
     def __init__(
         self,
         num_feat: int = 64,
@@ -101,21 +103,7 @@ class RRGAN(RowSRGenerator):
         upsample: int = 2,
     ) -> None:
         super().__init__()
-        check_positive(
-            "rrgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            num_block_mid=num_block_mid,
-            recursions=recursions,
-            upsample=upsample,
-        )
-        self.config = dict(
-            num_feat=num_feat,
-            num_block=num_block,
-            num_block_mid=num_block_mid,
-            recursions=recursions,
-            upsample=upsample,
-        )
+        self.configure(locals())
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(RecursiveResidualBlock(num_feat, recursions) for _ in range(num_block)),

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from mrisr.errors import ConfigError
 from mrisr.networks.blocks import ShuffleUnit
-from mrisr.networks.common import RowSRGenerator, UpsampleTail, check_positive
+from mrisr.networks.common import RowSRGenerator, UpsampleTail, sizes_table
 
 __all__ = ["SRLRGAN"]
 
@@ -33,6 +33,8 @@ class SRLRGAN(RowSRGenerator):
         upsample: integer row scale of the sub-pixel shuffle.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_block=4, num_hr_feat=16))
+
     def __init__(
         self,
         num_feat: int = 64,
@@ -42,27 +44,13 @@ class SRLRGAN(RowSRGenerator):
         upsample: int = 4,
     ) -> None:
         super().__init__()
-        check_positive(
-            "srlrgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            groups=groups,
-            num_hr_feat=num_hr_feat,
-            upsample=upsample,
-        )
+        self.configure(locals())
         if num_feat % (2 * groups):
             raise ConfigError(
                 f"srlrgan: num_feat={num_feat} does not split into two halves of {groups} groups",
                 expected=f"num_feat divisible by 2 * groups = {2 * groups}",
                 fix="change num_feat or groups",
             )
-        self.config = dict(
-            num_feat=num_feat,
-            num_block=num_block,
-            groups=groups,
-            num_hr_feat=num_hr_feat,
-            upsample=upsample,
-        )
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(ShuffleUnit(num_feat, groups) for _ in range(num_block)),

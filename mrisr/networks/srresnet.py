@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mrisr.networks.blocks import ResidualBlock
-from mrisr.networks.common import RowSRGenerator, UpsampleTail, check_positive
+from mrisr.networks.common import RowSRGenerator, UpsampleTail, sizes_table
 
 __all__ = ["SRResNet"]
 
@@ -27,10 +27,11 @@ class SRResNet(RowSRGenerator):
         upsample: integer row scale of the sub-pixel shuffle.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_block=4))
+
     def __init__(self, num_feat: int = 64, num_block: int = 16, upsample: int = 4) -> None:
         super().__init__()
-        check_positive("srresnet", num_feat=num_feat, num_block=num_block, upsample=upsample)
-        self.config = dict(num_feat=num_feat, num_block=num_block, upsample=upsample)
+        self.configure(locals())
         self.head = nn.Sequential(nn.Conv2d(1, num_feat, 9, padding=4), nn.PReLU(num_feat))
         self.body = nn.Sequential(
             *(ResidualBlock(num_feat, act="prelu", norm=True) for _ in range(num_block)),
