@@ -62,6 +62,8 @@ class GeneratorSliceModel:
         name: as given.
         factor_range: (low, high) factors the model was trained for.
         device: the torch device it runs on.
+    Raises:
+        ConfigError: a bad batch size, tile size, overlap, thread count or device.
     """
 
     def __init__(
@@ -155,6 +157,11 @@ class GeneratorSliceModel:
 
         Returns:
             (N, out_rows, W) float32 array.
+
+        Raises:
+            InputError: a stack that is not 3D, or ``out_rows`` below the input rows.
+            ConfigError: CUDA memory runs out even for one slice.
+            RuntimeError: the generator returned the wrong shape.
         """
         stack = np.asarray(stack)
         if stack.ndim != 3 or 0 in stack.shape[1:]:

@@ -412,7 +412,11 @@ class ResolvedRecipe:
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; ConfigError listing the known ones otherwise."""
+    """The recipe called ``name``.
+
+    Raises:
+        ConfigError: an unknown name, listing the known ones.
+    """
     if name not in RECIPES:
         raise ConfigError(
             f"unknown recipe {name!r}",

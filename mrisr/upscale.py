@@ -127,6 +127,12 @@ def plan_upscale(
 
     Returns:
         The :class:`UpscalePlan`.
+
+    Raises:
+        ConfigError: an axis other than 0, 1 or 2, or a factor that is not a
+            finite number > 1.
+        GeometryError: no thick axis (isotropic, or two thick axes), or the
+            default factor on an axis no thicker than the in-plane spacing.
     """
     source = str(volume.source) if volume.source is not None else None
     if axis is None:

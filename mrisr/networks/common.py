@@ -154,6 +154,9 @@ def make_act(name: str, channels: int = 1) -> nn.Module:
     """Activation by name: ``"relu"``, ``"lrelu"`` (slope 0.2), ``"prelu"``, ``"tanh"``.
 
     Never in place, so that autograd can always see the pre-activation values.
+
+    Raises:
+        ConfigError: an unknown name.
     """
     if name == "relu":
         return nn.ReLU()
@@ -419,11 +422,18 @@ class RowSRGenerator(ConfiguredNetwork):
 
         Returns:
             (B, 1, out_rows, W) tensor.
+
+        Raises:
+            NotImplementedError: in the base class; every generator defines it.
         """
         raise NotImplementedError
 
     def output_layers(self) -> list[nn.Module]:
-        """The output convs: zeroing them makes the generator bicubic interpolation."""
+        """The output convs: zeroing them makes the generator bicubic interpolation.
+
+        Raises:
+            NotImplementedError: in the base class; every generator defines it.
+        """
         raise NotImplementedError
 
     def _check_input(self, x: Tensor, out_rows: int) -> int:
