@@ -62,6 +62,7 @@ class GeneratorSliceModel:
         name: as given.
         factor_range: (low, high) factors the model was trained for.
         device: the torch device it runs on.
+
     Raises:
         ConfigError: a bad batch size, tile size, overlap, thread count or device.
     """
