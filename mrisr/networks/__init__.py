@@ -91,14 +91,19 @@ GENERATOR_SIZES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyTyp
 )
 
 
-def _network_class(kind: str, table: Mapping[str, type[ConfiguredNetwork]], name: str) -> type:
+def _build(kind: str, table: Mapping[str, type], name: str, size: str | None, kwargs: dict):
+    """The network ``table[name]`` at ``size``, ``kwargs`` over the size's settings."""
     if name not in table:
         raise ConfigError(
             f"unknown {kind} {name!r}",
             expected=f"one of {', '.join(sorted(table))}",
             fix=f"choose a {kind} from that list",
         )
-    return table[name]
+    cls = table[name]
+    if size is not None:
+        kwargs = {**cls.size_settings(size), **kwargs}
+    cls.check_settings(kwargs)
+    return cls(**kwargs)
 
 
 def build_generator(name: str, size: str | None = None, **kwargs: Any) -> RowSRGenerator:
@@ -116,11 +121,7 @@ def build_generator(name: str, size: str | None = None, **kwargs: Any) -> RowSRG
     Raises:
         ConfigError: unknown name or size, or a setting the generator does not accept.
     """
-    cls = _network_class("generator", GENERATORS, name)
-    if size is not None:
-        kwargs = {**cls.size_settings(size), **kwargs}
-    cls.check_settings(kwargs)
-    return cls(**kwargs)
+    return _build("generator", GENERATORS, name, size, kwargs)
 
 
 def build_discriminator(name: str, size: str | None = None, **kwargs: Any) -> nn.Module:
@@ -137,8 +138,4 @@ def build_discriminator(name: str, size: str | None = None, **kwargs: Any) -> nn
     Raises:
         ConfigError: unknown name or size, or a setting the discriminator does not accept.
     """
-    cls = _network_class("discriminator", DISCRIMINATORS, name)
-    if size is not None:
-        kwargs = {**cls.size_settings(size), **kwargs}
-    cls.check_settings(kwargs)
-    return cls(**kwargs)
+    return _build("discriminator", DISCRIMINATORS, name, size, kwargs)
