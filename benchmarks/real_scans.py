@@ -125,9 +125,9 @@ def main() -> None:
 
     import torch
 
-    from mrisr.inference import load_slice_model
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
+    from mrisr.models import load_slice_model
     from mrisr.upscale import plan_upscale, slice_thickness, upscale_volume
 
     if args.threads:

@@ -62,7 +62,7 @@ def speed_volume(data_dir: Path):
 
 def time_in_this_process(method: str, data_dir: Path, repeats: int, threads: int | None) -> dict:
     """Run in a child process: upscale the speed scan with ``method``; seconds and peak RSS."""
-    from mrisr.inference import load_slice_model
+    from mrisr.models import load_slice_model
     from mrisr.upscale import upscale_volume
 
     volume = speed_volume(data_dir)
@@ -176,7 +176,7 @@ def speed_table(rows: list[dict]) -> list[str]:
 
 def model_lines(methods: list[str]) -> list[str]:
     from mrisr.checkpoint import read_description
-    from mrisr.inference import bundled_models
+    from mrisr.models import bundled_models
 
     lines = []
     for name in methods:
@@ -213,8 +213,8 @@ def main() -> None:
 
     import torch
 
-    from mrisr.inference import bundled_models, load_slice_model
     from mrisr.interpolation import CubicSliceModel
+    from mrisr.models import bundled_models, load_slice_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

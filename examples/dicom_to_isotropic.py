@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from mrisr import load_slice_model  # brings torch: only for networks
 
         model = load_slice_model(args.model, factor=plan.factor, device=args.device)
-    result = upscale_volume(scan, model, factor=plan.factor, axis=plan.axis)
+    result = upscale_volume(scan, model, plan=plan)
 
     # 4. Write the volume (float32) and a provenance record beside it, each
     #    through a temporary file renamed into place.

@@ -59,9 +59,9 @@ _PUBLIC_NAMES = {
     "load_volume": "mrisr.io",
     "save_volume": "mrisr.io",
     "validate_volume": "mrisr.io",
-    # These import torch.
+    # These import torch (load_slice_model only for a network).
     "GeneratorSliceModel": "mrisr.inference",
-    "load_slice_model": "mrisr.inference",
+    "load_slice_model": "mrisr.models",
     "load_model": "mrisr.checkpoint",
     "save_model": "mrisr.checkpoint",
     "train": "mrisr.training",

@@ -32,6 +32,8 @@ from mrisr.device import DEVICE_HELP, check_device_text
 from mrisr.errors import ConfigError
 
 Size = Literal["small", "full"]
+#: Network size names. What each size means is stated by each network class
+#: (``mrisr.networks.ConfiguredNetwork.sizes``; ``full`` is the paper's network).
 SIZES: tuple[str, ...] = ("small", "full")
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
 

@@ -61,6 +61,11 @@ def run_demo(
 
     Returns:
         The :class:`DemoResult`.
+
+    Raises:
+        OutputError: ``out_dir`` already holds files (without ``overwrite``).
+        ConfigError: a factor outside the model's trained range (see
+            :func:`mrisr.evaluation.evaluate`).
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -1,10 +1,9 @@
-"""Running trained generators on slice stacks, and choosing the model to run.
+"""Running a trained generator on slice stacks.
 
 :class:`GeneratorSliceModel` puts a generator behind the
 :class:`mrisr.upscale.SliceModel` protocol: batched, on CPU (float32) or CUDA
 (bfloat16 autocast, channels-last), with wide slices tiled along their columns.
-:func:`load_slice_model` turns what a user types after ``--model`` into a
-slice model.
+Which model to run (bundled, run folder, file, cubic) is :mod:`mrisr.models`'s job.
 
 Tiling design: a generator changes the number of rows (thick axis) and never
 the number of columns, so slices are tiled along columns only, with
@@ -31,21 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrisr.checkpoint import find_model_file, load_model, model_sha256, read_description
+from mrisr.checkpoint import find_model_file, load_model, model_sha256
 from mrisr.device import resolve_device
-from mrisr.errors import CheckpointError, ConfigError, InputError
-from mrisr.interpolation import CubicSliceModel
+from mrisr.errors import ConfigError, InputError
+from mrisr.models import DEFAULT_BATCH_SIZE, DEFAULT_TILE_COLS
 
 log = logging.getLogger(__name__)
 
-#: Where bundled models live (package data): ``<name>.safetensors``.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: Slices wider than this many columns are tiled; 256 covers most MRI matrices untiled.
-DEFAULT_TILE_COLS = 256
 #: Fraction of a tile shared with its neighbour.
 DEFAULT_TILE_OVERLAP = 0.25
-# Same tolerance as mrisr.upscale.check_factor_range, so a default model it picks is accepted.
-_FACTOR_TOLERANCE = 0.05
 
 
 class GeneratorSliceModel:
@@ -69,6 +62,9 @@ class GeneratorSliceModel:
         name: as given.
         factor_range: (low, high) factors the model was trained for.
         device: the torch device it runs on.
+
+    Raises:
+        ConfigError: a bad batch size, tile size, overlap, thread count or device.
     """
 
     def __init__(
@@ -80,7 +76,7 @@ class GeneratorSliceModel:
         path: str | Path | None = None,
         file_sha256: str | None = None,
         device: str | torch.device = "cpu",
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         tile_cols: int | None = DEFAULT_TILE_COLS,
         tile_overlap: float = DEFAULT_TILE_OVERLAP,
         threads: int | None = None,
@@ -162,6 +158,11 @@ class GeneratorSliceModel:
 
         Returns:
             (N, out_rows, W) float32 array.
+
+        Raises:
+            InputError: a stack that is not 3D, or ``out_rows`` below the input rows.
+            ConfigError: CUDA memory runs out even for one slice.
+            RuntimeError: the generator returned the wrong shape.
         """
         stack = np.asarray(stack)
         if stack.ndim != 3 or 0 in stack.shape[1:]:
@@ -256,136 +257,3 @@ class GeneratorSliceModel:
                 f"{tuple(x.shape)}, expected {expected}"
             )
         return y[:, 0].float()
-
-
-def bundled_models() -> dict[str, Path]:
-    """Models shipped with mrisr: name -> ``mrisr/weights/<name>.safetensors``."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {path.stem: path for path in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
-
-
-def default_model_path(factor: float | None) -> Path:
-    """The bundled model to use for ``factor``.
-
-    Rule: among bundled models whose factor range covers ``factor`` (with the
-    5% tolerance of :func:`mrisr.upscale.check_factor_range`), the one with the
-    narrowest range (the most specialised), ties by name. With ``factor`` None,
-    the one with the widest range. GAN-stage models never become the default:
-    they trade fidelity for sharpness, so users ask for them by name.
-
-    Raises:
-        ConfigError: no bundled model covers the factor.
-    """
-    descriptions = {}
-    for name, path in bundled_models().items():
-        try:
-            descriptions[name] = read_description(path)
-        except CheckpointError as error:  # one damaged file must not hide the others
-            log.warning("skipping bundled model %s: %s", name, error)
-    ranges = {
-        name: tuple(description["factor_range"])
-        for name, description in descriptions.items()
-        if description.get("stage") != "gan"
-    }
-    if factor is None:
-        choices = sorted(ranges, key=lambda n: (-(ranges[n][1] - ranges[n][0]), n))
-    else:
-        choices = sorted(
-            (
-                name
-                for name, (low, high) in ranges.items()
-                if low * (1 - _FACTOR_TOLERANCE) <= factor <= high * (1 + _FACTOR_TOLERANCE)
-            ),
-            key=lambda n: (ranges[n][1] - ranges[n][0], n),
-        )
-    if choices:
-        log.info("using bundled model %r for factor %s", choices[0], factor)
-        return bundled_models()[choices[0]]
-    if ranges:
-        shipped = "bundled models: " + ", ".join(
-            f"{name} ({low:g}-{high:g}x)" for name, (low, high) in ranges.items()
-        )
-        lowest = min(low for low, _ in ranges.values())
-        highest = max(high for _, high in ranges.values())
-        nearest = lowest if factor is not None and factor < lowest else highest
-        fix = f"pass --factor within a bundled model's range (e.g. --factor {nearest:g}), "
-    else:
-        shipped = (
-            f"this installation ships no usable default model in {WEIGHTS_DIR} "
-            f"({', '.join(descriptions) or 'none'}; GAN-stage models are used only by name)"
-            if descriptions
-            else f"this installation ships no bundled models (none in {WEIGHTS_DIR})"
-        )
-        fix = ""
-    wanted = f"factor {factor:.3g}" if factor is not None else "any factor"
-    raise ConfigError(
-        f"no bundled model covers {wanted}; {shipped}",
-        fix=fix
-        + "use --model cubic, or --model path/to/model.safetensors (or a training run folder)",
-    )
-
-
-def load_slice_model(
-    spec: str | Path | None,
-    *,
-    factor: float | None = None,
-    device: str | torch.device = "auto",
-    threads: int | None = None,
-    batch_size: int = 16,
-    tile_cols: int | None = DEFAULT_TILE_COLS,
-) -> CubicSliceModel | GeneratorSliceModel:
-    """The slice model a ``--model`` value names.
-
-    Resolution, in order:
-
-    1. ``"cubic"``: :class:`mrisr.interpolation.CubicSliceModel`.
-    2. None: the bundled model covering ``factor`` (:func:`default_model_path`).
-    3. A bundled model's name (a string without ``/`` naming
-       ``mrisr/weights/<name>.safetensors``), e.g. ``"fast"``; write ``./fast``
-       for a folder of that name.
-    4. An existing path: a ``.safetensors`` file or a training run folder.
-
-    Args:
-        spec: as above.
-        factor: the factor the scan will be upscaled by (picks the default model).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        threads: CPU threads for torch; None leaves torch's setting.
-        batch_size: slices per forward pass.
-        tile_cols: slices wider than this are tiled along columns; None never tiles.
-
-    Returns:
-        A :class:`mrisr.upscale.SliceModel`.
-
-    Raises:
-        ConfigError: unknown name, no bundled model for ``factor``, bad device.
-        CheckpointError: a model file that is missing, unsafe or damaged.
-    """
-    options = {
-        "device": device,
-        "threads": threads,
-        "batch_size": batch_size,
-        "tile_cols": tile_cols,
-    }
-    if isinstance(spec, str) and spec.strip().lower() == "cubic":
-        return CubicSliceModel()
-    if spec is None:
-        return GeneratorSliceModel.from_file(default_model_path(factor), **options)
-    bundled = bundled_models()
-    if isinstance(spec, str) and spec in bundled:
-        return GeneratorSliceModel.from_file(bundled[spec], **options)
-    path = Path(spec)
-    looks_like_path = (
-        isinstance(spec, Path)
-        or "/" in spec
-        or "\\" in spec
-        or path.suffix.lower() in (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-    )
-    if not path.exists() and not looks_like_path:
-        names = ", ".join(["cubic", *bundled]) if bundled else "cubic (no bundled models installed)"
-        raise ConfigError(
-            f"unknown model {spec!r}: not a bundled model name and no such file or folder",
-            expected=f"one of {names}, a .safetensors file or a training run folder",
-            fix="check the spelling or the path",
-        )
-    return GeneratorSliceModel.from_file(path, **options)

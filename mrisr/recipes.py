@@ -75,11 +75,9 @@ class Recipe:
     Attributes:
         name: key in :data:`RECIPES`.
         title: one line for listings.
-        generator: key in :data:`mrisr.networks.GENERATORS`.
-        generator_sizes: constructor kwargs per size (``small``, ``full``),
-            on top of :data:`mrisr.networks.GENERATOR_SIZES`.
+        generator: key in :data:`mrisr.networks.GENERATORS`; its sizes
+            (``small``, ``full``) are the network's own (:attr:`generator_sizes`).
         discriminator: key in :data:`mrisr.networks.DISCRIMINATORS`, or None.
-        discriminator_sizes: its constructor kwargs per size.
         pixel_loss: ``l1`` or ``l2``, both stages.
         adversarial_loss: ``ragan``, ``lsragan``, ``gan`` or None (no GAN stage).
         weights: loss weights with a perceptual network.
@@ -100,9 +98,7 @@ class Recipe:
     name: str
     title: str
     generator: str
-    generator_sizes: Mapping[str, Mapping[str, Any]]
     discriminator: str | None
-    discriminator_sizes: Mapping[str, Mapping[str, Any]]
     pixel_loss: str
     adversarial_loss: str | None
     weights: LossWeights
@@ -122,12 +118,25 @@ class Recipe:
     citation: str = ""
 
     @property
+    def generator_sizes(self) -> Mapping[str, Mapping[str, Any]]:
+        """The generator's constructor settings per size, as the network states them."""
+        from mrisr.networks import GENERATORS
+
+        return GENERATORS[self.generator].sizes
+
+    @property
+    def discriminator_sizes(self) -> Mapping[str, Mapping[str, Any]]:
+        """The discriminator's constructor settings per size (empty without one)."""
+        from mrisr.networks import DISCRIMINATORS
+
+        return DISCRIMINATORS[self.discriminator].sizes if self.discriminator else {}
+
+    @property
     def has_gan_stage(self) -> bool:
         """Whether the recipe has an adversarial stage."""
         return self.adversarial_loss is not None and self.discriminator is not None
 
 
-_DISC_SIZES = {"small": {"num_feat": 16}, "full": {"num_feat": 64}}
 _NO_GAN = LossWeights(pixel=1.0)
 
 RECIPES: dict[str, Recipe] = {
@@ -135,9 +144,7 @@ RECIPES: dict[str, Recipe] = {
         name="esrgan",
         title="ESRGAN: RRDB generator, VGG-style discriminator, relativistic GAN (default)",
         generator="rrdbnet",
-        generator_sizes=_frozen({"small": {}, "full": {}}),
         discriminator="vgg",
-        discriminator_sizes=_frozen(_DISC_SIZES),
         pixel_loss="l1",
         adversarial_loss="ragan",
         weights=LossWeights(pixel=1e-2, adversarial=5e-3, perceptual=1.0),
@@ -167,11 +174,7 @@ RECIPES: dict[str, Recipe] = {
         name="srcnn",
         title="SRCNN 9-5-5, pixel loss only",
         generator="srcnn",
-        generator_sizes=_frozen(
-            {"small": {"num_feat": 32, "num_feat2": 16}, "full": {"num_feat": 64, "num_feat2": 32}}
-        ),
         discriminator=None,
-        discriminator_sizes=_frozen({}),
         pixel_loss="l2",
         adversarial_loss=None,
         weights=_NO_GAN,
@@ -186,11 +189,7 @@ RECIPES: dict[str, Recipe] = {
         name="fsrcnn",
         title="FSRCNN, pixel loss only",
         generator="fsrcnn",
-        generator_sizes=_frozen(
-            {"small": {"d": 32, "s": 8, "m": 2}, "full": {"d": 56, "s": 12, "m": 4}}
-        ),
         discriminator=None,
-        discriminator_sizes=_frozen({}),
         pixel_loss="l2",
         adversarial_loss=None,
         weights=_NO_GAN,
@@ -205,11 +204,7 @@ RECIPES: dict[str, Recipe] = {
         name="espcn",
         title="ESPCN sub-pixel CNN, pixel loss only",
         generator="espcn",
-        generator_sizes=_frozen(
-            {"small": {"num_feat": 32, "num_feat2": 16}, "full": {"num_feat": 64, "num_feat2": 32}}
-        ),
         discriminator=None,
-        discriminator_sizes=_frozen({}),
         pixel_loss="l2",
         adversarial_loss=None,
         weights=_NO_GAN,
@@ -224,11 +219,7 @@ RECIPES: dict[str, Recipe] = {
         name="vdsr",
         title="VDSR 20-layer residual CNN, pixel loss only",
         generator="vdsr",
-        generator_sizes=_frozen(
-            {"small": {"num_feat": 32, "num_layers": 8}, "full": {"num_feat": 64, "num_layers": 20}}
-        ),
         discriminator=None,
-        discriminator_sizes=_frozen({}),
         pixel_loss="l2",
         adversarial_loss=None,
         weights=_NO_GAN,
@@ -243,14 +234,7 @@ RECIPES: dict[str, Recipe] = {
         name="drcn",
         title="DRCN recursive CNN with recursive supervision, pixel loss only",
         generator="drcn",
-        generator_sizes=_frozen(
-            {
-                "small": {"num_feat": 32, "num_recursions": 4},
-                "full": {"num_feat": 256, "num_recursions": 16},
-            }
-        ),
         discriminator=None,
-        discriminator_sizes=_frozen({}),
         pixel_loss="l2",
         adversarial_loss=None,
         weights=LossWeights(pixel=1.0, intermediate=1.0),
@@ -269,11 +253,7 @@ RECIPES: dict[str, Recipe] = {
         name="srgan",
         title="SRGAN: SRResNet generator, SRGAN discriminator, standard GAN",
         generator="srresnet",
-        generator_sizes=_frozen(
-            {"small": {"num_feat": 32, "num_block": 4}, "full": {"num_feat": 64, "num_block": 16}}
-        ),
         discriminator="srgan",
-        discriminator_sizes=_frozen(_DISC_SIZES),
         pixel_loss="l2",
         adversarial_loss="gan",
         # SRGAN's VGG54 content loss is an MSE of post-activation conv5_4
@@ -300,16 +280,7 @@ RECIPES: dict[str, Recipe] = {
         name="srlrgan-sn",
         title="Lightweight ShuffleNetV2 generator, SN-8 discriminator, least-squares relativistic GAN",
         generator="srlrgan",
-        generator_sizes=_frozen(
-            {
-                "small": {"num_feat": 32, "num_block": 4, "num_hr_feat": 16},
-                "full": {"num_feat": 64, "num_block": 8, "num_hr_feat": 32},
-            }
-        ),
         discriminator="sn8",
-        discriminator_sizes=_frozen(
-            {"small": {"num_feat": 16, "hidden": 128}, "full": {"num_feat": 64, "hidden": 1024}}
-        ),
         pixel_loss="l1",
         adversarial_loss="lsragan",
         weights=LossWeights(pixel=1.0, adversarial=5e-3, perceptual=1.0, texture=1.0),
@@ -332,14 +303,7 @@ RECIPES: dict[str, Recipe] = {
         name="rrgan",
         title="Recursive residual cascade generator, PatchGAN discriminator, multi-cascade loss",
         generator="rrgan",
-        generator_sizes=_frozen(
-            {
-                "small": {"num_feat": 32, "num_block": 2, "num_block_mid": 1, "recursions": 2},
-                "full": {"num_feat": 64, "num_block": 4, "num_block_mid": 1, "recursions": 3},
-            }
-        ),
         discriminator="patch",
-        discriminator_sizes=_frozen(_DISC_SIZES),
         pixel_loss="l1",
         adversarial_loss="ragan",
         weights=LossWeights(pixel=1e-2, adversarial=5e-3, perceptual=1.0, intermediate=0.5),
@@ -362,14 +326,7 @@ RECIPES: dict[str, Recipe] = {
         name="attn-srgan",
         title="Attention SRGAN (SE/CBAM blocks + window transformer), U-Net discriminator",
         generator="attn-srgan",
-        generator_sizes=_frozen(
-            {
-                "small": {"num_feat": 32, "num_block": 2, "window": 8, "heads": 4},
-                "full": {"num_feat": 64, "num_block": 8, "window": 8, "heads": 4},
-            }
-        ),
         discriminator="unet",
-        discriminator_sizes=_frozen(_DISC_SIZES),
         pixel_loss="l1",
         adversarial_loss="gan",
         weights=LossWeights(pixel=1.0, adversarial=0.1, perceptual=1.0),
@@ -455,7 +412,11 @@ class ResolvedRecipe:
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; ConfigError listing the known ones otherwise."""
+    """The recipe called ``name``.
+
+    Raises:
+        ConfigError: an unknown name, listing the known ones.
+    """
     if name not in RECIPES:
         raise ConfigError(
             f"unknown recipe {name!r}",
@@ -468,17 +429,27 @@ def get_recipe(name: str) -> Recipe:
 def generator_kwargs(recipe: Recipe, size: str, generator: str | None = None) -> dict[str, Any]:
     """Constructor kwargs of the generator a recipe trains at ``size``.
 
-    The networks package's named size comes first, the recipe's own values
-    for that size on top. When ``generator`` overrides the recipe's, only the
-    networks package's named size applies.
-    """
-    from mrisr.networks import GENERATOR_SIZES
+    The sizes are the network's own (:attr:`mrisr.networks.ConfiguredNetwork.sizes`),
+    whichever generator a config picks.
 
-    name = generator or recipe.generator
-    kwargs = dict(GENERATOR_SIZES.get(name, {}).get(size, {}))
-    if name == recipe.generator:
-        kwargs.update(recipe.generator_sizes.get(size, {}))
-    return kwargs
+    Raises:
+        ConfigError: an unknown generator or size.
+    """
+    return _network_sizes("generator", generator or recipe.generator, size)
+
+
+def _network_sizes(kind: str, name: str, size: str) -> dict[str, Any]:
+    """A network's settings at a named size; ConfigError naming the choices otherwise."""
+    from mrisr.networks import DISCRIMINATORS, GENERATORS
+
+    table = GENERATORS if kind == "generator" else DISCRIMINATORS
+    if name not in table:
+        raise ConfigError(
+            f"unknown {kind} {name!r}",
+            expected=f"one of {', '.join(table)}",
+            fix=f"set model.{kind} to one of them, or leave it unset",
+        )
+    return table[name].size_settings(size)
 
 
 def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecipe:
@@ -495,32 +466,17 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
     Raises:
         ConfigError: unknown recipe or network name.
     """
-    from mrisr.networks import DISCRIMINATORS, GENERATORS
-
     recipe = get_recipe(config.model.recipe)
     model, loss, optim = config.model, config.loss, config.optim
     gen_name = model.generator or recipe.generator
-    if gen_name not in GENERATORS:
-        raise ConfigError(
-            f"unknown generator {gen_name!r}",
-            expected=f"one of {', '.join(GENERATORS)}",
-            fix="set model.generator to one of them, or leave it unset",
-        )
     disc_name = model.discriminator or recipe.discriminator
-    if disc_name is not None and disc_name not in DISCRIMINATORS:
-        raise ConfigError(
-            f"unknown discriminator {disc_name!r}",
-            expected=f"one of {', '.join(DISCRIMINATORS)}",
-            fix="set model.discriminator to one of them, or leave it unset",
-        )
     gen_kwargs = {**generator_kwargs(recipe, model.size, gen_name), **model.generator_kwargs}
     disc_kwargs: dict[str, Any] = {}
     if disc_name is not None:
-        if disc_name == recipe.discriminator:
-            disc_kwargs.update(recipe.discriminator_sizes.get(model.size, {}))
-        else:
-            disc_kwargs.update(_DISC_SIZES[model.size])
-        disc_kwargs.update(model.discriminator_kwargs)
+        disc_kwargs = {
+            **_network_sizes("discriminator", disc_name, model.size),
+            **model.discriminator_kwargs,
+        }
 
     weights = recipe.weights if perceptual_available else recipe.weights_without_perceptual
     overrides = {

@@ -30,6 +30,7 @@ from mrisr.geometry import (
 )
 from mrisr.intensity import fit_normalisation
 from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
+from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.simulate import apply_along_axis, slice_profile_matrix
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
@@ -125,6 +126,12 @@ def plan_upscale(
 
     Returns:
         The :class:`UpscalePlan`.
+
+    Raises:
+        ConfigError: an axis other than 0, 1 or 2, or a factor that is not a
+            finite number > 1.
+        GeometryError: no thick axis (isotropic, or two thick axes), or the
+            default factor on an axis no thicker than the in-plane spacing.
     """
     source = str(volume.source) if volume.source is not None else None
     if axis is None:
@@ -164,21 +171,29 @@ def plan_upscale(
 
 
 def check_factor_range(model: SliceModel, factor: float, *, force: bool = False) -> None:
-    """Refuse a factor the model was not trained for, unless ``force``."""
-    if model.factor_range is None:
+    """Refuse a factor the model was not trained for, unless ``force``.
+
+    Args:
+        model: the slice model; one without a ``factor_range`` takes any factor.
+        factor: the planned factor.
+        force: log a warning instead of refusing.
+
+    Raises:
+        ConfigError: ``factor`` outside the model's range widened by
+            :data:`mrisr.models.FACTOR_TOLERANCE`, without ``force``.
+    """
+    if model.factor_range is None or covers_factor(model.factor_range, factor):
         return
     low, high = model.factor_range
-    # A little tolerance: a 4.44x scan is fine for a model trained on 2-4.5.
-    if not (low * 0.95 <= factor <= high * 1.05):
-        if force:
-            log.warning("factor %.3g outside model %s's range %g-%g", factor, model.name, low, high)
-            return
-        raise ConfigError(
-            f"factor {factor:.3g} is outside the range {low:g}-{high:g} that model "
-            f"{model.name!r} was trained for",
-            expected=f"a factor between {low:g} and {high:g}",
-            fix="pass --factor in that range, use a model trained for this factor, or --force",
-        )
+    if force:
+        log.warning("factor %.3g outside model %s's range %g-%g", factor, model.name, low, high)
+        return
+    raise ConfigError(
+        f"factor {factor:.3g} is outside the range {low:g}-{high:g} that model "
+        f"{model.name!r} was trained for",
+        expected=f"a factor between {low:g} and {high:g}",
+        fix="pass --factor in that range, use a model trained for this factor, or --force",
+    )
 
 
 def enforce_consistency(
@@ -275,6 +290,7 @@ def upscale_volume(
     volume: Volume,
     model: SliceModel,
     *,
+    plan: UpscalePlan | None = None,
     factor: float | None = None,
     axis: int | None = None,
     fusion: Fusion = "mean",
@@ -288,8 +304,12 @@ def upscale_volume(
     Args:
         volume: the scan, (X, Y, Z) voxels with its affine.
         model: any :class:`SliceModel` (``CubicSliceModel()``, a trained network).
-        factor: upsampling factor; default: isotropic voxels (see :func:`plan_upscale`).
-        axis: thick axis; default detected.
+        plan: the output grid, from :func:`plan_upscale` of this volume; default
+            planned here from ``factor`` and ``axis``.
+        factor: upsampling factor; default: isotropic voxels (see
+            :func:`plan_upscale`). With ``plan``, leave it out or give the plan's.
+        axis: thick axis; default detected. With ``plan``, leave it out or give
+            the plan's.
         fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation).
         consistency: project the result so that its thick slices, simulated
             with a box profile of the slice thickness, equal the input exactly.
@@ -303,38 +323,25 @@ def upscale_volume(
     Returns:
         A new float32 Volume on the upsampled grid, same header; its
         ``meta["upscale"]`` holds the plan, model, normalisation and fusion.
+
+    Raises:
+        ConfigError: unknown fusion, a plan that is not this volume's or
+            disagrees with ``factor``/``axis``, a factor outside the model's
+            range (without ``force``), or an unusable thickness.
+        GeometryError: no thick axis to upscale (see :func:`plan_upscale`).
+        RuntimeError: the model returned slices of the wrong shape.
     """
     if fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
-    plan = plan_upscale(volume, factor=factor, axis=axis)
+    if plan is None:
+        plan = plan_upscale(volume, factor=factor, axis=axis)
+    else:
+        _check_plan(plan, volume, factor=factor, axis=axis)
     check_factor_range(model, plan.factor, force=force)
     thickness = slice_thickness(volume, plan, thickness_mm)
     normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
-
-    planes = slicing_axes(plan.axis)
-    total = sum(volume.shape[a] for a in planes)
-    done = 0
-    restacked = []
-    for slice_axis in planes:
-        stack = to_slice_stack(thick, plan.axis, slice_axis)
-
-        def report(n: int, _total: int, offset: int = done) -> None:
-            if progress is not None:
-                progress(offset + n, total)
-
-        upscaled = model.upscale_slices(stack, plan.n_out, report)
-        expected_shape = (stack.shape[0], plan.n_out, stack.shape[2])
-        if upscaled.shape != expected_shape:
-            raise RuntimeError(
-                f"slice model {model.name!r} returned shape {upscaled.shape}, "
-                f"expected {expected_shape}"
-            )
-        restacked.append(from_slice_stack(upscaled, plan.axis, slice_axis))
-        done += stack.shape[0]
-        if progress is not None:
-            progress(done, total)
-    fused = fuse(restacked, fusion)
+    fused = fuse(_upscale_planes(thick, plan, model, progress), fusion)
     if consistency:
         fused = enforce_consistency(
             fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
@@ -355,6 +362,69 @@ def upscale_volume(
         },
     }
     return volume.with_data(data, plan.affine_out, meta=meta)
+
+
+def _check_plan(
+    plan: UpscalePlan, volume: Volume, *, factor: float | None, axis: int | None
+) -> None:
+    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``."""
+    if tuple(plan.shape_in) != tuple(volume.shape):
+        raise ConfigError(
+            f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
+            path=volume.source,
+            fix="pass plan=plan_upscale(volume, ...) of this volume, or leave plan out",
+        )
+    if (factor is not None and factor != plan.factor) or (axis is not None and axis != plan.axis):
+        raise ConfigError(
+            f"factor={factor}, axis={axis} disagree with the plan's factor "
+            f"{plan.factor:g}, axis {plan.axis}",
+            fix="pass either a plan or factor and axis, not both",
+        )
+
+
+def _upscale_planes(
+    thick: np.ndarray,
+    plan: UpscalePlan,
+    model: SliceModel,
+    progress: ProgressCallback | None,
+) -> list[np.ndarray]:
+    """The normalised volume upscaled by ``model`` in each plane containing the thick axis.
+
+    Args:
+        thick: (X, Y, Z) normalised intensities.
+        plan: the output grid.
+        model: the slice model.
+        progress: called with (slices done, slices in both planes).
+
+    Returns:
+        One (X, Y, Z) array on the output grid per plane (see :func:`slicing_axes`).
+
+    Raises:
+        RuntimeError: the model returned slices of the wrong shape.
+    """
+    planes = slicing_axes(plan.axis)
+    total = sum(thick.shape[a] for a in planes)
+    done = 0
+    restacked = []
+    for slice_axis in planes:
+        stack = to_slice_stack(thick, plan.axis, slice_axis)
+
+        def report(n: int, _total: int, offset: int = done) -> None:
+            if progress is not None:
+                progress(offset + n, total)
+
+        upscaled = model.upscale_slices(stack, plan.n_out, report)
+        expected_shape = (stack.shape[0], plan.n_out, stack.shape[2])
+        if upscaled.shape != expected_shape:
+            raise RuntimeError(
+                f"slice model {model.name!r} returned shape {upscaled.shape}, "
+                f"expected {expected_shape}"
+            )
+        restacked.append(from_slice_stack(upscaled, plan.axis, slice_axis))
+        done += stack.shape[0]
+        if progress is not None:
+            progress(done, total)
+    return restacked
 
 
 def default_output_path(input_path: str | Path) -> Path:
@@ -401,7 +471,7 @@ def upscale_file(
     input_path: str | Path,
     output_path: str | Path | None = None,
     *,
-    model: SliceModel,
+    model: SliceModel | ModelRequest | str | Path | None = None,
     factor: float | None = None,
     axis: int | None = None,
     fusion: Fusion = "mean",
@@ -413,15 +483,42 @@ def upscale_file(
 ) -> tuple[Path, Path]:
     """Load, upscale and save a scan with a JSON provenance sidecar beside it.
 
-    Both outputs are checked before any work starts, and written atomically;
-    if the sidecar cannot be written the image is removed again, so a failure
-    never leaves half an output. The input is never modified.
+    The one upscale flow: check the outputs -> load the scan once -> plan once
+    -> choose the model once (the default one depends on the planned factor)
+    -> :func:`upscale_volume` -> write image and sidecar. Both outputs are
+    checked before any work starts, and written atomically; if the sidecar
+    cannot be written the image is removed again, so a failure never leaves
+    half an output. The input is never modified.
+
+    Args:
+        input_path: NIfTI, MGH, NRRD, MHA file or DICOM folder.
+        output_path: the output image; default :func:`default_output_path`.
+        model: a loaded :class:`SliceModel`, a :class:`mrisr.models.ModelRequest`
+            (a ``--model`` value with device and batch options), or a
+            ``--model`` value (see :func:`mrisr.models.load_slice_model`);
+            None: the bundled model for the planned factor.
+        factor: upsampling factor; default: isotropic voxels.
+        axis: thick axis; default detected.
+        fusion: ``"mean"`` or ``"fba"``.
+        consistency: see :func:`upscale_volume`.
+        thickness_mm: see :func:`upscale_volume`.
+        force: allow a factor outside the model's trained range.
+        overwrite: replace existing outputs.
+        progress: called with (slices done, slices in all).
 
     Returns:
         (output image path, sidecar path).
+
+    Raises:
+        InputError: a missing or unreadable input.
+        OutputError: an output that is the input, exists (without
+            ``overwrite``), lacks its folder or has an unwritable extension.
+        GeometryError: no thick axis to upscale.
+        ConfigError: bad settings, no model for the factor, or a factor outside
+            the model's range (without ``force``).
+        CheckpointError: a model file that is missing, unsafe or damaged.
     """
-    from mrisr import __version__
-    from mrisr.io import file_sha256, load_volume, output_format, save_volume
+    from mrisr.io import load_volume, output_format
 
     input_path = Path(input_path)
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
@@ -430,17 +527,28 @@ def upscale_file(
     _check_outputs(input_path, [output, sidecar], overwrite=overwrite)
 
     volume = load_volume(input_path)
+    plan = plan_upscale(volume, factor=factor, axis=axis)
     result = upscale_volume(
         volume,
-        model,
-        factor=factor,
-        axis=axis,
+        choose_model(model, plan.factor),
+        plan=plan,
         fusion=fusion,
         consistency=consistency,
         thickness_mm=thickness_mm,
         force=force,
         progress=progress,
     )
+    _write_with_sidecar(result, input_path, output, sidecar, overwrite=overwrite)
+    return output, sidecar
+
+
+def _write_with_sidecar(
+    result: Volume, input_path: Path, output: Path, sidecar: Path, *, overwrite: bool
+) -> None:
+    """Save the image, then its provenance sidecar; no image is left without its sidecar."""
+    from mrisr import __version__
+    from mrisr.io import file_sha256, save_volume
+
     provenance = {
         "mrisr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -454,7 +562,6 @@ def upscale_file(
     except BaseException:
         output.unlink(missing_ok=True)
         raise
-    return output, sidecar
 
 
 def _check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from mrisr.checkpoint import read_description
 from mrisr.cli import app
 from mrisr.evaluation import evaluate
-from mrisr.inference import bundled_models, load_slice_model
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume
+from mrisr.models import bundled_models, load_slice_model
 
 pytestmark = pytest.mark.skipif(
     "fast" not in bundled_models(), reason="no bundled models installed in mrisr/weights"

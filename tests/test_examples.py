@@ -50,7 +50,7 @@ def cubic_like_model(tmp_path) -> Path:
 
 @pytest.fixture
 def no_bundled_models(tmp_path, monkeypatch):
-    import mrisr.inference as inference
+    import mrisr.models as inference
 
     folder = tmp_path / "no_weights"
     folder.mkdir()

@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mrisr.inference as inference
+import mrisr.models as inference
 from mrisr.checkpoint import model_sha256, read_description, save_model
 from mrisr.device import resolve_device
 from mrisr.errors import CheckpointError, ConfigError
 from mrisr.geometry import resampled_affine
-from mrisr.inference import GeneratorSliceModel, load_slice_model
+from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
+from mrisr.models import load_slice_model
 from mrisr.upscale import upscale_volume
 from mrisr.volume import Volume
 

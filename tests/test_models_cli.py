@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import mrisr.inference as inference
+import mrisr.models as inference
 from mrisr.checkpoint import save_model
 from mrisr.cli import app
 from mrisr.config import SIZES

@@ -22,10 +22,12 @@ from mrisr.networks import (
     build_discriminator,
     build_generator,
     count_parameters,
-    cubic_rows,
     intermediate_rows,
     macs_per_output_voxel,
     zero_last_layer,
+)
+from mrisr.networks import (
+    bicubic_rows as cubic_rows,
 )
 from mrisr.networks.common import pixel_shuffle, pixel_unshuffle_cols, resample_rows
 
@@ -355,7 +357,21 @@ def test_unknown_discriminator_lists_known_names() -> None:
 def test_unknown_setting_or_size_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="num_feat"):
         build_generator("vdsr", num_filters=3)
-    with pytest.raises(ConfigError, match="small"):
-        build_generator("vdsr", size="small")
+    with pytest.raises(ConfigError, match="tiny"):
+        build_generator("vdsr", size="tiny")
     with pytest.raises(ConfigError, match="hidden"):
         build_discriminator("unet", hidden=3)
+
+
+@pytest.mark.parametrize("table", ["generators", "discriminators"])
+def test_every_network_states_each_size_once_and_rebuilds_from_its_config(table: str) -> None:
+    from mrisr.config import SIZES
+
+    networks = GENERATORS if table == "generators" else DISCRIMINATORS
+    for name, cls in networks.items():
+        assert tuple(cls.sizes) == SIZES, name
+        assert dict(cls.sizes["full"]) == {}, name  # the constructor's defaults: the paper's
+        build = build_generator if table == "generators" else build_discriminator
+        small = build(name, size="small")
+        assert type(small)(**small.config).config == small.config
+        assert count_parameters(small) < count_parameters(build(name, size="full")), name

@@ -23,10 +23,10 @@ from mrisr.cli import app
 from mrisr.config import TrainConfig, load_config, save_config, with_overrides
 from mrisr.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
-from mrisr.inference import load_slice_model
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume
-from mrisr.networks.common import cubic_rows
+from mrisr.models import load_slice_model
+from mrisr.networks.common import bicubic_rows as cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
 from mrisr.upscale import plan_upscale, upscale_volume

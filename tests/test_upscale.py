@@ -241,3 +241,46 @@ def test_a_simulated_volume_upscales_without_naming_its_axis(shared_data):
     result = upscale_volume(thick, CubicSliceModel(), factor=4)
     assert result.meta["upscale"]["axis"] == 1
     np.testing.assert_allclose(result.header.get_zooms()[:3], result.spacing, rtol=1e-6)
+
+
+def test_a_dicom_folder_is_read_once_per_upscale_command(shared_data, tmp_path, monkeypatch):
+    # The default model depends on the planned factor; planning must not cost a
+    # second read of the series (load once -> plan once -> choose the model once).
+    import json
+
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from mrisr.cli import app
+    from mrisr.inference import GeneratorSliceModel
+    from mrisr.models import bundled_models
+
+    if "fast" not in bundled_models():
+        pytest.skip("no bundled models installed in mrisr/weights")
+    calls = {"series ids": 0, "series reads": 0}
+    list_series = sitk.ImageSeriesReader.GetGDCMSeriesIDs
+    read_series = sitk.ImageSeriesReader.Execute
+
+    def counted_list(*args, **kwargs):
+        calls["series ids"] += 1
+        return list_series(*args, **kwargs)
+
+    def counted_read(self, *args, **kwargs):
+        calls["series reads"] += 1
+        return read_series(self, *args, **kwargs)
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs", staticmethod(counted_list))
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", counted_read)
+    # The network's arithmetic is not under test here; cubic keeps the test quick.
+    monkeypatch.setattr(
+        GeneratorSliceModel, "upscale_slices", lambda self, *a: CubicSliceModel().upscale_slices(*a)
+    )
+    series = shared_data / "thick" / "brain_pd_axial_7mm_dicom"
+    output = tmp_path / "pd_sr.nii.gz"
+    done = CliRunner().invoke(
+        app, ["upscale", str(series), "-o", str(output), "--factor", "4", "--device", "cpu"]
+    )
+    assert done.exit_code == 0, done.output
+    assert calls == {"series ids": 1, "series reads": 1}
+    record = json.loads((tmp_path / "pd_sr.json").read_text())
+    assert record["model"]["name"] == "fast"  # the default model for 4x

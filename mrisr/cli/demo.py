@@ -32,7 +32,7 @@ def command(
 ) -> None:
     from mrisr.demo import run_demo
     from mrisr.evaluation import rich_table
-    from mrisr.inference import load_slice_model
+    from mrisr.models import load_slice_model
 
     network = load_slice_model(model, factor=factor, device=device)
     with console.status(f"simulating {factor:g}x thick slices and upscaling"):

@@ -61,7 +61,7 @@ def command(
         if spec == "cubic":
             continue  # already the baseline row
         # Imported only when a network is asked for: it brings torch.
-        from mrisr.inference import load_slice_model
+        from mrisr.models import load_slice_model
 
         loaded = load_slice_model(spec, factor=factor, device=device)
         name = loaded.name if loaded.name not in models else spec

@@ -9,7 +9,6 @@ and validation metrics, from each file's own description.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -32,20 +31,20 @@ def command(
 ) -> None:
     import json
 
-    from mrisr import inference
+    from mrisr import models
     from mrisr.config import SIZES
     from mrisr.recipes import describe_recipes
 
     with console.status("building each recipe's generator to measure it"):
         recipes = describe_recipes(factor=factor)
-    bundled = [_bundled_row(name, path) for name, path in inference.bundled_models().items()]
+    bundled = models.describe_bundled()
 
     if as_json:
         report = {
             "factor": factor,
             "recipes": recipes,
             "bundled_models": bundled,
-            "weights_dir": str(inference.WEIGHTS_DIR),
+            "weights_dir": str(models.WEIGHTS_DIR),
         }
         typer.echo(json.dumps(report, indent=2))
         return
@@ -55,35 +54,9 @@ def command(
         output.print(_bundled_table(bundled))
     else:
         output.print(
-            f"No bundled models are installed (none in {inference.WEIGHTS_DIR}): "
+            f"No bundled models are installed (none in {models.WEIGHTS_DIR}): "
             "use --model cubic, or train one with `mrisr train` and pass its run folder."
         )
-
-
-def _bundled_row(name: str, path: Path) -> dict[str, Any]:
-    """What a bundled model file says about itself; an unreadable file gets an ``error``."""
-    from mrisr.checkpoint import read_description
-    from mrisr.errors import CheckpointError
-
-    try:
-        description = read_description(path)
-    except CheckpointError as error:
-        # One damaged file should not hide the others from the listing.
-        return {"name": name, "path": str(path), "error": str(error)}
-    return {
-        "name": name,
-        "path": str(path),
-        "recipe": description.get("recipe"),
-        "size": description.get("size"),
-        "generator": description["generator"]["name"],
-        "factor_range": description["factor_range"],
-        "stage": description.get("stage"),
-        "step": description.get("step"),
-        "validation": description.get("validation") or None,
-        "parameters": description.get("parameters"),
-        "mrisr_version": description.get("mrisr_version"),
-        "created": description.get("created"),
-    }
 
 
 def _count(value: float) -> str:

@@ -58,23 +58,12 @@ def command(
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mrisr.interpolation import CubicSliceModel
-    from mrisr.io import load_volume
-    from mrisr.upscale import plan_upscale, upscale_file
+    from mrisr.models import ModelRequest
+    from mrisr.upscale import upscale_file
 
-    if model == "cubic":
-        # Interpolation needs no torch: skip importing it (about 2 s).
-        slice_model = CubicSliceModel()
-    else:
-        from mrisr.inference import load_slice_model
-
-        if model is None:
-            # The default model depends on the factor, so the plan comes first.
-            plan = plan_upscale(load_volume(scan), factor=factor, axis=axis)
-            factor, axis = plan.factor, plan.axis
-        slice_model = load_slice_model(
-            model, factor=factor, device=device, threads=threads, batch_size=batch_size
-        )
+    # Loaded inside upscale_file, after the scan is planned: the default model
+    # depends on the factor. "cubic" never imports torch.
+    request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -83,11 +72,11 @@ def command(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task(f"upscaling with {slice_model.name}", total=None)
+        task = bar.add_task(f"upscaling {scan.name}", total=None)
         written, sidecar = upscale_file(
             scan,
             output,
-            model=slice_model,
+            model=request,
             factor=factor,
             axis=axis,
             fusion=fusion,

@@ -2,9 +2,11 @@
 
 Generators upsample the rows (thick axis) of (B, 1, H, W) slices to any
 ``out_rows >= H``: ``generator(x, out_rows) -> (B, 1, out_rows, W)``, always
-as cubic interpolation plus a learned residual. Discriminators score
-(B, 1, h, w) patches (h, w >= 32). Every model keeps its constructor
-arguments in ``model.config`` (JSON-serialisable), so that
+as bicubic interpolation plus a learned residual. Discriminators score
+(B, 1, h, w) patches (h, w >= 32). Every network describes its own
+configuration (:class:`ConfiguredNetwork`): its constructor's signature lists
+its settings once, ``cls.sizes`` names its ``small`` and ``full`` sizes, and
+``model.config`` (JSON-serialisable) holds what it was built with, so that
 ``GENERATORS[name](**config)`` rebuilds it from a checkpoint.
 
 Example:
@@ -16,7 +18,8 @@ Example:
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -24,7 +27,12 @@ from torch import nn
 from mrisr.errors import ConfigError
 from mrisr.networks.attn_srgan import AttnSRGAN
 from mrisr.networks.classic import DRCN, ESPCN, FSRCNN, SRCNN, VDSR
-from mrisr.networks.common import RowSRGenerator, cubic_rows, zero_last_layer
+from mrisr.networks.common import (
+    ConfiguredNetwork,
+    RowSRGenerator,
+    bicubic_rows,
+    zero_last_layer,
+)
 from mrisr.networks.complexity import count_parameters, macs_per_output_voxel
 from mrisr.networks.discriminators import (
     PatchGANDiscriminator,
@@ -42,11 +50,12 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "GENERATOR_SIZES",
+    "ConfiguredNetwork",
     "RowSRGenerator",
     "build_discriminator",
     "build_generator",
     "count_parameters",
-    "cubic_rows",
+    "bicubic_rows",
     "intermediate_rows",
     "macs_per_output_voxel",
     "zero_last_layer",
@@ -67,7 +76,7 @@ GENERATORS: dict[str, type[RowSRGenerator]] = {
 }
 
 #: Discriminator classes by name.
-DISCRIMINATORS: dict[str, type[nn.Module]] = {
+DISCRIMINATORS: dict[str, type[ConfiguredNetwork]] = {
     "vgg": VGGStyleDiscriminator,
     "unet": UNetDiscriminatorSN,
     "patch": PatchGANDiscriminator,
@@ -75,19 +84,15 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "srgan": SRGANDiscriminator,
 }
 
-#: Named sizes: constructor kwargs by generator and size name.
-#: ``rrdbnet/full`` is ESRGAN's network; ``rrdbnet/small`` is an RRDB net of
-#: about 7,700 MACs per output voxel at 4x (one RRDB of 16 channels, growth 8,
-#: trunk on half the columns, 8 channels at high resolution) for CPU use.
-GENERATOR_SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    "rrdbnet": {
-        "full": dict(num_feat=64, num_block=23, num_grow_ch=32),
-        "small": dict(num_feat=16, num_block=1, num_grow_ch=8, num_hr_feat=8, col_unshuffle=2),
-    },
-}
+#: Named sizes of every generator, as each class states them (``cls.sizes``):
+#: a read-only view by name, not a second table.
+GENERATOR_SIZES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {name: cls.sizes for name, cls in GENERATORS.items()}
+)
 
 
-def _build(kind: str, table: dict[str, type[nn.Module]], name: str, kwargs: dict) -> nn.Module:
+def _build(kind: str, table: Mapping[str, type], name: str, size: str | None, kwargs: dict):
+    """The network ``table[name]`` at ``size``, ``kwargs`` over the size's settings."""
     if name not in table:
         raise ConfigError(
             f"unknown {kind} {name!r}",
@@ -95,15 +100,9 @@ def _build(kind: str, table: dict[str, type[nn.Module]], name: str, kwargs: dict
             fix=f"choose a {kind} from that list",
         )
     cls = table[name]
-    try:
-        inspect.signature(cls).bind(**kwargs)
-    except TypeError as err:
-        accepted = ", ".join(inspect.signature(cls).parameters)
-        raise ConfigError(
-            f"{kind} {name!r} does not accept these settings: {err}",
-            expected=f"settings among: {accepted}",
-            fix="remove or rename the setting",
-        ) from err
+    if size is not None:
+        kwargs = {**cls.size_settings(size), **kwargs}
+    cls.check_settings(kwargs)
     return cls(**kwargs)
 
 
@@ -112,8 +111,8 @@ def build_generator(name: str, size: str | None = None, **kwargs: Any) -> RowSRG
 
     Args:
         name: a key of :data:`GENERATORS`.
-        size: optional named size of :data:`GENERATOR_SIZES` (e.g. ``"small"``);
-            ``kwargs`` override its values.
+        size: optional named size of the generator (``"small"`` or ``"full"``,
+            see :attr:`ConfiguredNetwork.sizes`); ``kwargs`` override its values.
         **kwargs: constructor arguments.
 
     Returns:
@@ -122,29 +121,21 @@ def build_generator(name: str, size: str | None = None, **kwargs: Any) -> RowSRG
     Raises:
         ConfigError: unknown name or size, or a setting the generator does not accept.
     """
-    if size is not None:
-        sizes = GENERATOR_SIZES.get(name, {})
-        if size not in sizes:
-            raise ConfigError(
-                f"generator {name!r} has no size {size!r}",
-                expected=f"one of {', '.join(sizes) or '(no named sizes)'}",
-                fix="leave size unset or pick a listed one",
-            )
-        kwargs = {**sizes[size], **kwargs}
-    return _build("generator", GENERATORS, name, kwargs)
+    return _build("generator", GENERATORS, name, size, kwargs)
 
 
-def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
+def build_discriminator(name: str, size: str | None = None, **kwargs: Any) -> nn.Module:
     """Build a discriminator by name.
 
     Args:
         name: a key of :data:`DISCRIMINATORS`.
+        size: optional named size (``"small"`` or ``"full"``); ``kwargs`` override it.
         **kwargs: constructor arguments.
 
     Returns:
         The discriminator, with ``config`` holding its constructor arguments.
 
     Raises:
-        ConfigError: unknown name, or a setting the discriminator does not accept.
+        ConfigError: unknown name or size, or a setting the discriminator does not accept.
     """
-    return _build("discriminator", DISCRIMINATORS, name, kwargs)
+    return _build("discriminator", DISCRIMINATORS, name, size, kwargs)

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from mrisr.errors import ConfigError
 from mrisr.networks.blocks import ResidualBlock, WindowTransformerBlock
-from mrisr.networks.common import RowSRGenerator, UpsampleTail, check_positive
+from mrisr.networks.common import RowSRGenerator, UpsampleTail, sizes_table
 
 __all__ = ["AttnSRGAN"]
 
@@ -24,7 +24,7 @@ class AttnSRGAN(RowSRGenerator):
     trunk conv and a long skip, at low resolution. Adaptations: rows-only
     sub-pixel upsampling by ``upsample``, anti-aliased linear resampling to
     exactly ``out_rows`` (any factor), an HR conv, the output conv, and a
-    global cubic residual.
+    global bicubic residual.
 
     Args:
         num_feat: channels, divisible by ``heads``.
@@ -33,6 +33,8 @@ class AttnSRGAN(RowSRGenerator):
         heads: attention heads.
         upsample: integer row scale of the sub-pixel shuffle.
     """
+
+    sizes = sizes_table(small=dict(num_feat=32, num_block=2))
 
     def __init__(
         self,
@@ -43,23 +45,13 @@ class AttnSRGAN(RowSRGenerator):
         upsample: int = 4,
     ) -> None:
         super().__init__()
-        check_positive(
-            "attn-srgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            window=window,
-            heads=heads,
-            upsample=upsample,
-        )
+        self.configure(locals())
         if num_feat % heads:
             raise ConfigError(
                 f"attn-srgan: num_feat={num_feat} is not divisible by heads={heads}",
                 expected="num_feat divisible by heads",
                 fix="change num_feat or heads",
             )
-        self.config = dict(
-            num_feat=num_feat, num_block=num_block, window=window, heads=heads, upsample=upsample
-        )
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(ResidualBlock(num_feat, act="relu", attention=True) for _ in range(num_block)),
@@ -68,10 +60,10 @@ class AttnSRGAN(RowSRGenerator):
         )
         self.tail = UpsampleTail(num_feat, num_feat, upsample, "lrelu", hr_convs=1)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
         feat = self.head(x)
-        return self.tail(feat + self.body(feat), cubic.shape[-2])
+        return self.tail(feat + self.body(feat), bicubic.shape[-2])
 
     def output_layers(self) -> list[nn.Module]:
         """The output conv."""

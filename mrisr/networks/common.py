@@ -1,4 +1,4 @@
-"""Pieces every generator shares: the cubic residual, rows-only sub-pixel upsampling,
+"""Pieces every generator shares: the bicubic residual, rows-only sub-pixel upsampling,
 resampling to an exact number of rows, and the generator base class.
 
 Every 2D slice is laid out as ``(rows, cols) = (thick axis, in-plane axis)``.
@@ -11,7 +11,11 @@ both give.
 
 from __future__ import annotations
 
+import inspect
 import operator
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,22 +28,28 @@ __all__ = [
     "RowUpsample",
     "SubPixelOutput",
     "UpsampleTail",
-    "check_positive",
-    "cubic_rows",
+    "ConfiguredNetwork",
+    "bicubic_rows",
     "like_memory_format",
     "make_act",
+    "network_name",
     "pixel_shuffle",
     "pixel_unshuffle_cols",
     "resample_rows",
+    "sizes_table",
     "scaled_init",
     "zero_last_layer",
 ]
 
 
-def cubic_rows(x: Tensor, out_rows: int) -> Tensor:
-    """Cubic interpolation along rows only, field-of-view aligned.
+def bicubic_rows(x: Tensor, out_rows: int) -> Tensor:
+    """Torch's bicubic interpolation along rows only, field-of-view aligned.
 
-    Columns keep their size; bicubic interpolation onto the same column grid
+    Bicubic here is Keys' cubic convolution (``a = -0.75``, what
+    ``F.interpolate(mode="bicubic")`` computes): cheap and differentiable, the
+    base every generator adds its residual to. It is not the prefiltered cubic
+    B-spline of :class:`mrisr.interpolation.CubicSliceModel`, the "cubic"
+    baseline that models are measured against. Columns keep their size; bicubic interpolation onto the same column grid
     is exactly the identity there, so only rows are resampled.
 
     Args:
@@ -144,6 +154,9 @@ def make_act(name: str, channels: int = 1) -> nn.Module:
     """Activation by name: ``"relu"``, ``"lrelu"`` (slope 0.2), ``"prelu"``, ``"tanh"``.
 
     Never in place, so that autograd can always see the pre-activation values.
+
+    Raises:
+        ConfigError: an unknown name.
     """
     if name == "relu":
         return nn.ReLU()
@@ -156,15 +169,118 @@ def make_act(name: str, channels: int = 1) -> nn.Module:
     raise ConfigError(f"unknown activation {name!r}", expected="one of relu, lrelu, prelu, tanh")
 
 
-def check_positive(model: str, **values: int) -> None:
-    """Raise :class:`ConfigError` unless every named constructor value is an int >= 1."""
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+class ConfiguredNetwork(nn.Module):
+    """A network that describes its own configuration.
+
+    The constructor's signature is the one list of a network's settings, and
+    its defaults are the paper's network (size ``full``). :attr:`sizes` names
+    what differs at each size of :data:`mrisr.config.SIZES`; :attr:`config`
+    holds what one instance was built with, so that ``type(model)(**model.config)``
+    rebuilds it (model files store it). Subclasses call
+    ``self.configure(locals())`` first thing in ``__init__`` instead of listing
+    their arguments again.
+
+    Attributes:
+        sizes: settings per size name, over the constructor's defaults.
+        config: the constructor arguments of this instance (JSON-able).
+    """
+
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
+    config: dict[str, Any]
+
+    def configure(self, arguments: Mapping[str, Any]) -> None:
+        """Record the constructor's arguments as ``self.config``, checking the counts.
+
+        Every setting whose default is a whole number (or None, when one is
+        given) counts something (channels, blocks, a scale) and must be a whole
+        number >= 1.
+
+        Args:
+            arguments: the constructor's ``locals()``.
+
+        Raises:
+            ConfigError: a count that is not a whole number >= 1.
+        """
+        parameters = inspect.signature(type(self)).parameters
+        config = {name: arguments[name] for name in parameters}
+        for name, parameter in parameters.items():
+            value, default = config[name], parameter.default
+            counts = isinstance(default, int) and not isinstance(default, bool)
+            if counts or (default is None and value is not None):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(
+                        f"{network_name(type(self))}: {name} must be an integer >= 1, "
+                        f"got {value!r}",
+                        expected=f"{name} >= 1",
+                        fix=f"set {name} to a positive integer",
+                    )
+        self.config = config
+
+    @classmethod
+    def size_settings(cls, size: str) -> dict[str, Any]:
+        """The settings of a named size (empty for the defaults).
+
+        Raises:
+            ConfigError: a size this network does not name.
+        """
+        if size not in cls.sizes:
             raise ConfigError(
-                f"{model}: {key} must be an integer >= 1, got {value!r}",
-                expected=f"{key} >= 1",
-                fix=f"set {key} to a positive integer",
+                f"{network_name(cls)} has no size {size!r}",
+                expected=f"one of {', '.join(cls.sizes) or '(no named sizes)'}",
+                fix="leave size unset or pick a listed one",
             )
+        return dict(cls.sizes[size])
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Refuse settings the constructor does not take.
+
+        Raises:
+            ConfigError: an unknown setting, naming the accepted ones.
+        """
+        signature = inspect.signature(cls)
+        try:
+            signature.bind(**settings)
+        except TypeError as error:
+            raise ConfigError(
+                f"{network_name(cls)} does not accept these settings: {error}",
+                expected=f"settings among: {', '.join(signature.parameters)}",
+                fix="remove or rename the setting",
+            ) from error
+
+
+def sizes_table(**sizes: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """A network's :attr:`ConfiguredNetwork.sizes`, read-only, one entry per size name.
+
+    Args:
+        **sizes: settings per size name of :data:`mrisr.config.SIZES`, over the
+            constructor's defaults; ``full`` (the paper's network) defaults to them.
+
+    Returns:
+        ``{size: {setting: value}}`` for every size name, in :data:`mrisr.config.SIZES` order.
+
+    Raises:
+        ConfigError: a size name :data:`mrisr.config.SIZES` does not list.
+    """
+    from mrisr.config import SIZES
+
+    unknown = set(sizes) - set(SIZES)
+    if unknown:
+        raise ConfigError(
+            f"unknown network size {', '.join(sorted(unknown))}", expected=f"one of {SIZES}"
+        )
+    return MappingProxyType({size: MappingProxyType(dict(sizes.get(size, {}))) for size in SIZES})
+
+
+def network_name(cls: type) -> str:
+    """The name a network class is built by (its key in the networks' tables), for messages."""
+    from mrisr.networks import DISCRIMINATORS, GENERATORS
+
+    for kind, table in (("generator", GENERATORS), ("discriminator", DISCRIMINATORS)):
+        for name, registered in table.items():
+            if registered is cls:
+                return f"{kind} {name!r}"
+    return cls.__name__
 
 
 @torch.no_grad()
@@ -275,15 +391,13 @@ class UpsampleTail(nn.Module):
         return self.last(self.hr(self.up(x, out_rows)))
 
 
-class RowSRGenerator(nn.Module):
-    """Base class of the generators: input checks plus the global cubic residual.
+class RowSRGenerator(ConfiguredNetwork):
+    """Base class of the generators: input checks plus the global bicubic residual.
 
-    Subclasses implement :meth:`residual` (what the network adds to cubic
+    Subclasses implement :meth:`residual` (what the network adds to bicubic
     interpolation) and :meth:`output_layers` (the convs whose zeroing makes
-    the generator plain cubic interpolation), and set ``self.config``.
+    the generator plain bicubic interpolation), and call :meth:`configure`.
     """
-
-    config: dict
 
     def forward(self, x: Tensor, out_rows: int) -> Tensor:
         """Upsample rows of each slice.
@@ -295,24 +409,31 @@ class RowSRGenerator(nn.Module):
         Returns:
             (B, 1, out_rows, W) tensor.
         """
-        cubic = cubic_rows(x, self._check_input(x, out_rows))
-        return cubic + self.residual(x, cubic)
+        bicubic = bicubic_rows(x, self._check_input(x, out_rows))
+        return bicubic + self.residual(x, bicubic)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
-        """The learned correction to cubic interpolation.
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
+        """The learned correction to bicubic interpolation.
 
         Args:
             x: (B, 1, H, W) input.
-            cubic: (B, 1, out_rows, W) cubic interpolation of ``x`` (pre-upsampling
+            bicubic: (B, 1, out_rows, W) bicubic interpolation of ``x`` (pre-upsampling
                 networks refine it; the others only read its row count).
 
         Returns:
             (B, 1, out_rows, W) tensor.
+
+        Raises:
+            NotImplementedError: in the base class; every generator defines it.
         """
         raise NotImplementedError
 
     def output_layers(self) -> list[nn.Module]:
-        """The output convs: zeroing them makes the generator cubic interpolation."""
+        """The output convs: zeroing them makes the generator bicubic interpolation.
+
+        Raises:
+            NotImplementedError: in the base class; every generator defines it.
+        """
         raise NotImplementedError
 
     def _check_input(self, x: Tensor, out_rows: int) -> int:
@@ -343,9 +464,9 @@ class RowSRGenerator(nn.Module):
 
 @torch.no_grad()
 def zero_last_layer(generator: RowSRGenerator) -> RowSRGenerator:
-    """Zero the output convs so that the generator starts as cubic interpolation.
+    """Zero the output convs so that the generator starts as bicubic interpolation.
 
-    Training from this state starts at the cubic baseline; the first step
+    Training from this state starts at the bicubic baseline; the first step
     moves the output convs off zero, after which the whole network learns.
 
     Args:

@@ -62,7 +62,7 @@ def macs_per_output_voxel(
     transposed convolution, linear layer and windowed-attention matmul
     (``q k^T`` and ``attn v``). Not counted: activations, normalisation,
     attention softmax, pooling, element-wise adds and gates, pixel shuffles,
-    and the interpolations (cubic residual, row resampling), each a few
+    and the interpolations (bicubic residual, row resampling), each a few
     operations per voxel at most.
 
     Args:

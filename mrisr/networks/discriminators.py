@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from mrisr.errors import InputError
-from mrisr.networks.common import check_positive
+from mrisr.networks.common import ConfiguredNetwork, sizes_table
 
 __all__ = [
     "MIN_PATCH",
@@ -30,13 +30,14 @@ __all__ = [
 MIN_PATCH = 32
 
 
-class _Discriminator(nn.Module):
+class _Discriminator(ConfiguredNetwork):
     """Shared input check and the forward/features split.
 
-    Subclasses implement :meth:`_run` returning ``(features, logits)``.
+    Subclasses implement :meth:`_run` returning ``(features, logits)`` and call
+    :meth:`configure`. Size ``small`` has 16 channels in the first layer.
     """
 
-    config: dict
+    sizes = sizes_table(small=dict(num_feat=16))
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits: (B, 1, h, w) -> (B, 1) or (B, 1, h', w')."""
@@ -133,13 +134,12 @@ class VGGStyleDiscriminator(_ConvClassifier):
     """
 
     def __init__(self, num_feat: int = 64, pool: int = 4) -> None:
-        check_positive("vgg", num_feat=num_feat, pool=pool)
+        self.configure(locals())
         widths = [num_feat, 2 * num_feat, 4 * num_feat, 8 * num_feat, 8 * num_feat]
         layers = []
         for w in widths:
             layers += [(w, 3, 1), (w, 4, 2)]
         super().__init__(layers, norm=True, sn=False, pool=pool, hidden=100)
-        self.config = dict(num_feat=num_feat, pool=pool)
 
 
 class SN8Discriminator(_ConvClassifier):
@@ -158,13 +158,14 @@ class SN8Discriminator(_ConvClassifier):
         hidden: units of the first linear layer.
     """
 
+    sizes = sizes_table(small=dict(num_feat=16, hidden=128))
+
     def __init__(self, num_feat: int = 64, pool: int = 4, hidden: int = 1024) -> None:
-        check_positive("sn8", num_feat=num_feat, pool=pool, hidden=hidden)
+        self.configure(locals())
         layers = []
         for mult in (1, 2, 4, 8):
             layers += [(mult * num_feat, 3, 1), (mult * num_feat, 3, 2)]
         super().__init__(layers, norm=False, sn=True, pool=pool, hidden=hidden)
-        self.config = dict(num_feat=num_feat, pool=pool, hidden=hidden)
 
 
 class SRGANDiscriminator(_ConvClassifier):
@@ -184,12 +185,11 @@ class SRGANDiscriminator(_ConvClassifier):
     """
 
     def __init__(self, num_feat: int = 64, pool: int = 6, hidden: int = 1024) -> None:
-        check_positive("srgan", num_feat=num_feat, pool=pool, hidden=hidden)
+        self.configure(locals())
         layers = [(num_feat, 3, 1), (num_feat, 3, 2)]
         for mult in (2, 4, 8):
             layers += [(mult * num_feat, 3, 1), (mult * num_feat, 3, 2)]
         super().__init__(layers, norm=True, sn=False, pool=pool, hidden=hidden)
-        self.config = dict(num_feat=num_feat, pool=pool, hidden=hidden)
 
 
 class UNetDiscriminatorSN(_Discriminator):
@@ -208,8 +208,7 @@ class UNetDiscriminatorSN(_Discriminator):
 
     def __init__(self, num_feat: int = 64) -> None:
         super().__init__()
-        check_positive("unet", num_feat=num_feat)
-        self.config = dict(num_feat=num_feat)
+        self.configure(locals())
         nf = num_feat
 
         def sn_conv(i: int, o: int, k: int, s: int) -> nn.Module:
@@ -267,8 +266,7 @@ class PatchGANDiscriminator(_Discriminator):
 
     def __init__(self, num_feat: int = 64, num_layers: int = 3, norm: str = "BATCH") -> None:
         super().__init__()
-        check_positive("patch", num_feat=num_feat, num_layers=num_layers)
-        self.config = dict(num_feat=num_feat, num_layers=num_layers, norm=norm)
+        self.configure(locals())
         self.net = MonaiPatchDiscriminator(
             spatial_dims=2,
             channels=num_feat,

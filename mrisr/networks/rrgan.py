@@ -9,9 +9,9 @@ from torch import Tensor, nn
 from mrisr.networks.common import (
     RowSRGenerator,
     RowUpsample,
-    check_positive,
-    cubic_rows,
+    bicubic_rows,
     make_act,
+    sizes_table,
 )
 
 __all__ = ["RRGAN", "RecursiveResidualBlock", "intermediate_rows"]
@@ -74,11 +74,11 @@ class RRGAN(RowSRGenerator):
     2. rows-only sub-pixel upsampling by ``upsample`` and anti-aliased
        resampling to the intermediate size
        ``mid_rows = intermediate_rows(H, out_rows)`` (2x for a 4x factor);
-       an output conv gives the intermediate image (plus cubic interpolation
+       an output conv gives the intermediate image (plus bicubic interpolation
        to ``mid_rows``);
     3. ``num_block_mid`` recursive blocks and a skip at ``mid_rows``, a second
        rows-only sub-pixel step to ``out_rows``, an HR conv and the output
-       conv (plus cubic interpolation to ``out_rows``).
+       conv (plus bicubic interpolation to ``out_rows``).
 
     :meth:`forward` returns the final image; :meth:`forward_with_intermediate`
     also returns the intermediate one, to be supervised against the
@@ -92,6 +92,8 @@ class RRGAN(RowSRGenerator):
         upsample: integer row scale of each of the two sub-pixel steps.
     """
 
+    sizes = sizes_table(small=dict(num_feat=32, num_block=2, recursions=2))
+
     def __init__(
         self,
         num_feat: int = 64,
@@ -101,21 +103,7 @@ class RRGAN(RowSRGenerator):
         upsample: int = 2,
     ) -> None:
         super().__init__()
-        check_positive(
-            "rrgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            num_block_mid=num_block_mid,
-            recursions=recursions,
-            upsample=upsample,
-        )
-        self.config = dict(
-            num_feat=num_feat,
-            num_block=num_block,
-            num_block_mid=num_block_mid,
-            recursions=recursions,
-            upsample=upsample,
-        )
+        self.configure(locals())
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(RecursiveResidualBlock(num_feat, recursions) for _ in range(num_block)),
@@ -139,9 +127,9 @@ class RRGAN(RowSRGenerator):
         feat = mid + self.body_mid(mid)
         return self.last(self.hr(self.up(feat, out_rows))), mid
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
-        return self._cascade(x, cubic.shape[-2])[0]
+        return self._cascade(x, bicubic.shape[-2])[0]
 
     def forward_with_intermediate(self, x: Tensor, out_rows: int) -> tuple[Tensor, Tensor]:
         """The final and the intermediate image.
@@ -157,8 +145,8 @@ class RRGAN(RowSRGenerator):
         """
         out_rows = self._check_input(x, out_rows)
         residual, mid = self._cascade(x, out_rows)
-        final = cubic_rows(x, out_rows) + residual
-        intermediate = cubic_rows(x, mid.shape[-2]) + self.last_mid(mid)
+        final = bicubic_rows(x, out_rows) + residual
+        intermediate = bicubic_rows(x, mid.shape[-2]) + self.last_mid(mid)
         return final, intermediate
 
     def output_layers(self) -> list[nn.Module]:

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from mrisr.errors import ConfigError
 from mrisr.networks.blocks import ShuffleUnit
-from mrisr.networks.common import RowSRGenerator, UpsampleTail, check_positive
+from mrisr.networks.common import RowSRGenerator, UpsampleTail, sizes_table
 
 __all__ = ["SRLRGAN"]
 
@@ -23,7 +23,7 @@ class SRLRGAN(RowSRGenerator):
     batch norm), a 3x3 trunk conv and a long skip, all at low resolution.
     Adaptations: rows-only sub-pixel upsampling by ``upsample``, anti-aliased
     linear resampling to exactly ``out_rows`` (any factor), one HR conv with
-    ``num_hr_feat`` channels, the output conv, and a global cubic residual.
+    ``num_hr_feat`` channels, the output conv, and a global bicubic residual.
 
     Args:
         num_feat: trunk channels; even, with ``num_feat / 2`` divisible by ``groups``.
@@ -32,6 +32,8 @@ class SRLRGAN(RowSRGenerator):
         num_hr_feat: channels at high resolution.
         upsample: integer row scale of the sub-pixel shuffle.
     """
+
+    sizes = sizes_table(small=dict(num_feat=32, num_block=4, num_hr_feat=16))
 
     def __init__(
         self,
@@ -42,27 +44,13 @@ class SRLRGAN(RowSRGenerator):
         upsample: int = 4,
     ) -> None:
         super().__init__()
-        check_positive(
-            "srlrgan",
-            num_feat=num_feat,
-            num_block=num_block,
-            groups=groups,
-            num_hr_feat=num_hr_feat,
-            upsample=upsample,
-        )
+        self.configure(locals())
         if num_feat % (2 * groups):
             raise ConfigError(
                 f"srlrgan: num_feat={num_feat} does not split into two halves of {groups} groups",
                 expected=f"num_feat divisible by 2 * groups = {2 * groups}",
                 fix="change num_feat or groups",
             )
-        self.config = dict(
-            num_feat=num_feat,
-            num_block=num_block,
-            groups=groups,
-            num_hr_feat=num_hr_feat,
-            upsample=upsample,
-        )
         self.head = nn.Conv2d(1, num_feat, 3, padding=1)
         self.body = nn.Sequential(
             *(ShuffleUnit(num_feat, groups) for _ in range(num_block)),
@@ -70,10 +58,10 @@ class SRLRGAN(RowSRGenerator):
         )
         self.tail = UpsampleTail(num_feat, num_hr_feat, upsample, "lrelu", hr_convs=1)
 
-    def residual(self, x: Tensor, cubic: Tensor) -> Tensor:
+    def residual(self, x: Tensor, bicubic: Tensor) -> Tensor:
         """See :meth:`RowSRGenerator.residual`."""
         feat = self.head(x)
-        return self.tail(feat + self.body(feat), cubic.shape[-2])
+        return self.tail(feat + self.body(feat), bicubic.shape[-2])
 
     def output_layers(self) -> list[nn.Module]:
         """The output conv."""
