@@ -125,10 +125,11 @@ def main() -> None:
 
     import torch
 
+    from mrisr.consistency import slice_thickness
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
     from mrisr.models import load_slice_model
-    from mrisr.upscale import plan_upscale, slice_thickness, upscale_volume
+    from mrisr.upscale import plan_upscale, upscale_volume
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,7 +30,7 @@ from mrisr import (
     upscale_volume,
 )
 from mrisr.io.files import check_output
-from mrisr.upscale import write_json_atomic
+from mrisr.io.outputs import write_json_atomic
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from mrisr import evaluate, save_figure
     from mrisr.evaluation import check_figure_path, markdown_table
     from mrisr.io.files import check_output
-    from mrisr.upscale import write_json_atomic
+    from mrisr.io.outputs import write_json_atomic
 
     # 0. Refuse unusable outputs before any work (and never the input itself).
     if args.figure is not None:

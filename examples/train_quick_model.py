@@ -26,8 +26,8 @@ from pathlib import Path
 
 from mrisr import MrisrError, TrainConfig, load_slice_model, train, upscale_file
 from mrisr.config import DataConfig, ModelConfig, ScheduleConfig
+from mrisr.io.outputs import default_output_path
 from mrisr.training import TrainEvent
-from mrisr.upscale import default_output_path
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from mrisr import CubicSliceModel, MrisrError, load_volume, plan_upscale, upscale_file
-from mrisr.upscale import default_output_path
+from mrisr.io.outputs import default_output_path
 
 #: The project's shared real scans (../shared/data from the repository root);
 #: set MRISR_SHARED_DATA to use another copy.

@@ -8,7 +8,6 @@ the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mrisr.errors import ConfigError, GeometryError, InputError
+from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
+from mrisr.errors import ConfigError, GeometryError
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
     MIN_ANISOTROPY,
@@ -29,9 +29,13 @@ from mrisr.geometry import (
     voxel_sizes,
 )
 from mrisr.intensity import fit_normalisation
-from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
+from mrisr.io.outputs import (
+    check_outputs,
+    default_output_path,
+    sidecar_path,
+    write_image_and_sidecar,
+)
 from mrisr.models import ModelRequest, choose_model, covers_factor
-from mrisr.simulate import apply_along_axis, slice_profile_matrix
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
@@ -196,94 +200,8 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
     )
 
 
-def enforce_consistency(
-    upscaled: np.ndarray, thick: np.ndarray, axis: int, thickness: float | None = None
-) -> np.ndarray:
-    """Project ``upscaled`` so that re-simulating its thick slices gives ``thick`` exactly.
-
-    Uses the block-mean slice model ``W`` (n_in x n_out) and the smallest
-    correction that satisfies ``W @ x == thick`` along ``axis``:
-    ``x + W.T @ inv(W @ W.T) @ (thick - W @ x)``.
-    """
-    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
-    forward = slice_profile_matrix(n_out, n_in, thickness=thickness)
-    correction = forward.T @ np.linalg.inv(forward @ forward.T)
-    residual = thick - apply_along_axis(forward, upscaled, axis)
-    return upscaled + apply_along_axis(correction, residual, axis)
-
-
-def slice_thickness(
-    volume: Volume, plan: UpscalePlan, thickness_mm: float | None = None
-) -> dict[str, Any]:
-    """The scan's slice thickness and spacing along the thick axis, and where the thickness came from.
-
-    Args:
-        volume: the thick-slice scan.
-        plan: its upscale plan (the thick axis and spacing).
-        thickness_mm: a thickness given by the user, in mm.
-
-    Returns:
-        ``{"slice_thickness_mm", "slice_spacing_mm", "slice_thickness_source"}``,
-        the source being ``"given"``, ``"header"`` or ``"spacing"`` (assumed).
-
-    Raises:
-        ConfigError: a given thickness that is not a positive finite number.
-    """
-    spacing = float(plan.spacing_in[plan.axis])
-    header = volume.meta.get("slice_thickness_mm")
-    if thickness_mm is not None:
-        value, source = float(thickness_mm), "given"
-        if not (np.isfinite(value) and value > 0):
-            raise ConfigError(
-                f"slice thickness must be a positive number of mm, got {value:g}",
-                path=volume.source,
-                fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
-            )
-    elif header is not None and np.isfinite(header) and header > 0:
-        value, source = float(header), "header"
-    else:
-        value, source = spacing, "spacing"
-    if abs(value - spacing) > 0.05 * spacing:
-        log.warning(
-            "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
-            "models are trained on contiguous slices, so expect less gain",
-            volume.source or "scan",
-            value,
-            spacing,
-            "gaps" if value < spacing else "overlaps",
-        )
-    return {
-        "slice_thickness_mm": value,
-        "slice_spacing_mm": spacing,
-        "slice_thickness_source": source,
-    }
-
-
 #: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.
 GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
-
-#: ``--consistency`` with slices this many times thicker than their spacing is
-#: refused: the overlapping box profiles make the projection ill-conditioned.
-MAX_CONSISTENCY_OVERLAP = 1.5
-
-
-def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
-    """The slice profile's width in output voxels for :func:`enforce_consistency`.
-
-    Raises:
-        ConfigError: a thickness under one output voxel (nothing to average),
-            or over 1.5 times the spacing (an ill-posed projection).
-    """
-    value, spacing = thickness["slice_thickness_mm"], thickness["slice_spacing_mm"]
-    voxel = float(plan.spacing_out[plan.axis])
-    if value < voxel or value > MAX_CONSISTENCY_OVERLAP * spacing:
-        raise ConfigError(
-            f"--consistency needs a slice thickness between one output voxel ({voxel:.3g} mm) "
-            f"and {MAX_CONSISTENCY_OVERLAP:g} x the slice spacing ({spacing:.3g} mm), "
-            f"got {value:.3g} mm ({thickness['slice_thickness_source']})",
-            fix="check --thickness, use a larger --factor, or drop --consistency",
-        )
-    return value / voxel
 
 
 def upscale_volume(
@@ -427,46 +345,6 @@ def _upscale_planes(
     return restacked
 
 
-def default_output_path(input_path: str | Path) -> Path:
-    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``)."""
-    path = Path(input_path)
-    return path.parent / f"{stem(path)}_sr.nii.gz"
-
-
-def sidecar_path(output_path: str | Path) -> Path:
-    """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
-    path = Path(output_path)
-    if suffix(path) in READ_FORMATS:
-        return path.parent / (stem(path) + ".json")
-    return path.with_suffix(".json")
-
-
-def write_json_atomic(data: dict[str, Any], path: Path, *, overwrite: bool = False) -> Path:
-    """Write ``data`` as indented JSON through a temporary file in the same folder.
-
-    Raises:
-        OutputError: ``path`` exists (without ``overwrite``), its folder is
-            missing, or it cannot be written.
-    """
-
-    def write(temporary: Path) -> None:
-        text = json.dumps(data, indent=2, sort_keys=True, default=_json_default)
-        temporary.write_text(text + "\n")
-
-    write_atomic(path, write, overwrite=overwrite)
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
 def upscale_file(
     input_path: str | Path,
     output_path: str | Path | None = None,
@@ -524,7 +402,7 @@ def upscale_file(
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
-    _check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
 
     volume = load_volume(input_path)
     plan = plan_upscale(volume, factor=factor, axis=axis)
@@ -538,36 +416,21 @@ def upscale_file(
         force=force,
         progress=progress,
     )
-    _write_with_sidecar(result, input_path, output, sidecar, overwrite=overwrite)
+    write_image_and_sidecar(
+        result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
+    )
     return output, sidecar
 
 
-def _write_with_sidecar(
-    result: Volume, input_path: Path, output: Path, sidecar: Path, *, overwrite: bool
-) -> None:
-    """Save the image, then its provenance sidecar; no image is left without its sidecar."""
+def _provenance(result: Volume, input_path: Path, output: Path) -> dict[str, Any]:
+    """What the JSON sidecar records: versions, time, input hash, plan, model, options."""
     from mrisr import __version__
-    from mrisr.io import file_sha256, save_volume
+    from mrisr.io import file_sha256
 
-    provenance = {
+    return {
         "mrisr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "input": {"path": str(input_path.resolve()), "sha256": file_sha256(input_path)},
         "output": str(output.resolve()),
         **result.meta["upscale"],
     }
-    save_volume(result, output, overwrite=overwrite)
-    try:
-        write_json_atomic(provenance, sidecar, overwrite=overwrite)
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
-
-
-def _check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:
-    """Refuse outputs that are the input, already exist (without overwrite) or lack a folder."""
-    if not input_path.exists():
-        raise InputError("does not exist", path=input_path, fix="check the path")
-    # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
-    for output in outputs:
-        check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])
