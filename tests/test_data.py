@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrisr.data import (
+from mrisr.training.data import (
     PairDataset,
     TrainingVolume,
     extract_pair,

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mrisr.checkpoint import load_model, load_training_state, read_description
 from mrisr.cli import app
 from mrisr.config import TrainConfig, load_config, save_config, with_overrides
-from mrisr.data import PairDataset, find_volumes, load_training_volumes
+from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 from mrisr.inference import load_slice_model
 from mrisr.interpolation import CubicSliceModel
