@@ -175,25 +175,7 @@ def _train(
     validation = _validation(config, data) if main else None
     data.held_out = None  # the validation keeps its own crop
     description = describe_run(config, plan, data, procs.world)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-    run_log = RunLog(
-        run_dir, enabled=main, tensorboard=config.tensorboard, keep_until=start if resume else None
-    )
-    run_log.write(
-        {
-            "event": "resume" if resume else "start",
-            "step": start,
-            "total": schedule.total,
-            "device": str(device),
-            "processes": procs.world,
-            "training_volumes": data.names,
-            "held_out": data.held_out_name,
-            "resolved": plan.to_dict(),
-            "config": to_dict(config),
-        }
-    )
+    run_log = _start_log(config, procs, plan, data, schedule, start=start, resume=resume)
     emit(TrainEvent("start", start, schedule.total, schedule.stage(start)))
 
     # -------------------------------------------------------------------- 5. loop
@@ -205,13 +187,14 @@ def _train(
         if stage == "gan" and step == schedule.steps:
             if main and not (run_dir / PSNR_MODEL_FILE).exists():
                 # A GAN stage added on resume: keep the stage-1 model before it is replaced.
-                save_ema(
-                    run_dir / PSNR_MODEL_FILE,
+                _save(
+                    run_dir,
                     learner,
                     description,
-                    stage="psnr",
+                    schedule,
                     step=step,
                     validation=last_val,
+                    psnr_only=True,
                 )
             learner.start_gan_stage()
         learner.set_learning_rates(stage, schedule.decay(step))
@@ -233,12 +216,12 @@ def _train(
             run_log.write({"event": "validation", "step": done, "stage": stage, **last_val})
             emit(TrainEvent("validation", done, total, stage, last_val))
         if main and (stage_end or _every(done, config.schedule.save_every)):
-            _save(
-                run_dir,
+            _save(run_dir, learner, description, schedule, step=done, validation=last_val)
+            save_state(
+                run_dir / STATE_FILE,
                 learner,
-                description,
-                schedule,
                 step=done,
+                stage="gan" if done > schedule.steps else "psnr",
                 validation=last_val,
                 world=procs.world,
             )
@@ -249,15 +232,7 @@ def _train(
     procs.barrier()
     run_log.write({"event": "end", "step": step, "validation": last_val})
     run_log.close()
-    emit(
-        TrainEvent(
-            "end",
-            step,
-            total,
-            "gan" if (schedule.gan and step > schedule.steps) else "psnr",
-            last_val,
-        )
-    )
+    emit(TrainEvent("end", step, total, "gan" if step > schedule.steps else "psnr", last_val))
     return TrainResult(
         run_dir=run_dir,
         generator=learner.generator,
@@ -461,9 +436,13 @@ def _save(
     *,
     step: int,
     validation: Mapping[str, float],
-    world: int,
+    psnr_only: bool = False,
 ) -> None:
-    """Model file (and the stage-1 model at the end of stage 1 when a GAN stage follows), state."""
+    """Write the model file of ``step``, and the stage-1 model at the end of stage 1.
+
+    ``model_psnr.safetensors`` is written when a GAN stage follows stage 1;
+    ``psnr_only`` writes just that one (a GAN stage added on resume).
+    """
     stage = "gan" if step > schedule.steps else "psnr"
     if step == schedule.steps and schedule.gan:
         save_ema(
@@ -474,12 +453,49 @@ def _save(
             step=step,
             validation=validation,
         )
-    save_ema(
-        run_dir / MODEL_FILE, learner, description, stage=stage, step=step, validation=validation
+    if not psnr_only:
+        save_ema(
+            run_dir / MODEL_FILE,
+            learner,
+            description,
+            stage=stage,
+            step=step,
+            validation=validation,
+        )
+
+
+def _start_log(
+    config: TrainConfig,
+    procs: _Processes,
+    plan: ResolvedRecipe,
+    data: TrainingData,
+    schedule: Schedule,
+    *,
+    start: int,
+    resume: bool,
+) -> RunLog:
+    """Write ``config.yaml``, open ``log.jsonl`` and log the start (or resume) of the run."""
+    run_dir, main = Path(str(config.out)), procs.rank == 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+    run_log = RunLog(
+        run_dir, enabled=main, tensorboard=config.tensorboard, keep_until=start if resume else None
     )
-    save_state(
-        run_dir / STATE_FILE, learner, step=step, stage=stage, validation=validation, world=world
+    run_log.write(
+        {
+            "event": "resume" if resume else "start",
+            "step": start,
+            "total": schedule.total,
+            "device": str(procs.device),
+            "processes": procs.world,
+            "training_volumes": data.names,
+            "held_out": data.held_out_name,
+            "resolved": plan.to_dict(),
+            "config": to_dict(config),
+        }
     )
+    return run_log
 
 
 class _LossMeter:
