@@ -51,8 +51,7 @@ import torch
 from train_default_models import TRAIN_VOLUMES  # the same split as the bundled models
 
 from mrisr.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
-from mrisr.evaluation import central_crop
-from mrisr.evaluation import evaluate
+from mrisr.evaluation import central_crop, evaluate
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
 from mrisr.networks import count_parameters, macs_per_output_voxel

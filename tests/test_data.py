@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from mrisr.errors import ConfigError, InputError
+from mrisr.intensity import fit_normalisation
+from mrisr.simulate import simulate_thick_slices
+from mrisr.slices import PAIR_KINDS, to_slice_stack
 from mrisr.training.data import (
     PairDataset,
     TrainingVolume,
@@ -21,10 +25,6 @@ from mrisr.training.data import (
     pair_margin,
     split_validation,
 )
-from mrisr.errors import ConfigError, InputError
-from mrisr.intensity import fit_normalisation
-from mrisr.simulate import simulate_thick_slices
-from mrisr.slices import PAIR_KINDS, to_slice_stack
 
 
 def save_nifti(path: Path, data: np.ndarray) -> Path:

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from mrisr.checkpoint import load_model, load_training_state, read_description
 from mrisr.cli import app
 from mrisr.config import TrainConfig, load_config, save_config, with_overrides
-from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 from mrisr.inference import load_slice_model
 from mrisr.interpolation import CubicSliceModel
 from mrisr.networks.common import cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
+from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.upscale import plan_upscale, upscale_volume
 from mrisr.volume import Volume, load_volume
 

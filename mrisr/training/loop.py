@@ -53,7 +53,7 @@ from mrisr.training.state import (
     RunLog,
     open_run,
     restore_learner,
-    save_ema,
+    save_models,
     save_state,
 )
 from mrisr.training.step import Learner, build_learner, check_learner, training_step
@@ -187,14 +187,14 @@ def _train(
         if stage == "gan" and step == schedule.steps:
             if main and not (run_dir / PSNR_MODEL_FILE).exists():
                 # A GAN stage added on resume: keep the stage-1 model before it is replaced.
-                _save(
+                save_models(
                     run_dir,
                     learner,
                     description,
-                    schedule,
+                    stage="psnr",
                     step=step,
                     validation=last_val,
-                    psnr_only=True,
+                    files=(PSNR_MODEL_FILE,),
                 )
             learner.start_gan_stage()
         learner.set_learning_rates(stage, schedule.decay(step))
@@ -216,12 +216,22 @@ def _train(
             run_log.write({"event": "validation", "step": done, "stage": stage, **last_val})
             emit(TrainEvent("validation", done, total, stage, last_val))
         if main and (stage_end or _every(done, config.schedule.save_every)):
-            _save(run_dir, learner, description, schedule, step=done, validation=last_val)
+            saved_stage = "gan" if done > schedule.steps else "psnr"
+            stage_1_model = done == schedule.steps and schedule.gan
+            save_models(
+                run_dir,
+                learner,
+                description,
+                stage=saved_stage,
+                step=done,
+                validation=last_val,
+                files=(PSNR_MODEL_FILE, MODEL_FILE) if stage_1_model else (MODEL_FILE,),
+            )
             save_state(
                 run_dir / STATE_FILE,
                 learner,
                 step=done,
-                stage="gan" if done > schedule.steps else "psnr",
+                stage=saved_stage,
                 validation=last_val,
                 world=procs.world,
             )
@@ -426,42 +436,6 @@ def _validation(config: TrainConfig, data: TrainingData) -> Validation | None:
         crop=config.data.val_crop,
         batch_size=max(config.data.batch_size, 16),
     )
-
-
-def _save(
-    run_dir: Path,
-    learner: Learner,
-    description: Mapping[str, Any],
-    schedule: Schedule,
-    *,
-    step: int,
-    validation: Mapping[str, float],
-    psnr_only: bool = False,
-) -> None:
-    """Write the model file of ``step``, and the stage-1 model at the end of stage 1.
-
-    ``model_psnr.safetensors`` is written when a GAN stage follows stage 1;
-    ``psnr_only`` writes just that one (a GAN stage added on resume).
-    """
-    stage = "gan" if step > schedule.steps else "psnr"
-    if step == schedule.steps and schedule.gan:
-        save_ema(
-            run_dir / PSNR_MODEL_FILE,
-            learner,
-            description,
-            stage="psnr",
-            step=step,
-            validation=validation,
-        )
-    if not psnr_only:
-        save_ema(
-            run_dir / MODEL_FILE,
-            learner,
-            description,
-            stage=stage,
-            step=step,
-            validation=validation,
-        )
 
 
 def _start_log(

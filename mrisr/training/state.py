@@ -193,28 +193,45 @@ def save_state(
     )
 
 
-def save_ema(
-    path: Path,
+def save_models(
+    run_dir: Path,
     learner: Learner,
     description: Mapping[str, Any],
     *,
     stage: str,
     step: int,
     validation: Mapping[str, float],
+    files: tuple[str, ...] = (MODEL_FILE,),
 ) -> None:
-    """Write the EMA generator as a model file describing the run at ``step``.
+    """Write the EMA generator to each of ``files`` in ``run_dir``, describing the run at ``step``.
+
+    Args:
+        run_dir: the run folder.
+        learner: whose EMA generator is written.
+        description: the run's description (``stage``, ``step`` and
+            ``validation`` are added).
+        stage: ``psnr`` up to the end of stage 1, then ``gan``.
+        step: steps done.
+        validation: the last validation metrics.
+        files: file names, e.g. ``model.safetensors`` and ``model_psnr.safetensors``.
 
     Raises:
-        OutputError: the file cannot be written.
+        OutputError: a file cannot be written.
     """
     from mrisr.checkpoint import save_model
 
-    save_model(
-        path,
-        learner.ema,
-        name=learner.plan.generator,
-        description={**description, "stage": stage, "step": step, "validation": dict(validation)},
-    )
+    for name in files:
+        save_model(
+            run_dir / name,
+            learner.ema,
+            name=learner.plan.generator,
+            description={
+                **description,
+                "stage": stage,
+                "step": step,
+                "validation": dict(validation),
+            },
+        )
 
 
 class RunLog:
