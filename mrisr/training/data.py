@@ -370,6 +370,9 @@ def extract_pair(
 
     Returns:
         (lr, hr): float32 arrays of shapes (rows_lr, cols) and (rows_hr, cols).
+
+    Raises:
+        ConfigError: ``rows_lr`` outside ``[1, rows_hr]``.
     """
     if not 1 <= rows_lr <= rows_hr:
         raise ConfigError(f"rows_lr must be in [1, rows_hr={rows_hr}], got {rows_lr}")
