@@ -6,7 +6,7 @@ with the same settings: the size (``--size``), stage-1 steps (``--steps``),
 GAN-stage steps (``--gan-steps``, recipes with an adversarial loss only),
 batch, patch, seed, factors 2-4 drawn per batch, all three thick axes. Then,
 on central crops (``--crop`` voxels a side, around the foreground:
-:func:`mrisr.data.central_crop`) of two volumes never trained on, for each
+:func:`mrisr.evaluation.central_crop`) of two volumes never trained on, for each
 factor (``--factors``) and thick axis (``--axes``), runs
 :func:`mrisr.evaluation.evaluate` (simulate thick slices, upscale both planes,
 fuse, PSNR/SSIM/HFEN inside the foreground mask) with cubic interpolation and
@@ -51,8 +51,7 @@ import torch
 from train_default_models import TRAIN_VOLUMES  # the same split as the bundled models
 
 from mrisr.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
-from mrisr.data import central_crop
-from mrisr.evaluation import evaluate
+from mrisr.evaluation import central_crop, evaluate
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume

@@ -10,9 +10,9 @@ ESRGAN's 23 RRDBs x 64 channels), and a custom size given as JSON, measures:
   on 64 x 64 high-resolution patches (16 x 64 low-resolution inputs, factor
   4), batch 16: ``--warmup`` untimed steps, then ``--steps`` timed ones. The
   networks, losses and loss weights are the ones :func:`mrisr.training.train`
-  builds (:func:`mrisr.recipes.resolve`, :mod:`mrisr.losses`); the step
-  follows its loop body. The patches are random: the cost does not depend on
-  the voxel values, and drawing real pairs (:class:`mrisr.data.PairDataset`)
+  builds (:func:`mrisr.recipes.resolve`, :mod:`mrisr.losses`), and the step is
+  its own (:mod:`mrisr.training.step`). The patches are random: the cost does not depend on
+  the voxel values, and drawing real pairs (:class:`mrisr.training.data.PairDataset`)
   is left out so that the network is what is timed;
 * upscale time and peak memory of a 256 x 256 x 64 scan at 4x through
   :func:`mrisr.upscale.upscale_volume` with a
@@ -45,7 +45,6 @@ repository root::
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import os
@@ -66,16 +65,9 @@ from mrisr.device import resolve_device
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume
-from mrisr.losses import ADVERSARIAL_LOSSES, feature_matching_loss, pixel_loss, texture_loss
-from mrisr.networks import (
-    build_discriminator,
-    build_generator,
-    count_parameters,
-    macs_per_output_voxel,
-    zero_last_layer,
-)
+from mrisr.networks import build_generator, count_parameters, macs_per_output_voxel
 from mrisr.recipes import ResolvedRecipe, resolve
-from mrisr.training import CascadeForward
+from mrisr.training.step import build_learner, gan_step, pixel_step
 from mrisr.upscale import upscale_volume
 from mrisr.volume import Volume
 
@@ -105,13 +97,6 @@ def plan_for(size: str, custom: dict[str, Any] | None) -> ResolvedRecipe:
     return resolve(TrainConfig(model=model), perceptual_available=False)
 
 
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """The EMA step of the training loop, so that a step costs what it costs there."""
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1.0 - decay)
-
-
 def time_training(
     plan: ResolvedRecipe,
     *,
@@ -122,91 +107,31 @@ def time_training(
     warmup: int,
     steps: int,
 ) -> list[float]:
-    """Seconds of each of ``steps`` timed training steps (after ``warmup`` untimed ones)."""
-    torch.manual_seed(0)
-    generator = zero_last_layer(build_generator(plan.generator, **plan.generator_kwargs)).to(device)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    discriminator = (
-        build_discriminator(plan.discriminator, **plan.discriminator_kwargs).to(device)
-        if gan
-        else None
-    )
-    cuda = device.type == "cuda"
-    if cuda and bf16:
-        for net in (generator, ema, discriminator):
-            if net is not None:
-                net.to(memory_format=torch.channels_last)
-    g_forward: torch.nn.Module = CascadeForward(generator)
-    d_forward = discriminator
-    if compile_:
-        g_forward = torch.compile(g_forward)
-        if discriminator is not None:
-            d_forward = torch.compile(discriminator)
+    """Seconds of each of ``steps`` timed training steps (after ``warmup`` untimed ones).
 
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and bf16)
-
-    def adam(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(net.parameters(), lr=lr, betas=plan.betas)
-
-    opt_g = adam(generator, plan.lr_g if gan else plan.lr_pretrain)
-    opt_d = adam(discriminator, plan.lr_d) if discriminator is not None else None
-    adversarial = ADVERSARIAL_LOSSES[plan.adversarial_loss] if gan else None
-    weights = plan.weights
+    The step is the library's own (:func:`mrisr.training.step.pixel_step` or
+    :func:`~mrisr.training.step.gan_step` on a :func:`~mrisr.training.step.build_learner`).
+    """
+    learner = build_learner(plan, device=device, gan=gan, amp=bf16, compile=compile_, seed=0)
+    step = gan_step if gan else pixel_step
+    if gan:
+        learner.start_gan_stage()
+    learner.set_learning_rates("gan" if gan else "psnr")
     hr = torch.rand(BATCH, 1, PATCH, PATCH, device=device)
     lr = torch.rand(BATCH, 1, PATCH // FACTOR, PATCH, device=device)
-    if cuda and bf16:
-        hr = hr.contiguous(memory_format=torch.channels_last)
-        lr = lr.contiguous(memory_format=torch.channels_last)
-
-    def step() -> None:
-        with autocast():
-            fake, aux = g_forward(lr, PATCH)
-        fake = fake.float()
-        g_loss = pixel_loss(fake, hr, plan.pixel_loss) * (weights.pixel if gan else 1.0)
-        if gan:
-            discriminator.requires_grad_(False)
-            with autocast():
-                fake_logits = discriminator(fake).float()
-                with torch.no_grad():
-                    real_logits = discriminator(hr).float()
-            g_loss = g_loss + weights.adversarial * adversarial.generator(real_logits, fake_logits)
-            if weights.feature_matching > 0 or weights.texture > 0:
-                with autocast():
-                    fake_feats = [f.float() for f in discriminator.features(fake)]
-                    with torch.no_grad():
-                        real_feats = [f.float() for f in discriminator.features(hr)]
-                if weights.feature_matching > 0:
-                    g_loss = g_loss + weights.feature_matching * feature_matching_loss(
-                        real_feats, fake_feats
-                    )
-                if weights.texture > 0:
-                    g_loss = g_loss + weights.texture * texture_loss(real_feats, fake_feats)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        if gan:
-            discriminator.requires_grad_(True)
-            with autocast():
-                logits = d_forward(torch.cat([hr, fake.detach().to(hr.dtype)])).float()
-            real_logits, fake_logits = logits.split(BATCH)
-            d_loss = adversarial.discriminator(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        ema_update(ema, generator, 0.999)
+    cuda = device.type == "cuda"
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize(device)
 
     for _ in range(warmup):
-        step()
+        step(learner, lr, hr)
     sync()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        step()
+        step(learner, lr, hr)
         sync()
         times.append(time.perf_counter() - start)
     return times
@@ -216,14 +141,11 @@ def time_training(
 
 
 def crop_volume(volume: Volume, shape: tuple[int, int, int]) -> Volume:
-    """The central ``shape`` voxels of ``volume``, affine moved so they stay in place."""
+    """The central ``shape`` voxels of ``volume`` (:meth:`Volume.crop`: they stay in place in mm)."""
     starts = [(n - m) // 2 for n, m in zip(volume.shape, shape, strict=True)]
     if any(s < 0 for s in starts):
         raise SystemExit(f"crop {shape} is larger than the volume {volume.shape}")
-    box = tuple(slice(s, s + m) for s, m in zip(starts, shape, strict=True))
-    affine = volume.affine.copy()
-    affine[:3, 3] = volume.affine[:3, :3] @ starts + volume.affine[:3, 3]
-    return volume.with_data(volume.data[box].copy(), affine)
+    return volume.crop(tuple(slice(s, s + m) for s, m in zip(starts, shape, strict=True)))
 
 
 def peak_rss_mib() -> float:

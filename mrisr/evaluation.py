@@ -132,6 +132,32 @@ def crop_to_whole_slices(
     return volume.crop(tuple(box)), (start, start + n_crop)  # type: ignore[arg-type]
 
 
+def central_crop(volume: Volume, size: int) -> Volume:
+    """A cube of ``size`` voxels per side (at most the volume) centred on the foreground.
+
+    The foreground is where voxels are above the median; its mean position is
+    the centre (the volume's centre when there is none).
+
+    Args:
+        volume: (X, Y, Z) volume.
+        size: cube side in voxels.
+
+    Returns:
+        A new Volume (:meth:`mrisr.volume.Volume.crop`): its affine still maps
+        its voxels to the same mm positions.
+    """
+    data = volume.data
+    level = np.percentile(data, 50) if data.size else 0
+    foreground = np.argwhere(data > level)
+    centre = foreground.mean(axis=0) if len(foreground) else (np.asarray(data.shape) - 1) / 2
+    starts = []
+    for ax in range(3):
+        n = min(size, data.shape[ax])
+        starts.append(int(np.clip(round(centre[ax] - n / 2), 0, data.shape[ax] - n)))
+    box = tuple(slice(s, s + min(size, data.shape[ax])) for ax, s in enumerate(starts))
+    return volume.crop(box)  # type: ignore[arg-type]
+
+
 def evaluate(
     volume_hr: Volume,
     *,

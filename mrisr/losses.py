@@ -54,6 +54,9 @@ def pixel_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
 
     Returns:
         Scalar tensor.
+
+    Raises:
+        ConfigError: an unknown ``kind``.
     """
     if kind == "l1":
         return F.l1_loss(pred, target)
@@ -174,6 +177,10 @@ def feature_matching_loss(
 
     Returns:
         Scalar tensor.
+
+    Raises:
+        ValueError: real and fake features of different layers or shapes.
+        ConfigError: no (B, C, h, w) feature map.
     """
     _check_same_layers(real_features, fake_features)
     losses = [F.l1_loss(f, r.detach()) for r, f in zip(real_features, fake_features, strict=True)]
@@ -207,6 +214,10 @@ def texture_loss(real_features: Sequence[Tensor], fake_features: Sequence[Tensor
 
     Returns:
         Scalar tensor.
+
+    Raises:
+        ValueError: real and fake features of different layers or shapes.
+        ConfigError: no (B, C, h, w) feature map.
     """
     _check_same_layers(real_features, fake_features)
     losses = [
@@ -496,7 +507,11 @@ class MonaiPerceptualLoss(nn.Module):
         self.loss.eval()
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """Not available: MONAI's loss hides its features (no texture term with it)."""
+        """Not available: MONAI's loss hides its features (no texture term with it).
+
+        Raises:
+            ConfigError: always (training refuses a texture loss with MONAI before it starts).
+        """
         raise ConfigError(
             "the texture loss needs VGG features; MONAI's perceptual loss does not expose them",
             fix="set loss.texture to 0, or use VGG19 weights",

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mrisr.data import (
+from mrisr.errors import ConfigError, InputError
+from mrisr.intensity import fit_normalisation
+from mrisr.simulate import simulate_thick_slices
+from mrisr.slices import PAIR_KINDS, to_slice_stack
+from mrisr.training.data import (
     PairDataset,
     TrainingVolume,
     extract_pair,
@@ -21,10 +25,6 @@ from mrisr.data import (
     pair_margin,
     split_validation,
 )
-from mrisr.errors import ConfigError, InputError
-from mrisr.intensity import fit_normalisation
-from mrisr.simulate import simulate_thick_slices
-from mrisr.slices import PAIR_KINDS, to_slice_stack
 
 
 def save_nifti(path: Path, data: np.ndarray) -> Path:

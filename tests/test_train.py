@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 from mrisr.checkpoint import load_model, load_training_state, read_description
 from mrisr.cli import app
 from mrisr.config import TrainConfig, load_config, save_config, with_overrides
-from mrisr.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume
@@ -29,6 +28,7 @@ from mrisr.models import load_slice_model
 from mrisr.networks.common import bicubic_rows as cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
+from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
 from mrisr.upscale import plan_upscale, upscale_volume
 from mrisr.volume import Volume
 
@@ -582,3 +582,106 @@ def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
     assert _pick_device("cuda", 3) == torch.device("cuda", 3)  # torchrun: LOCAL_RANK's GPU
     with pytest.raises(ConfigError, match="every torchrun process on one GPU"):
         _pick_device("cuda:1", 0)
+
+
+# ------------------------------------------------- the step, on its own
+
+
+def test_the_training_step_runs_on_its_own_on_cpu():
+    from mrisr.config import ModelConfig
+    from mrisr.recipes import resolve
+    from mrisr.training.step import build_learner, gan_step, pixel_step
+
+    plan = resolve(TrainConfig(model=ModelConfig(size="small")), perceptual_available=False)
+    learner = build_learner(plan, device="cpu", gan=True, seed=0)
+    lr, hr = torch.rand(2, 1, 8, 32), torch.rand(2, 1, 32, 32)
+    ema_before = {k: v.clone() for k, v in learner.ema.state_dict().items()}
+    losses = pixel_step(learner, lr, hr)
+    assert set(losses) == {"pixel", "generator"} and losses["pixel"].dim() == 0
+    assert not same_weights(ema_before, learner.ema.state_dict())
+    learner.start_gan_stage()
+    learner.set_learning_rates("gan")
+    losses = gan_step(learner, lr, hr)
+    assert {"adversarial", "discriminator", "d_real", "d_fake", "texture"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_gan_step_without_a_gan_stage_is_refused():
+    from mrisr.recipes import resolve
+    from mrisr.training.step import build_learner, gan_step
+
+    plan = resolve(TrainConfig(), perceptual_available=False)
+    learner = build_learner(plan, device="cpu", gan=False)
+    with pytest.raises(ConfigError, match="without a GAN stage"):
+        gan_step(learner, torch.rand(1, 1, 8, 32), torch.rand(1, 1, 32, 32))
+
+
+# ------------------------------------- the whole configuration, checked first
+
+
+def test_a_texture_loss_on_monai_perceptual_features_is_refused_before_any_step(volumes, tmp_path):
+    # srlrgan-sn's GAN stage takes its texture loss from the perceptual network's
+    # features, which MONAI's network does not expose: once, this ran the whole
+    # pixel stage and failed at the first GAN step.
+    config = make_config(
+        volumes,
+        tmp_path / "run",
+        model__recipe="srlrgan-sn",
+        data__patch_size=32,
+        schedule__steps=1000,
+        schedule__gan_steps=10,
+        loss__perceptual_weights="monai:radimagenet_resnet50",
+    )
+    events: list[TrainEvent] = []
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="texture loss") as caught:
+        run_training(config, callback=events.append)
+    assert time.perf_counter() - start < 5
+    assert "--perceptual-weights" in str(caught.value) and events == []
+    assert not (tmp_path / "run").exists()
+    result = invoke(
+        "train",
+        "--volumes",
+        volumes,
+        "--out",
+        tmp_path / "cli",
+        "--recipe",
+        "srlrgan-sn",
+        "--patch-size",
+        32,
+        "--perceptual-weights",
+        "monai:radimagenet_resnet50",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert result.exit_code == 2, result.output
+    assert "texture loss" in result.output and not (tmp_path / "cli").exists()
+
+
+def test_unreadable_perceptual_weights_are_refused_before_the_data_is_read(tmp_path):
+    config = make_config(
+        tmp_path / "no-such-folder",
+        tmp_path / "run",
+        data__patch_size=32,
+        schedule__gan_steps=2,
+        loss__perceptual_weights=str(tmp_path / "vgg19.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="vgg19.safetensors"):
+        run_training(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"data__val_crop": 8, "data__factor": 5.0}, "too small for factor"),
+        ({"model__generator_kwargs": {"no_such_setting": 1}}, "does not accept"),
+        ({"model__discriminator": "nope", "schedule__gan_steps": 1}, "unknown discriminator"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused_before_any_step(volumes, tmp_path, settings, words):
+    events: list[TrainEvent] = []
+    with pytest.raises(ConfigError, match=words):
+        run_training(make_config(volumes, tmp_path / "run", **settings), callback=events.append)
+    assert events == [] and not (tmp_path / "run").exists()

@@ -13,136 +13,178 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mrisr.cli.common import console
 from mrisr.device import DEVICE_HELP
 
+if TYPE_CHECKING:
+    from mrisr.config import TrainConfig
+
 NAME = "train"
 
 
+def _option(kind: Any, help: str) -> Any:
+    """An optional option of type ``kind`` (None: the config's value)."""
+    return Annotated[kind | None, typer.Option(help=help)]
+
+
+def _switch(flags: str, help: str) -> Any:
+    return Annotated[bool | None, typer.Option(flags, help=help)]
+
+
+# One alias per option: its type and help (the config key in brackets).
+Volumes = _option(Path, "Folder of HR volumes (.nii, .nii.gz, .mgz, .mgh). [data.volumes]")
+Out = _option(Path, "Run folder to create (or continue with --resume). [out]")
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", exists=True, dir_okay=False, help="YAML config; options override it."),
+]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its state.pt.")]
+Factor = _option(float, "Factor to train for (and validate at); default 4. [data.factor]")
+FactorRange = _option(
+    tuple[float, float], "LO HI: draw a factor per batch from this range. [data.factor_range]"
+)
+Steps = _option(int, "Stage-1 (pixel loss) steps. [schedule.steps]")
+GanSteps = _option(int, "GAN-stage steps; 0 = none. [schedule.gan_steps]")
+Recipe = _option(str, "Recipe (see `mrisr models`); default esrgan. [model.recipe]")
+Size = _option(str, "Network size: small or full. [model.size]")
+Generator = _option(str, "Generator overriding the recipe's. [model.generator]")
+Discriminator = _option(str, "Discriminator overriding the recipe's. [model.discriminator]")
+ValVolume = _option(str, "Held-out volume name, auto (last by name) or none. [data.val_volume]")
+Axes = _option(str, "Thick axes to simulate, e.g. 0,1,2. [data.axes]")
+Profile = _option(str, "Slice profile: mean or gaussian. [data.profile]")
+PatchSize = _option(int, "HR patch side in voxels. [data.patch_size]")
+BatchSize = _option(int, "Pairs per step (per process). [data.batch_size]")
+Workers = _option(int, "DataLoader worker processes. [data.workers]")
+ValCrop = _option(int, "Validation cube side in voxels. [data.val_crop]")
+PerceptualWeights = _option(
+    str,
+    "VGG19 weights (.safetensors or state dict), or monai:radimagenet_resnet50. "
+    "[loss.perceptual_weights]",
+)
+Lr = _option(float, "Stage-1 learning rate. [optim.lr_pretrain]")
+LrG = _option(float, "GAN-stage generator learning rate. [optim.lr_g]")
+LrD = _option(float, "Discriminator learning rate. [optim.lr_d]")
+EmaDecay = _option(float, "EMA decay of generator weights. [ema_decay]")
+ValEvery = _option(int, "Validate every N steps. [schedule.val_every]")
+LogEvery = _option(int, "Log losses every N steps. [schedule.log_every]")
+SaveEvery = _option(int, "Save model and state every N steps. [schedule.save_every]")
+Seed = _option(int, "Random seed. [seed]")
+Device = _option(str, f"{DEVICE_HELP}. [device]")
+Threads = _option(int, "CPU threads for torch. [threads]")
+Amp = _switch("--amp/--no-amp", "bf16 autocast on CUDA. [amp]")
+Compile = _switch("--compile/--no-compile", "torch.compile the networks. [compile]")
+Tensorboard = _switch(
+    "--tensorboard/--no-tensorboard", "TensorBoard curves when installed. [tensorboard]"
+)
+Quiet = Annotated[bool, typer.Option(help="No progress bar or summary.")]
+
+
 def command(
-    volumes: Annotated[
-        Path | None,
-        typer.Option(help="Folder of HR volumes (.nii, .nii.gz, .mgz, .mgh). [data.volumes]"),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder to create (or continue with --resume). [out]")
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", exists=True, dir_okay=False, help="YAML config; options override it."
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in --out from its state.pt.")
-    ] = False,
-    factor: Annotated[
-        float | None,
-        typer.Option(help="Factor to train for (and validate at); default 4. [data.factor]"),
-    ] = None,
-    factor_range: Annotated[
-        tuple[float, float] | None,
-        typer.Option(help="LO HI: draw a factor per batch from this range. [data.factor_range]"),
-    ] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Stage-1 (pixel loss) steps. [schedule.steps]")
-    ] = None,
-    gan_steps: Annotated[
-        int | None, typer.Option(help="GAN-stage steps; 0 = none. [schedule.gan_steps]")
-    ] = None,
-    recipe: Annotated[
-        str | None, typer.Option(help="Recipe (see `mrisr models`); default esrgan. [model.recipe]")
-    ] = None,
-    size: Annotated[
-        str | None, typer.Option(help="Network size: small or full. [model.size]")
-    ] = None,
-    generator: Annotated[
-        str | None, typer.Option(help="Generator overriding the recipe's. [model.generator]")
-    ] = None,
-    discriminator: Annotated[
-        str | None,
-        typer.Option(help="Discriminator overriding the recipe's. [model.discriminator]"),
-    ] = None,
-    val_volume: Annotated[
-        str | None,
-        typer.Option(help="Held-out volume name, auto (last by name) or none. [data.val_volume]"),
-    ] = None,
-    axes: Annotated[
-        str | None, typer.Option(help="Thick axes to simulate, e.g. 0,1,2. [data.axes]")
-    ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="Slice profile: mean or gaussian. [data.profile]")
-    ] = None,
-    patch_size: Annotated[
-        int | None, typer.Option(help="HR patch side in voxels. [data.patch_size]")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per step (per process). [data.batch_size]")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="DataLoader worker processes. [data.workers]")
-    ] = None,
-    val_crop: Annotated[
-        int | None, typer.Option(help="Validation cube side in voxels. [data.val_crop]")
-    ] = None,
-    perceptual_weights: Annotated[
-        str | None,
-        typer.Option(
-            help="VGG19 weights (.safetensors or state dict), or monai:radimagenet_resnet50. "
-            "[loss.perceptual_weights]"
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Stage-1 learning rate. [optim.lr_pretrain]")
-    ] = None,
-    lr_g: Annotated[
-        float | None, typer.Option(help="GAN-stage generator learning rate. [optim.lr_g]")
-    ] = None,
-    lr_d: Annotated[
-        float | None, typer.Option(help="Discriminator learning rate. [optim.lr_d]")
-    ] = None,
-    ema_decay: Annotated[
-        float | None, typer.Option(help="EMA decay of generator weights. [ema_decay]")
-    ] = None,
-    val_every: Annotated[
-        int | None, typer.Option(help="Validate every N steps. [schedule.val_every]")
-    ] = None,
-    log_every: Annotated[
-        int | None, typer.Option(help="Log losses every N steps. [schedule.log_every]")
-    ] = None,
-    save_every: Annotated[
-        int | None, typer.Option(help="Save model and state every N steps. [schedule.save_every]")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. [seed]")] = None,
-    device: Annotated[str | None, typer.Option(help=f"{DEVICE_HELP}. [device]")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch. [threads]")] = None,
-    amp: Annotated[
-        bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA. [amp]")
-    ] = None,
-    compile: Annotated[
-        bool | None,
-        typer.Option("--compile/--no-compile", help="torch.compile the networks. [compile]"),
-    ] = None,
-    tensorboard: Annotated[
-        bool | None,
-        typer.Option(
-            "--tensorboard/--no-tensorboard",
-            help="TensorBoard curves when installed. [tensorboard]",
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
+    volumes: Volumes = None,
+    out: Out = None,
+    config: ConfigFile = None,
+    resume: Resume = False,
+    factor: Factor = None,
+    factor_range: FactorRange = None,
+    steps: Steps = None,
+    gan_steps: GanSteps = None,
+    recipe: Recipe = None,
+    size: Size = None,
+    generator: Generator = None,
+    discriminator: Discriminator = None,
+    val_volume: ValVolume = None,
+    axes: Axes = None,
+    profile: Profile = None,
+    patch_size: PatchSize = None,
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    val_crop: ValCrop = None,
+    perceptual_weights: PerceptualWeights = None,
+    lr: Lr = None,
+    lr_g: LrG = None,
+    lr_d: LrD = None,
+    ema_decay: EmaDecay = None,
+    val_every: ValEvery = None,
+    log_every: LogEvery = None,
+    save_every: SaveEvery = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    amp: Amp = None,
+    compile: Compile = None,
+    tensorboard: Tensorboard = None,
+    quiet: Quiet = False,
 ) -> None:
     import logging
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from mrisr.training import train
 
-    from mrisr.config import TrainConfig, load_config, with_overrides
+    if factor_range is not None and factor is None:
+        factor = (factor_range[0] + factor_range[1]) / 2  # validate mid-range
+    overrides = {
+        "data.volumes": str(volumes) if volumes is not None else None,
+        "out": str(out) if out is not None else None,
+        "data.factor": factor,
+        "data.factor_range": factor_range,
+        "schedule.steps": steps,
+        "schedule.gan_steps": gan_steps,
+        "model.recipe": recipe,
+        "model.size": size,
+        "model.generator": generator,
+        "model.discriminator": discriminator,
+        "data.val_volume": val_volume,
+        "data.axes": _axes(axes),
+        "data.profile": profile,
+        "data.patch_size": patch_size,
+        "data.batch_size": batch_size,
+        "data.workers": workers,
+        "data.val_crop": val_crop,
+        "loss.perceptual_weights": perceptual_weights,
+        "optim.lr_pretrain": lr,
+        "optim.lr_g": lr_g,
+        "optim.lr_d": lr_d,
+        "ema_decay": ema_decay,
+        "schedule.val_every": val_every,
+        "schedule.log_every": log_every,
+        "schedule.save_every": save_every,
+        "seed": seed,
+        "device": device,
+        "threads": threads,
+        "amp": amp,
+        "compile": compile,
+        "tensorboard": tensorboard,
+    }
+    settings = _settings(config, resume=resume, out=out, overrides=overrides)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
+    if quiet or rank != 0:
+        train(settings, resume=resume)
+        return
+    logging.getLogger("mrisr").setLevel(logging.INFO)
+    _train_with_progress(settings, resume=resume)
+
+
+def _axes(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; None stays None (the config's value)."""
     from mrisr.errors import ConfigError
-    from mrisr.training import CONFIG_FILE, TrainEvent, train
+
+    if text is None:
+        return None
+    try:
+        return [int(a) for a in text.replace(" ", "").split(",") if a]
+    except ValueError:
+        raise ConfigError(f"--axes must be axis numbers like 0,1,2, got {text!r}") from None
+
+
+def _settings(
+    config: Path | None, *, resume: bool, out: Path | None, overrides: dict[str, Any]
+) -> TrainConfig:
+    """The run's config: --config (or, on --resume, the run's own), then the options given."""
+    from mrisr.config import TrainConfig, load_config, with_overrides
+    from mrisr.training import CONFIG_FILE
 
     if config is not None:
         base = load_config(config)
@@ -150,57 +192,14 @@ def command(
         base = load_config(out / CONFIG_FILE)
     else:
         base = TrainConfig()
-    if factor_range is not None and factor is None:
-        factor = (factor_range[0] + factor_range[1]) / 2  # validate mid-range
-    axes_value = None
-    if axes is not None:
-        try:
-            axes_value = [int(a) for a in axes.replace(" ", "").split(",") if a]
-        except ValueError:
-            raise ConfigError(f"--axes must be axis numbers like 0,1,2, got {axes!r}") from None
-    settings = with_overrides(
-        base,
-        {
-            "data.volumes": str(volumes) if volumes is not None else None,
-            "out": str(out) if out is not None else None,
-            "data.factor": factor,
-            "data.factor_range": factor_range,
-            "schedule.steps": steps,
-            "schedule.gan_steps": gan_steps,
-            "model.recipe": recipe,
-            "model.size": size,
-            "model.generator": generator,
-            "model.discriminator": discriminator,
-            "data.val_volume": val_volume,
-            "data.axes": axes_value,
-            "data.profile": profile,
-            "data.patch_size": patch_size,
-            "data.batch_size": batch_size,
-            "data.workers": workers,
-            "data.val_crop": val_crop,
-            "loss.perceptual_weights": perceptual_weights,
-            "optim.lr_pretrain": lr,
-            "optim.lr_g": lr_g,
-            "optim.lr_d": lr_d,
-            "ema_decay": ema_decay,
-            "schedule.val_every": val_every,
-            "schedule.log_every": log_every,
-            "schedule.save_every": save_every,
-            "seed": seed,
-            "device": device,
-            "threads": threads,
-            "amp": amp,
-            "compile": compile,
-            "tensorboard": tensorboard,
-        },
-    )
-    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
-    if not quiet and rank == 0:
-        logging.getLogger("mrisr").setLevel(logging.INFO)
+    return with_overrides(base, overrides)
 
-    if quiet or rank != 0:
-        train(settings, resume=resume)
-        return
+
+def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:
+    """Train with a progress bar, a line per validation and a closing summary."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mrisr.training import TrainEvent, train
 
     last: dict[str, dict] = {}
     with Progress(
@@ -215,27 +214,31 @@ def command(
         task = bar.add_task("training", total=None, losses="")
 
         def report(event: TrainEvent) -> None:
+            # Only draws: what to draw comes from the event.
             if event.kind == "start":
                 bar.update(task, completed=event.step, total=event.total)
             elif event.kind == "step":
                 bar.update(task, completed=event.step, description=f"stage {event.stage}")
             elif event.kind == "log":
                 last["log"] = dict(event.values)
-                keys = ("pixel", "adversarial", "discriminator", "patches_per_s")
-                text = " ".join(
-                    f"{k.replace('patches_per_s', 'patch/s')} {event.values[k]:.3g}"
-                    for k in keys
-                    if k in event.values
-                )
-                bar.update(task, losses=text)
+                bar.update(task, losses=_losses_text(event.values))
             elif event.kind == "validation":
-                last["validation"] = dict(event.values)
-                v = event.values
-                bar.console.print(
-                    f"step {event.step}: PSNR {v['psnr']:.2f} dB (cubic {v['psnr_cubic']:.2f}), "
-                    f"SSIM {v['ssim']:.4f} (cubic {v['ssim_cubic']:.4f})"
-                )
+                bar.console.print(_validation_text(event.step, event.values))
 
         run_dir = train(settings, resume=resume, callback=report)
     rate = last.get("log", {}).get("patches_per_s")
     console.print(f"wrote {run_dir}" + (f"  ({rate:.1f} patches/s)" if rate else ""))
+
+
+def _losses_text(values: Any) -> str:
+    keys = ("pixel", "adversarial", "discriminator", "patches_per_s")
+    return " ".join(
+        f"{k.replace('patches_per_s', 'patch/s')} {values[k]:.3g}" for k in keys if k in values
+    )
+
+
+def _validation_text(step: int, v: Any) -> str:
+    return (
+        f"step {step}: PSNR {v['psnr']:.2f} dB (cubic {v['psnr_cubic']:.2f}), "
+        f"SSIM {v['ssim']:.4f} (cubic {v['ssim_cubic']:.4f})"
+    )

@@ -1,4 +1,4 @@
-"""Training data: volumes, the held-out split, random paired patches, validation.
+"""Training data: volumes, the held-out split, random paired patches.
 
 From each high-resolution (HR) training volume mrisr cuts 2D patches that
 cross a simulated thick axis, laid out as (rows, cols) = (thick axis, another
@@ -27,10 +27,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from mrisr.config import DataConfig
 from mrisr.errors import ConfigError, InputError
 from mrisr.geometry import round_half_up
 from mrisr.intensity import Normalisation, fit_normalisation
@@ -38,10 +39,6 @@ from mrisr.io.files import READ_FORMATS, stem, suffix
 from mrisr.simulate import slice_profile_matrix
 from mrisr.slices import PAIR_KINDS
 from mrisr.volume import Volume
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +58,10 @@ MAX_TRIES = 10
 
 
 def read_volume(path: str | Path) -> Volume:
-    """Load one volume: the single place where training reads image files.
+    """Load one volume (validated): the single place where training reads image files.
 
     Raises:
-        InputError: see :func:`mrisr.io.load_volume` (validation included).
+        InputError: the file is missing, damaged or not a usable 3D volume.
     """
     from mrisr.io import load_volume
 
@@ -372,6 +369,9 @@ def extract_pair(
 
     Returns:
         (lr, hr): float32 arrays of shapes (rows_lr, cols) and (rows_hr, cols).
+
+    Raises:
+        ConfigError: ``rows_lr`` outside ``[1, rows_hr]``.
     """
     if not 1 <= rows_lr <= rows_hr:
         raise ConfigError(f"rows_lr must be in [1, rows_hr={rows_hr}], got {rows_lr}")
@@ -560,119 +560,82 @@ def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0
     )
 
 
-# --------------------------------------------------------------- validation
+# ----------------------------------------------------------- the whole set
 
 
-def central_crop(volume: Volume, size: int) -> Volume:
-    """A cube of ``size`` voxels per side (at most the volume) centred on the foreground.
+@dataclass
+class TrainingData:
+    """What a run trains and validates on.
 
-    Returns a new Volume whose affine still maps its voxels to the same mm positions.
+    Attributes:
+        dataset: the stream of (LR, HR) batches.
+        names: the training volumes' names.
+        held_out: the held-out volume (whole), or None.
+        held_out_name: its name, or None.
+        kinds: the (thick axis, slicing axis) kinds drawn.
     """
-    data = volume.data
-    level = np.percentile(data, 50) if data.size else 0
-    foreground = np.argwhere(data > level)
-    centre = foreground.mean(axis=0) if len(foreground) else (np.asarray(data.shape) - 1) / 2
-    starts = []
-    for ax in range(3):
-        n = min(size, data.shape[ax])
-        starts.append(int(np.clip(round(centre[ax] - n / 2), 0, data.shape[ax] - n)))
-    box = tuple(slice(s, s + min(size, data.shape[ax])) for ax, s in enumerate(starts))
-    return volume.crop(box)  # type: ignore[arg-type]
+
+    dataset: PairDataset
+    names: list[str]
+    held_out: Volume | None
+    held_out_name: str | None
+    kinds: list[tuple[int, int]]
 
 
-class Validator:
-    """PSNR/SSIM of a generator against cubic interpolation on a held-out volume.
+def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) -> TrainingData:
+    """Find the volumes, hold one out, load the rest and make the pair stream.
 
-    The held-out volume is normalised as for training and cropped to a cube
-    (``crop`` voxels) around its foreground; for each thick axis it is
-    simulated at ``factor`` (:func:`mrisr.simulate.simulate_volume`) and
-    upscaled back by :func:`mrisr.upscale.upscale_volume` (both planes,
-    mean fusion), once with cubic interpolation (computed here, once) and
-    once with the generator on each call. Metrics (:mod:`mrisr.metrics`) use
-    the fixed range 1 of the normalised intensities, inside the foreground
-    mask, averaged over the axes.
+    An unreadable held-out volume chosen automatically is skipped (the next
+    one is held out), as unreadable training volumes are.
 
     Args:
-        volume: the held-out HR volume.
-        factor: the validation factor.
-        axes: thick axes to simulate.
-        profile: slice profile.
-        crop: cube side in voxels.
-        batch_size: slices per generator call.
+        settings: the config's ``data`` section (``volumes`` set).
+        seed: the run's seed.
+        rank: this process's DDP rank (each draws its own pairs).
+
+    Returns:
+        The :class:`TrainingData`.
+
+    Raises:
+        InputError: no readable volume, or a held-out volume named in the
+            settings that cannot be read.
+        ConfigError: a held-out name that is not among the volumes.
     """
-
-    def __init__(
-        self,
-        volume: Volume,
-        *,
-        factor: float,
-        axes: Sequence[int] = (0, 1, 2),
-        profile: str = "mean",
-        crop: int = 64,
-        batch_size: int = 16,
-    ) -> None:
-        from mrisr.interpolation import CubicSliceModel
-        from mrisr.metrics import foreground_mask
-        from mrisr.simulate import simulate_volume
-
-        normalisation = fit_normalisation(volume.data)
-        reference = central_crop(volume.with_data(normalisation.apply(volume.data)), crop)
-        self.reference = reference
-        self.mask = foreground_mask(reference.data)
-        self.factor = float(factor)
-        self.batch_size = batch_size
-        self.axes = tuple(axes)
-        self.thick = {}
-        for axis in self.axes:
-            n = reference.shape[axis]
-            if lr_rows(n, factor) < 2:
-                raise ConfigError(
-                    f"validation crop of {n} voxels is too small for factor {factor:g}",
-                    fix="raise data.val_crop",
-                )
-            self.thick[axis] = simulate_volume(reference, axis, factor, profile=profile)  # type: ignore[arg-type]
-        self.cubic = self._score(CubicSliceModel())
-
-    def _score(self, model: Any) -> dict[str, float]:
-        from mrisr.metrics import psnr, ssim
-        from mrisr.upscale import upscale_volume
-
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
-        for axis, thick in self.thick.items():
-            n_hr, n_lr = self.reference.shape[axis], thick.shape[axis]
-            # The exact grid ratio, so the upscaled volume has the reference's shape.
-            result = upscale_volume(thick, model, factor=n_hr / n_lr, axis=axis, force=True)
-            scores["psnr"].append(
-                psnr(result.data, self.reference.data, data_range=1.0, mask=self.mask)
-            )
-            scores["ssim"].append(
-                ssim(result.data, self.reference.data, data_range=1.0, mask=self.mask)
-            )
-        return {k: float(np.mean(v)) for k, v in scores.items()}
-
-    def __call__(
-        self, generator: nn.Module, device: torch.device | str = "cpu"
-    ) -> dict[str, float]:
-        """Metrics of ``generator`` (used in eval mode; its weights are not changed).
-
-        Returns:
-            ``psnr``, ``ssim`` (the generator), ``psnr_cubic``, ``ssim_cubic``,
-            and ``psnr_gain`` (dB over cubic).
-        """
-        from mrisr.inference import GeneratorSliceModel
-
-        low = high = self.factor
-        model = GeneratorSliceModel(
-            generator,
-            {"factor_range": [low, high]},
-            name="validation",
-            device=device,
-            batch_size=self.batch_size,
-        )
-        scores = self._score(model)
-        return {
-            **scores,
-            "psnr_cubic": self.cubic["psnr"],
-            "ssim_cubic": self.cubic["ssim"],
-            "psnr_gain": scores["psnr"] - self.cubic["psnr"],
-        }
+    all_paths = find_volumes(str(settings.volumes))
+    while True:
+        train_paths, val_path = split_validation(all_paths, settings.val_volume)
+        try:
+            held_out = read_volume(val_path) if val_path is not None else None
+            break
+        except (InputError, OSError, ValueError, EOFError) as error:
+            # As for training volumes: skip an unreadable one, unless it was asked for by name.
+            if settings.val_volume != "auto" or len(all_paths) < 2:
+                raise
+            log.warning("skipping %s: %s", val_path, error)
+            all_paths = [p for p in all_paths if p != val_path]
+    volumes = load_training_volumes(train_paths, seed=seed)
+    kinds = [kind for kind in PAIR_KINDS if kind[0] in settings.axes]
+    dataset = PairDataset(
+        volumes,
+        patch_size=settings.patch_size,
+        factor_bounds=settings.factor_bounds,
+        batch_size=settings.batch_size,
+        kinds=kinds,
+        profile=settings.profile,
+        min_foreground=settings.min_foreground,
+        seed=seed,
+        rank=rank,
+    )
+    held_out_name = volume_name(val_path) if val_path is not None else None
+    log.info(
+        "training on %s; validating on %s",
+        ", ".join(v.name for v in volumes),
+        held_out_name or "nothing",
+    )
+    return TrainingData(
+        dataset=dataset,
+        names=[v.name for v in volumes],
+        held_out=held_out,
+        held_out_name=held_out_name,
+        kinds=kinds,
+    )

@@ -1,0 +1,296 @@
+"""What a training run carries between steps and across restarts, and its files.
+
+Run folder (``config.out``)::
+
+    config.yaml          the whole config (rewritten on resume)
+    model.safetensors    EMA generator of the latest save; when the run is
+                         complete, its final model (the GAN model when there
+                         is a GAN stage, else the stage-1 model)
+    model_psnr.safetensors  EMA generator at the end of stage 1, written only
+                         when a GAN stage follows (the PSNR-oriented model)
+    state.pt             everything --resume needs (weights-only torch file)
+    log.jsonl            one JSON object per line: start, losses, validation, saves
+    tensorboard/         curves, when tensorboard is installed and enabled
+
+:func:`open_run` refuses a folder that already holds a run (without resume)
+and reads the saved state (with it); :func:`save_state` and
+:func:`restore_learner` write and read the :class:`~mrisr.training.step.Learner`
+with the random generators; :class:`RunLog` appends to ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrisr.config import TrainConfig, config_differences, load_config
+from mrisr.errors import CheckpointError, ConfigError, OutputError
+from mrisr.training.step import Learner
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+PSNR_MODEL_FILE = "model_psnr.safetensors"
+STATE_FILE = "state.pt"
+LOG_FILE = "log.jsonl"
+
+#: Settings that may change when a run is resumed (they do not change the maths).
+RESUMABLE_CHANGES = (
+    "out",
+    "device",
+    "threads",
+    "compile",
+    "tensorboard",
+    "data.workers",
+    "schedule.steps",
+    "schedule.gan_steps",
+    "schedule.val_every",
+    "schedule.log_every",
+    "schedule.save_every",
+)
+
+
+def open_run(config: TrainConfig, *, resume: bool, device: torch.device) -> dict[str, Any] | None:
+    """Check the run folder, and on ``resume`` read its saved state.
+
+    Args:
+        config: the run's settings (``config.out`` set).
+        resume: continue the run saved there.
+        device: where the saved tensors go.
+
+    Returns:
+        The saved state (``resume``), else None.
+
+    Raises:
+        CheckpointError: resuming a folder without ``state.pt`` or
+            ``config.yaml``, or with an unreadable state.
+        ConfigError: resuming with changed settings that change the maths.
+        OutputError: the folder holds a run and ``resume`` is off.
+    """
+    from mrisr.checkpoint import load_training_state
+
+    run_dir = Path(str(config.out))
+    if not resume:
+        if (run_dir / STATE_FILE).exists() or (run_dir / MODEL_FILE).exists():
+            raise OutputError(
+                "already holds a training run",
+                path=run_dir,
+                fix="pass --resume to continue it, or choose another --out",
+            )
+        return None
+    if not (run_dir / STATE_FILE).is_file():
+        raise CheckpointError(
+            f"has no {STATE_FILE} to resume from",
+            path=run_dir,
+            fix="check --out, or start the run without --resume",
+        )
+    state = load_training_state(run_dir / STATE_FILE, map_location=device)
+    check_resumable(config, run_dir, state)
+    return state
+
+
+def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]) -> None:
+    """Refuse to resume with settings that would change what was being trained.
+
+    Raises:
+        CheckpointError: the folder has no ``config.yaml``.
+        ConfigError: a setting outside :data:`RESUMABLE_CHANGES` changed, or
+            stage 1's length changed once it was under way.
+    """
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        raise CheckpointError(
+            "has a state.pt but no config.yaml",
+            path=run_dir,
+            fix="restore config.yaml, or start a new run",
+        )
+    saved = load_config(saved_path)
+    changed = [k for k in config_differences(saved, config) if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(
+            f"cannot resume with changed settings: {', '.join(changed)}",
+            path=saved_path,
+            expected=f"only {', '.join(RESUMABLE_CHANGES)} may change on resume",
+            fix="drop those options (the run's config.yaml is used), or start a new run",
+        )
+    step = int(state["step"])
+    if config.schedule.steps != saved.schedule.steps and (
+        step >= saved.schedule.steps or step > config.schedule.steps
+    ):
+        raise ConfigError(
+            f"the saved state is at step {step}: stage 1 ({saved.schedule.steps} steps) "
+            f"cannot become {config.schedule.steps} steps now",
+            fix=f"keep --steps {saved.schedule.steps}",
+        )
+
+
+def restore_learner(
+    learner: Learner, state: Mapping[str, Any], *, stage: str, steps_in_stage: int
+) -> dict[str, float]:
+    """Load a saved state into ``learner`` and restore the random generators.
+
+    Args:
+        learner: built as the saved run built it.
+        state: from :func:`open_run`.
+        stage: the stage the run continues in (the discriminator is loaded in ``gan``).
+        steps_in_stage: steps already done in that stage (the EMA warm-up).
+
+    Returns:
+        The last validation metrics saved.
+    """
+    from mrisr.checkpoint import restore_rng_state
+
+    learner.generator.load_state_dict(state["generator"])
+    learner.ema.load_state_dict(state["ema"])
+    learner.opt_g.load_state_dict(state["opt_g"])
+    if stage == "gan" and learner.discriminator is not None:
+        if state.get("discriminator") is not None:
+            learner.discriminator.load_state_dict(state["discriminator"])
+            learner.opt_d.load_state_dict(state["opt_d"])  # type: ignore[union-attr]
+    learner.steps_in_stage = steps_in_stage
+    restore_rng_state(state["rng"])
+    return dict(state.get("validation") or {})
+
+
+def save_state(
+    path: Path,
+    learner: Learner,
+    *,
+    step: int,
+    stage: str,
+    validation: Mapping[str, float],
+    world: int,
+) -> None:
+    """Write everything ``--resume`` needs to ``path`` (``state.pt``).
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
+    from mrisr.checkpoint import capture_rng_state, save_training_state
+
+    discriminator, opt_d = learner.discriminator, learner.opt_d
+    save_training_state(
+        path,
+        {
+            "step": step,
+            "stage": stage,
+            "generator": learner.generator.state_dict(),
+            "ema": learner.ema.state_dict(),
+            "opt_g": learner.opt_g.state_dict(),
+            "discriminator": discriminator.state_dict() if discriminator is not None else None,
+            "opt_d": opt_d.state_dict() if opt_d is not None else None,
+            "rng": capture_rng_state(),
+            "validation": dict(validation),
+            "world_size": world,
+        },
+    )
+
+
+def save_models(
+    run_dir: Path,
+    learner: Learner,
+    description: Mapping[str, Any],
+    *,
+    stage: str,
+    step: int,
+    validation: Mapping[str, float],
+    files: tuple[str, ...] = (MODEL_FILE,),
+) -> None:
+    """Write the EMA generator to each of ``files`` in ``run_dir``, describing the run at ``step``.
+
+    Args:
+        run_dir: the run folder.
+        learner: whose EMA generator is written.
+        description: the run's description (``stage``, ``step`` and
+            ``validation`` are added).
+        stage: ``psnr`` up to the end of stage 1, then ``gan``.
+        step: steps done.
+        validation: the last validation metrics.
+        files: file names, e.g. ``model.safetensors`` and ``model_psnr.safetensors``.
+
+    Raises:
+        OutputError: a file cannot be written.
+    """
+    from mrisr.checkpoint import save_model
+
+    for name in files:
+        save_model(
+            run_dir / name,
+            learner.ema,
+            name=learner.plan.generator,
+            description={
+                **description,
+                "stage": stage,
+                "step": step,
+                "validation": dict(validation),
+            },
+        )
+
+
+class RunLog:
+    """``log.jsonl`` (and TensorBoard) writer; inert on ranks other than 0.
+
+    Args:
+        run_dir: the run folder (created).
+        enabled: write anything at all (rank 0).
+        tensorboard: also write TensorBoard curves, when installed.
+        keep_until: on resume, the saved step: later lines are dropped; None
+            for a fresh run (the file is started anew).
+    """
+
+    def __init__(
+        self, run_dir: Path, *, enabled: bool, tensorboard: bool, keep_until: int | None
+    ) -> None:
+        self.path = run_dir / LOG_FILE
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if keep_until is None:
+            self.path.unlink(missing_ok=True)  # a fresh run: nothing saved to continue from
+        elif self.path.exists():
+            # Resuming: drop what was logged after the saved state, so the
+            # curve continues without duplicated steps.
+            kept = [
+                line for line in self.path.read_text().splitlines() if _step_of(line) <= keep_until
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed: curves go to log.jsonl only")
+            else:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record (with the time) as a JSON line; scalars also to TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as stream:
+            stream.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
+        if self.writer is not None and record.get("event") in ("train", "validation"):
+            prefix = "val" if record["event"] == "validation" else "train"
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"{prefix}/{key}", value, int(record["step"]))
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (the JSON lines are written as they come)."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
