@@ -2,12 +2,12 @@
 
 Simulates thick slices with :func:`mrisr.simulate.simulate_volume` from real
 thin-slice volumes (the spine fixtures and two brains of ../shared/data/train),
-along each axis, at factors 3-5, with box ("mean") and Gaussian profiles of
-FWHM 0.6-1.5 times the slice spacing (below 1: gaps), then estimates the
-profile with :func:`mrisr.slice_profile.estimate_slice_profile` and prints
-truth against estimate.
+along each axis, at factors 3 and 5, with box ("mean") and Gaussian profiles
+of FWHM 0.7 (a gap), 1.0 and 1.5 times the slice spacing, then estimates the
+profile with :func:`mrisr.slice_profile.estimate_slice_profile` (with the
+family given, and without) and prints truth against estimate.
 
-    python benchmarks/slice_profile_estimation.py             # about 2 minutes on 2 cores
+    python benchmarks/slice_profile_estimation.py             # about 3 minutes on 2 cores
     python benchmarks/slice_profile_estimation.py --quick     # spine volumes only
 """
 

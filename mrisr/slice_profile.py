@@ -16,14 +16,21 @@ indistinguishable from through-plane patches (with a GAN). Here the
 
 1. Along the thick axis, the real lines are sampled at the slice spacing
    ``S`` mm. Their structure function (variogram) ``g(k) = E[(y[i+k] - y[i])^2]``
-   at lags ``k = 1..K`` slices is measured over pairs of voxels that both hold
-   signal.
+   at lags ``k = 1..MAX_LAG`` slices is measured over pairs of voxels that
+   both hold signal.
 2. In-plane lines (along each in-plane axis, spacing ``h`` mm) are degraded by
    a candidate profile with :func:`mrisr.simulate.slice_profile_matrix`, the
    same forward model mrisr trains and checks consistency with, at the
    factor ``S / h`` (in mm, so in-plane and through-plane spacings may differ),
    and the same variogram is measured on them.
-3. The candidate whose log-variogram has the same shape as the real one (an
+3. The comparison is made symmetric (our addition, not in the papers): the
+   in-plane lines of a thick-slice scan already carry the true profile along
+   the thick axis, so the real thick lines are blurred in-plane by the same
+   candidate before their variogram is taken. Both sides then hold one blur
+   of each kind and differ only in which direction was sampled at ``S``.
+   Without this the through-plane side looks too sharp and every estimate
+   comes out near the narrowest candidate.
+4. The candidate whose log-variogram has the same shape as the real one (an
    overall scale is free, since anatomy need not have the same contrast
    energy in every direction) wins. Candidates: the box (``"mean"``) and
    ``"gaussian"`` families, FWHM from 0.5 to 1.6 times the spacing (below
