@@ -7,9 +7,11 @@ direction. So in-plane lines, degraded with the right profile and sampled at
 the slice spacing, have the same second-order statistics as the real
 through-plane lines. This is the assumption of SMORE and ECLARE (Zhao et al.,
 "SMORE: a self-supervised anti-aliasing and super-resolution algorithm for
-MRI using deep learning", IEEE TMI 2021; Remedios et al., "ECLARE", 2025),
-which degrade in-plane data to make training pairs, and of ESPRESO (Han,
-Remedios et al., "Self-supervised slice profile estimation", 2021-2023),
+MRI using deep learning", IEEE TMI 2021; Remedios et al., "ECLARE: efficient
+cross-planar learning for anisotropic resolution enhancement", 2025), which
+degrade in-plane data to make training pairs, and of ESPRESO (Han, Remedios
+et al., "MR slice profile estimation by learning to match internal patch
+distributions", IPMI 2021),
 which estimates the profile by making degraded in-plane patches
 indistinguishable from through-plane patches (with a GAN). Here the
 "indistinguishable" test is explicit instead of learned:
