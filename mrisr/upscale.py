@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,6 +204,54 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
 GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
 
 
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """How a scan is upscaled, beyond its grid and model: one typed, frozen settings object.
+
+    The CLI, :func:`upscale_file` and :func:`upscale_volume` pass it on whole,
+    so a new option is added here once.
+
+    Attributes:
+        fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation) of the two planes.
+        consistency: project the result so that its thick slices, simulated
+            with a box profile of the slice thickness, equal the input exactly.
+        thickness_mm: slice thickness in mm, when it differs from the slice
+            spacing (gaps or overlaps); default the header's
+            (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
+            sidecar), else the spacing. Recorded, and used by ``consistency``.
+        force: allow a factor outside the model's trained range.
+
+    Raises:
+        ConfigError: an unknown fusion. (A thickness is checked against the
+            scan, by :func:`mrisr.consistency.slice_thickness`.)
+    """
+
+    fusion: Fusion = "mean"
+    consistency: bool = False
+    thickness_mm: float | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
+
+    @classmethod
+    def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
+        """``options`` (default: the defaults) with the keyword ``settings`` replacing fields.
+
+        Raises:
+            ConfigError: a setting that is not a field of :class:`UpscaleOptions`.
+        """
+        base = options if options is not None else cls()
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(
+                f"unknown upscale option(s) {', '.join(unknown)}",
+                expected=f"fields of UpscaleOptions: {', '.join(f.name for f in fields(cls))}",
+            )
+        return replace(base, **settings) if settings else base
+
+
 def upscale_volume(
     volume: Volume,
     model: SliceModel,
@@ -211,11 +259,9 @@ def upscale_volume(
     plan: UpscalePlan | None = None,
     factor: float | None = None,
     axis: int | None = None,
-    fusion: Fusion = "mean",
-    consistency: bool = False,
-    thickness_mm: float | None = None,
-    force: bool = False,
+    options: UpscaleOptions | None = None,
     progress: ProgressCallback | None = None,
+    **settings: Any,
 ) -> Volume:
     """Super-resolve a thick-slice volume along its thick axis.
 
@@ -228,15 +274,11 @@ def upscale_volume(
             :func:`plan_upscale`). With ``plan``, leave it out or give the plan's.
         axis: thick axis; default detected. With ``plan``, leave it out or give
             the plan's.
-        fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation).
-        consistency: project the result so that its thick slices, simulated
-            with a box profile of the slice thickness, equal the input exactly.
-        thickness_mm: slice thickness in mm, when it differs from the slice
-            spacing (gaps or overlaps); default the header's
-            (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
-            sidecar), else the spacing. Recorded, and used by ``consistency``.
-        force: allow a factor outside the model's trained range.
+        options: fusion, consistency, thickness, force (:class:`UpscaleOptions`).
         progress: called with (slices done, slices in all).
+        **settings: fields of :class:`UpscaleOptions` (``fusion="fba"``,
+            ``consistency=True``, ``thickness_mm=5``, ``force=True``) replacing
+            those of ``options``.
 
     Returns:
         A new float32 Volume on the upsampled grid, same header; its
@@ -249,18 +291,17 @@ def upscale_volume(
         GeometryError: no thick axis to upscale (see :func:`plan_upscale`).
         RuntimeError: the model returned slices of the wrong shape.
     """
-    if fusion not in FUSIONS:
-        raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
+    options = UpscaleOptions.build(options, settings)
     if plan is None:
         plan = plan_upscale(volume, factor=factor, axis=axis)
     else:
         _check_plan(plan, volume, factor=factor, axis=axis)
-    check_factor_range(model, plan.factor, force=force)
-    thickness = slice_thickness(volume, plan, thickness_mm)
+    check_factor_range(model, plan.factor, force=options.force)
+    thickness = slice_thickness(volume, plan, options.thickness_mm)
     normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
-    fused = fuse(_upscale_planes(thick, plan, model, progress), fusion)
-    if consistency:
+    fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
+    if options.consistency:
         fused = enforce_consistency(
             fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
         )
@@ -275,8 +316,8 @@ def upscale_volume(
             **thickness,
             "model": model.describe(),
             "normalisation": normalisation.to_dict(),
-            "fusion": fusion,
-            "consistency": consistency,
+            "fusion": options.fusion,
+            "consistency": options.consistency,
         },
     }
     return volume.with_data(data, plan.affine_out, meta=meta)
@@ -352,12 +393,10 @@ def upscale_file(
     model: SliceModel | ModelRequest | str | Path | None = None,
     factor: float | None = None,
     axis: int | None = None,
-    fusion: Fusion = "mean",
-    consistency: bool = False,
-    thickness_mm: float | None = None,
-    force: bool = False,
+    options: UpscaleOptions | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    **settings: Any,
 ) -> tuple[Path, Path]:
     """Load, upscale and save a scan with a JSON provenance sidecar beside it.
 
@@ -377,12 +416,10 @@ def upscale_file(
             None: the bundled model for the planned factor.
         factor: upsampling factor; default: isotropic voxels.
         axis: thick axis; default detected.
-        fusion: ``"mean"`` or ``"fba"``.
-        consistency: see :func:`upscale_volume`.
-        thickness_mm: see :func:`upscale_volume`.
-        force: allow a factor outside the model's trained range.
+        options: see :class:`UpscaleOptions`.
         overwrite: replace existing outputs.
         progress: called with (slices done, slices in all).
+        **settings: fields of :class:`UpscaleOptions` replacing those of ``options``.
 
     Returns:
         (output image path, sidecar path).
@@ -398,6 +435,7 @@ def upscale_file(
     """
     from mrisr.io import load_volume, output_format
 
+    options = UpscaleOptions.build(options, settings)
     input_path = Path(input_path)
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
@@ -410,10 +448,7 @@ def upscale_file(
         volume,
         choose_model(model, plan.factor),
         plan=plan,
-        fusion=fusion,
-        consistency=consistency,
-        thickness_mm=thickness_mm,
-        force=force,
+        options=options,
         progress=progress,
     )
     write_image_and_sidecar(

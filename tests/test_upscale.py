@@ -284,3 +284,21 @@ def test_a_dicom_folder_is_read_once_per_upscale_command(shared_data, tmp_path, 
     assert calls == {"series ids": 1, "series reads": 1}
     record = json.loads((tmp_path / "pd_sr.json").read_text())
     assert record["model"]["name"] == "fast"  # the default model for 4x
+
+
+def test_options_object_and_keyword_settings_are_the_same_and_unknown_ones_are_refused():
+    from mrisr.upscale import UpscaleOptions
+
+    rng = np.random.default_rng(3)
+    volume = Volume(rng.random((12, 10, 5)).astype(np.float32), np.diag([1.0, 1.0, 4.0, 1.0]))
+    by_object = upscale_volume(
+        volume, CubicSliceModel(), options=UpscaleOptions(fusion="fba", consistency=True)
+    )
+    by_keywords = upscale_volume(volume, CubicSliceModel(), fusion="fba", consistency=True)
+    np.testing.assert_array_equal(by_object.data, by_keywords.data)
+    assert by_object.meta["upscale"]["fusion"] == "fba"
+    assert by_object.meta["upscale"]["consistency"] is True
+    with pytest.raises(ConfigError, match="unknown upscale option.*consistancy"):
+        upscale_volume(volume, CubicSliceModel(), consistancy=True)
+    with pytest.raises(ConfigError, match="unknown fusion"):
+        UpscaleOptions(fusion="median")

@@ -59,11 +59,14 @@ def command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mrisr.models import ModelRequest
-    from mrisr.upscale import upscale_file
+    from mrisr.upscale import UpscaleOptions, upscale_file
 
     # Loaded inside upscale_file, after the scan is planned: the default model
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
+    options = UpscaleOptions(
+        fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force
+    )
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -79,10 +82,7 @@ def command(
             model=request,
             factor=factor,
             axis=axis,
-            fusion=fusion,
-            consistency=consistency,
-            thickness_mm=thickness,
-            force=force,
+            options=options,
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
