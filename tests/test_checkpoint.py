@@ -18,19 +18,21 @@ from torch import nn
 
 from mrisr.checkpoint import (
     METADATA_KEY,
-    capture_rng_state,
     convert_torch_checkpoint,
     find_model_file,
     load_model,
-    load_training_state,
     model_sha256,
     read_description,
-    restore_rng_state,
     save_model,
-    save_training_state,
     weights_sha256,
 )
 from mrisr.errors import CheckpointError, ConfigError
+from mrisr.training.state_file import (
+    capture_rng_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mrisr.checkpoint import load_model, load_training_state, read_description
+from mrisr.checkpoint import load_model, read_description
 from mrisr.cli import app
 from mrisr.config import TrainConfig, load_config, save_config, with_overrides
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
@@ -29,6 +29,7 @@ from mrisr.networks.common import bicubic_rows as cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
 from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
+from mrisr.training.state_file import load_training_state
 from mrisr.upscale import plan_upscale, upscale_volume
 from mrisr.volume import Volume
 

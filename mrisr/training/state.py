@@ -74,7 +74,7 @@ def open_run(config: TrainConfig, *, resume: bool, device: torch.device) -> dict
         ConfigError: resuming with changed settings that change the maths.
         OutputError: the folder holds a run and ``resume`` is off.
     """
-    from mrisr.checkpoint import load_training_state
+    from mrisr.training.state_file import load_training_state
 
     run_dir = Path(str(config.out))
     if not resume:
@@ -145,7 +145,7 @@ def restore_learner(
     Returns:
         The last validation metrics saved.
     """
-    from mrisr.checkpoint import restore_rng_state
+    from mrisr.training.state_file import restore_rng_state
 
     learner.generator.load_state_dict(state["generator"])
     learner.ema.load_state_dict(state["ema"])
@@ -173,7 +173,7 @@ def save_state(
     Raises:
         OutputError: the file cannot be written.
     """
-    from mrisr.checkpoint import capture_rng_state, save_training_state
+    from mrisr.training.state_file import capture_rng_state, save_training_state
 
     discriminator, opt_d = learner.discriminator, learner.opt_d
     save_training_state(
