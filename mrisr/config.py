@@ -36,6 +36,16 @@ Size = Literal["small", "full"]
 #: (``mrisr.networks.ConfiguredNetwork.sizes``; ``full`` is the paper's network).
 SIZES: tuple[str, ...] = ("small", "full")
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
+#: The weighted loss terms, the fields of :class:`LossConfig` and of
+#: :class:`mrisr.recipes.LossWeights`.
+LOSS_TERMS: tuple[str, ...] = (
+    "pixel",
+    "adversarial",
+    "perceptual",
+    "feature_matching",
+    "texture",
+    "intermediate",
+)
 
 
 class FrozenDict(dict):
@@ -249,14 +259,7 @@ class LossConfig:
     perceptual_weights: str | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "pixel",
-            "adversarial",
-            "perceptual",
-            "feature_matching",
-            "texture",
-            "intermediate",
-        ):
+        for name in LOSS_TERMS:
             value = getattr(self, name)
             if value is not None:
                 _check_range("loss", name, value, 0.0, 1e6)

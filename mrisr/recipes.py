@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from mrisr.config import LOSS_TERMS
 from mrisr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -98,11 +99,12 @@ class Recipe:
     name: str
     title: str
     generator: str
-    discriminator: str | None
     pixel_loss: str
-    adversarial_loss: str | None
-    weights: LossWeights
-    weights_without_perceptual: LossWeights
+    # A recipe without a discriminator is pixel-loss only: no GAN stage.
+    discriminator: str | None = None
+    adversarial_loss: str | None = None
+    weights: LossWeights = LossWeights()
+    weights_without_perceptual: LossWeights = LossWeights()
     perceptual_layers: Mapping[str, float] = field(
         default_factory=lambda: types.MappingProxyType({"conv5_4": 1.0})
     )
@@ -136,8 +138,6 @@ class Recipe:
         """Whether the recipe has an adversarial stage."""
         return self.adversarial_loss is not None and self.discriminator is not None
 
-
-_NO_GAN = LossWeights(pixel=1.0)
 
 RECIPES: dict[str, Recipe] = {
     "esrgan": Recipe(
@@ -174,11 +174,7 @@ RECIPES: dict[str, Recipe] = {
         name="srcnn",
         title="SRCNN 9-5-5, pixel loss only",
         generator="srcnn",
-        discriminator=None,
         pixel_loss="l2",
-        adversarial_loss=None,
-        weights=_NO_GAN,
-        weights_without_perceptual=_NO_GAN,
         stages="One stage: MSE on cubic-upsampled input (Adam instead of the paper's SGD).",
         citation=(
             "Dong C. et al., Image Super-Resolution Using Deep Convolutional Networks, "
@@ -189,11 +185,7 @@ RECIPES: dict[str, Recipe] = {
         name="fsrcnn",
         title="FSRCNN, pixel loss only",
         generator="fsrcnn",
-        discriminator=None,
         pixel_loss="l2",
-        adversarial_loss=None,
-        weights=_NO_GAN,
-        weights_without_perceptual=_NO_GAN,
         stages="One stage: MSE at low resolution with a rows-only sub-pixel output (Adam).",
         citation=(
             "Dong C., Loy C. C., Tang X., Accelerating the Super-Resolution Convolutional "
@@ -204,11 +196,7 @@ RECIPES: dict[str, Recipe] = {
         name="espcn",
         title="ESPCN sub-pixel CNN, pixel loss only",
         generator="espcn",
-        discriminator=None,
         pixel_loss="l2",
-        adversarial_loss=None,
-        weights=_NO_GAN,
-        weights_without_perceptual=_NO_GAN,
         stages="One stage: MSE (Adam).",
         citation=(
             "Shi W. et al., Real-Time Single Image and Video Super-Resolution Using an "
@@ -219,11 +207,7 @@ RECIPES: dict[str, Recipe] = {
         name="vdsr",
         title="VDSR 20-layer residual CNN, pixel loss only",
         generator="vdsr",
-        discriminator=None,
         pixel_loss="l2",
-        adversarial_loss=None,
-        weights=_NO_GAN,
-        weights_without_perceptual=_NO_GAN,
         stages="One stage: MSE on the residual to cubic interpolation (Adam, no clipping schedule).",
         citation=(
             "Kim J., Lee J. K., Lee K. M., Accurate Image Super-Resolution Using Very Deep "
@@ -480,16 +464,7 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
 
     weights = recipe.weights if perceptual_available else recipe.weights_without_perceptual
     overrides = {
-        name: getattr(loss, name)
-        for name in (
-            "pixel",
-            "adversarial",
-            "perceptual",
-            "feature_matching",
-            "texture",
-            "intermediate",
-        )
-        if getattr(loss, name) is not None
+        name: getattr(loss, name) for name in LOSS_TERMS if getattr(loss, name) is not None
     }
     weights = replace(weights, **overrides)
     if not perceptual_available and weights.perceptual > 0:
