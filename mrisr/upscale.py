@@ -30,6 +30,7 @@ from mrisr.geometry import (
 )
 from mrisr.intensity import fit_normalisation
 from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
+from mrisr.output_check import check_model_output
 from mrisr.simulate import apply_along_axis, slice_profile_matrix
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
@@ -335,6 +336,7 @@ def upscale_volume(
         if progress is not None:
             progress(done, total)
     fused = fuse(restacked, fusion)
+    check_model_output(fused, thick, model, volume.source, normalisation.invert)
     if consistency:
         fused = enforce_consistency(
             fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
@@ -422,12 +424,14 @@ def upscale_file(
     """
     from mrisr import __version__
     from mrisr.io import file_sha256, load_volume, output_format, save_volume
+    from mrisr.io.files import check_sidecar_owner
 
     input_path = Path(input_path)
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
     _check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
 
     volume = load_volume(input_path)
     result = upscale_volume(
