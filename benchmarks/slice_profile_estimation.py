@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mrisr.io import load_volume
 from mrisr.simulate import simulate_volume
 from mrisr.slice_profile import estimate_slice_profile, rms_width
-from mrisr.volume import Volume, load_volume
+from mrisr.volume import Volume
 
 #: The shared real volumes; override with MRISR_SHARED_DATA (as the tests do).
 DATA = Path(

@@ -152,11 +152,13 @@ def save_model(
     Raises:
         ConfigError: unknown generator name, wrong class for it, missing or
             non-JSON config, bad factor range, or a description that is not JSON.
+        CheckpointError: weights holding NaN or Inf (a diverged run).
         OutputError: the folder does not exist, or the file cannot be written.
     """
     from safetensors.torch import save_file
 
     from mrisr import __version__
+    from mrisr.output_check import check_finite_weights
 
     path = Path(path)
     if path.is_dir():
@@ -187,6 +189,7 @@ def save_model(
     config = _checked_config(generator, generators[name], path)
 
     tensors = {key: _storable(value) for key, value in generator.state_dict().items()}
+    check_finite_weights(tensors, path)  # a diverged run must not become a model file
     record = {key: value for key, value in description.items() if key not in RESERVED_KEYS}
     record.update(
         {

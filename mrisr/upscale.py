@@ -36,6 +36,7 @@ from mrisr.io.outputs import (
     write_image_and_sidecar,
 )
 from mrisr.models import ModelRequest, choose_model, covers_factor
+from mrisr.output_check import check_model_output
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
@@ -301,6 +302,7 @@ def upscale_volume(
     normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
     fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
+    check_model_output(fused, thick, model, volume.source, normalisation.invert)
     if options.consistency:
         fused = enforce_consistency(
             fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
@@ -434,6 +436,7 @@ def upscale_file(
         CheckpointError: a model file that is missing, unsafe or damaged.
     """
     from mrisr.io import load_volume, output_format
+    from mrisr.io.files import check_sidecar_owner
 
     options = UpscaleOptions.build(options, settings)
     input_path = Path(input_path)
@@ -441,6 +444,7 @@ def upscale_file(
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
     check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
 
     volume = load_volume(input_path)
     plan = plan_upscale(volume, factor=factor, axis=axis)

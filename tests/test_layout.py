@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 120
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_and_functions_stay_small(path):
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path} is over {MAX_MODULE_LINES} lines"
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -32,7 +32,7 @@ def test_outputs_are_renamed_into_place_in_one_module():
     """Every output goes through mrisr.io.files' atomic writer: one os.replace in the package."""
     sites = []
     for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 if _renames(node):
                     sites.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")

@@ -27,6 +27,7 @@ def command(
     import numpy as np
 
     from mrisr.io import load_volume
+    from mrisr.io.nibabel_formats import form_disagreement
     from mrisr.upscale import plan_upscale
 
     volume = load_volume(scan)
@@ -37,6 +38,7 @@ def command(
         "on_disk_dtype": volume.meta.get("dtype"),
         "qform_code": volume.meta.get("qform_code"),
         "sform_code": volume.meta.get("sform_code"),
+        "qform_sform_disagreement": form_disagreement(volume),
         "intensity_range": [float(np.min(volume.data)), float(np.max(volume.data))],
         "affine": np.round(volume.affine, 6).tolist(),
         **plan.to_dict(),
@@ -50,6 +52,13 @@ def command(
     output.print(f"  voxel (mm)   {mm(f'{s:.4g}' for s in plan.spacing_in)}")
     output.print(f"  thick axis   {plan.axis}")
     output.print(f"  form codes   qform {facts['qform_code']}, sform {facts['sform_code']}")
+    if facts["qform_sform_disagreement"]:
+        gap = facts["qform_sform_disagreement"]
+        output.print(
+            f"  [yellow]qform and sform disagree[/] by up to {gap['max_shift_mm']:.3g} mm and "
+            f"{gap['rotation_deg']:.3g} degrees; mrisr uses the sform (code {gap['sform_code']}) "
+            "and writes both, each moved to the new grid (ITK, ANTs and ITK-SNAP may read the qform)"
+        )
     output.print(
         f"  upscale plan factor {plan.factor:.4g} (effective {plan.effective_factor:.4g}) -> "
         f"{mm(str(n) for n in plan.shape_out)} voxels of "

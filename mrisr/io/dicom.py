@@ -8,6 +8,8 @@ the wrong place.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ import numpy as np
 from mrisr.errors import GeometryError, InputError
 from mrisr.geometry import voxel_sizes
 from mrisr.io.files import READABLE
-from mrisr.io.itk_formats import read_or_refuse, simpleitk, sitk_to_ras
+from mrisr.io.itk_formats import quiet_itk, read_or_refuse, simpleitk, sitk_to_ras
 from mrisr.io.validation import check_affine, check_dtype, check_shape
 from mrisr.volume import Volume
+
+log = logging.getLogger(__name__)
 
 #: Slice gaps may differ from the median by this much (mm) or this fraction,
 #: whichever is larger: old scanners store positions rounded to 0.1 mm (the
@@ -38,56 +42,46 @@ def _dicom_floats(text: str | None) -> list[float] | None:
 
 
 def load_dicom_folder(folder: Path) -> Volume:
-    """One DICOM series from a folder through SimpleITK's GDCM readers.
+    """One DICOM series from a folder (or the one folder below it that holds one).
 
     Each file is parsed as few times as possible: GDCM is slow on files with
     trailing padding (the shared PD series has 2.5 MB of it in one file), so the
     per-slice tags come from the series read itself rather than a separate pass.
+    Intensities are read as float32 with each file's own RescaleSlope and
+    RescaleIntercept (ITK would otherwise cast every slice to the first file's
+    voxel type, truncating fractional per-slice scalings). A multi-frame file
+    is read on its own (:func:`_load_multiframe`). ITK's own warnings are
+    silenced: what they warn about is checked here and reported in mrisr's words.
 
     Args:
         folder: absolute path of an existing folder.
 
     Returns:
         float32 (X, Y, Z) voxels, the RAS+ affine in mm, no header, and ``meta``
-        (series UID, file count, slice spacing and thickness, gap range).
+        (series UID, the folder it was found in, file count, slice spacing and
+        thickness, gap range, on-disk voxel type).
 
     Raises:
-        InputError: no series or several, unreadable files, slices without
-            positions, several images per position, RGB or unusable voxels.
+        InputError: no series or several (in the folder or below it),
+            unreadable files, slices without positions, several images per
+            position, a multi-frame file without a trustworthy slice spacing,
+            RGB or unusable voxels.
         GeometryError: slices that do not form one regular stack, or an
             invalid affine.
     """
-    sitk = simpleitk()
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(
-            "is a folder without a DICOM series",
-            path=folder,
-            expected=READABLE,
-            fix="pass the folder that holds the .dcm files, or an image file",
-        )
-    if len(series) > 1:
-        listing = ", ".join(
-            f"{uid} ({len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
-            for uid in series
-        )
-        raise InputError(
-            f"holds {len(series)} DICOM series: {listing}",
-            path=folder,
-            expected="one DICOM series per folder",
-            fix="move each series into its own folder (e.g. sort by SeriesInstanceUID) and pass "
-            "one, or convert them all with `dcm2niix` and pass one .nii.gz",
-        )
-    uid = series[0]
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-    reader = sitk.ImageSeriesReader()
-    reader.SetImageIO("GDCMImageIO")
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    # Spacing is checked below; ITK's own non-uniformity warning only adds noise.
-    warnings_on = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
+    with quiet_itk() as sitk:
+        where, uid = find_series(folder)
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(where), uid))
+        if len(files) == 1:
+            volume = _load_multiframe(folder, Path(files[0]))
+            if volume is not None:
+                volume.meta.update(series_uid=uid, series_folder=str(where))
+                return volume
+        reader = sitk.ImageSeriesReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileNames(files)
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+        reader.MetaDataDictionaryArrayUpdateOn()
         image = read_or_refuse(
             reader.Execute,
             folder,
@@ -95,12 +89,18 @@ def load_dicom_folder(folder: Path) -> Volume:
             expected="a complete DICOM series",
             fix="copy or export the series again, or convert it with `dcm2niix`",
         )
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_on)
 
     def tag(index: int, key: str) -> str | None:
         return reader.GetMetaData(index, key) if reader.HasMetaDataKey(index, key) else None
 
+    frames = _dicom_floats(tag(0, "0028|0008"))
+    if frames and frames[0] > 1:
+        raise InputError(
+            f"holds a series of {len(files)} multi-frame DICOM files ({frames[0]:g} frames each)",
+            path=folder,
+            expected="single-frame slices, or one multi-frame file holding the whole volume",
+            fix=MULTIFRAME_FIX,
+        )
     positions, orientations = [], []
     for index, name in enumerate(files):
         position = _dicom_floats(tag(index, "0020|0032"))
@@ -117,6 +117,87 @@ def load_dicom_folder(folder: Path) -> Volume:
         orientations.append(orientation)
     pixel = _dicom_floats(tag(0, "0028|0030")) or [1.0, 1.0]
     gaps = check_slice_positions(np.asarray(positions), np.asarray(orientations), pixel, folder)
+    data, affine = _check_image(image, folder)
+    meta = _series_meta(tag, uid, where, len(files), affine)
+    if gaps.size:
+        meta["slice_gap_range_mm"] = (float(gaps.min()), float(gaps.max()))
+    return Volume(data=data, affine=affine, header=None, source=folder, meta=meta)
+
+
+#: How to get a multi-frame DICOM file into mrisr.
+MULTIFRAME_FIX = (
+    "convert it with `dcm2niix -z y <folder>` (it reads multi-frame DICOM and their per-frame "
+    "positions) and pass the .nii.gz"
+)
+
+#: SOP classes whose frames carry their own geometry (functional groups), read by GDCM.
+ENHANCED_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image
+    }
+)
+
+
+def _load_multiframe(folder: Path, file: Path) -> Volume | None:
+    """A volume from one multi-frame DICOM file, or None when it is a single frame.
+
+    The slice spacing comes from SpacingBetweenSlices (0018,0088) with the
+    position, orientation and pixel spacing of the file's top level (legacy
+    multi-frame), or from GDCM's reading of per-frame positions (enhanced
+    files); never from ITK's 1 mm default, which legacy files get otherwise.
+
+    Raises:
+        InputError: several frames without a slice spacing to trust, or
+            unusable voxels.
+    """
+    sitk = simpleitk()
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(file))
+    problem = "holds a DICOM file that cannot be read: {reason}"
+    read_or_refuse(reader.ReadImageInformation, folder, problem, expected="a DICOM file")
+
+    def tag(key: str) -> str | None:
+        return reader.GetMetaData(key) if reader.HasMetaDataKey(key) else None
+
+    frames = _dicom_floats(tag("0028|0008"))
+    if not frames or frames[0] <= 1:
+        return None
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    image = read_or_refuse(reader.Execute, folder, problem, expected="a complete DICOM file")
+    between = _dicom_floats(tag("0018|0088"))
+    position = _dicom_floats(tag("0020|0032"))
+    orientation = _dicom_floats(tag("0020|0037"))
+    pixel = _dicom_floats(tag("0028|0030"))
+    sop = (tag("0008|0016") or "").strip().rstrip("\x00")
+    if between and between[0] > 0 and position and orientation and pixel:
+        # Legacy multi-frame: one position for the first frame, frames one spacing apart.
+        rows, columns = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+        normal = np.cross(rows, columns)
+        image.SetSpacing([float(pixel[1]), float(pixel[0]), float(between[0])])
+        image.SetDirection([float(v) for v in np.column_stack([rows, columns, normal]).ravel()])
+        image.SetOrigin([float(v) for v in position])
+    elif sop not in ENHANCED_CLASSES or image.GetSpacing()[2] == 1.0:
+        raise InputError(
+            f"is a multi-frame DICOM file ({frames[0]:g} frames in {file.name}) without a slice "
+            "spacing mrisr can trust: no SpacingBetweenSlices (0018,0088) with the frames' "
+            "position and orientation, nor per-frame positions",
+            path=folder,
+            expected="a multi-frame file whose frames' positions or spacing are stored",
+            fix=MULTIFRAME_FIX,
+        )
+    data, affine = _check_image(image, folder)
+    meta = _series_meta(lambda _index, key: tag(key), "", folder, 1, affine)
+    meta["n_frames"] = int(frames[0])
+    return Volume(data=data, affine=affine, header=None, source=folder, meta=meta)
+
+
+def _check_image(image: Any, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (X, Y, Z) voxels and RAS affine of a read series, refusing unusable ones."""
+    sitk = simpleitk()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"holds a DICOM series with {image.GetNumberOfComponentsPerPixel()} components "
@@ -129,18 +210,25 @@ def load_dicom_folder(folder: Path) -> Volume:
         check_dtype(np.complex64, folder)
     check_shape(tuple(image.GetSize()), folder, squeeze_frames=False)
     data, affine = sitk_to_ras(image)
+    check_affine(affine, folder)
+    return data.astype(np.float32, copy=False), affine
+
+
+def _series_meta(
+    tag: Callable[[int, str], str | None], uid: str, where: Path, n_files: int, affine: np.ndarray
+) -> dict[str, Any]:
+    """``Volume.meta`` of a DICOM series from its first file's tags."""
     meta: dict[str, Any] = {
         "format": "dicom",
-        "dtype": data.dtype.name,
+        "dtype": _stored_dtype(tag(0, "0028|0100"), tag(0, "0028|0103")),
         "series_uid": uid,
-        "n_files": len(files),
+        "series_folder": str(where),
+        "n_files": n_files,
         # DICOM positions are scanner coordinates.
         "qform_code": 1,
         "sform_code": 1,
         "slice_spacing_mm": float(voxel_sizes(affine)[2]),
     }
-    if gaps.size:
-        meta["slice_gap_range_mm"] = (float(gaps.min()), float(gaps.max()))
     for key, name in (
         ("0018|0050", "slice_thickness_mm"),
         ("0018|0088", "spacing_between_slices_mm"),
@@ -148,10 +236,116 @@ def load_dicom_folder(folder: Path) -> Volume:
         value = _dicom_floats(tag(0, key))
         if value:
             meta[name] = value[0]
-    check_affine(affine, folder)
-    return Volume(
-        data=data.astype(np.float32), affine=affine, header=None, source=folder, meta=meta
+    return meta
+
+
+def _stored_dtype(bits: str | None, representation: str | None) -> str:
+    """The stored voxel type from BitsAllocated (0028,0100) and PixelRepresentation (0028,0103)."""
+    try:
+        n_bits, signed = int(str(bits).strip()), int(str(representation).strip())
+    except ValueError:
+        return "float32"
+    if n_bits not in (8, 16, 32):
+        return "float32"
+    return f"{'int' if signed else 'uint'}{n_bits}"
+
+
+def find_series(folder: Path) -> tuple[Path, str]:
+    """The one DICOM series in ``folder`` or, when it holds none, in the folders below it.
+
+    A PACS export often puts the series one or two folders down
+    (``study/DICOM/...``); that series is used, and where it was found is
+    logged and recorded in ``meta["series_folder"]``.
+
+    Args:
+        folder: absolute path of an existing folder.
+
+    Returns:
+        (the folder holding the series, its SeriesInstanceUID).
+
+    Raises:
+        InputError: no series, or several (each listed with its folder,
+            description and file count, so that the user can pass one).
+    """
+    sitk = simpleitk()
+    here = [(folder, uid) for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))]
+    if len(here) > 1:
+        raise InputError(
+            f"holds {len(here)} DICOM series: {_listing(folder, here)}",
+            path=folder,
+            expected="one DICOM series per folder",
+            fix="move each series into its own folder (e.g. sort by SeriesInstanceUID) and pass "
+            "one, or convert them all with `dcm2niix` and pass one .nii.gz",
+        )
+    if here:
+        return here[0]
+    below = []
+    for sub in _subfolders(folder):
+        below += [(sub, uid) for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub))]
+    if not below:
+        raise InputError(
+            "is a folder without a DICOM series (none in it, nor in the folders below it "
+            f"up to {MAX_SERIES_DEPTH} levels down)",
+            path=folder,
+            expected=READABLE,
+            fix="pass the folder that holds the .dcm files, or an image file",
+        )
+    if len(below) > 1:
+        raise InputError(
+            f"holds {len(below)} DICOM series in the folders below it: {_listing(folder, below)}",
+            path=folder,
+            expected="one DICOM series",
+            fix="pass the folder of the series you want (one of those listed), or convert them "
+            "all with `dcm2niix` and pass one .nii.gz",
+        )
+    where, uid = below[0]
+    log.warning(
+        "%s: no DICOM files in the folder itself; using the series found in %s", folder, where
     )
+    return where, uid
+
+
+#: How many folder levels below the given one are searched for a DICOM series.
+MAX_SERIES_DEPTH = 4
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Visible folders below ``folder`` up to :data:`MAX_SERIES_DEPTH` levels, sorted."""
+    found, level = [], [folder]
+    for _ in range(MAX_SERIES_DEPTH):
+        level = sorted(
+            child
+            for parent in level
+            for child in parent.iterdir()
+            if child.is_dir() and not child.name.startswith(".")
+        )
+        found += level
+    return found
+
+
+def _listing(top: Path, series: list[tuple[Path, str]]) -> str:
+    """``"sub/dir: 'T2 AX' uid (20 files)"`` for each series, for messages."""
+    sitk = simpleitk()
+    parts = []
+    for where, uid in series:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(where), uid)
+        description = _description(files[0]) if files else ""
+        place = "" if where == top else f"{where.relative_to(top)}: "
+        label = f"{description!r} " if description else ""
+        parts.append(f"{place}{label}{uid} ({len(files)} files)")
+    return "; ".join(parts)
+
+
+def _description(file: str) -> str:
+    """A DICOM file's SeriesDescription (0008,103E), or "" when it has none or cannot be read."""
+    reader = simpleitk().ImageFileReader()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ""
+    key = "0008|103e"
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
 
 def check_slice_positions(

@@ -13,6 +13,7 @@ an existing file without ``overwrite``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterable
@@ -130,6 +131,51 @@ def check_output(
             fix="pass --overwrite (overwrite=True) to replace it, or choose another output path",
         )
     return path
+
+
+def check_sidecar_owner(sidecar: str | Path, image: str | Path) -> None:
+    """Refuse to replace a JSON sidecar that belongs to another image, even with overwrite.
+
+    Sidecars are named after the image's stem (``x.nii.gz`` and ``x.mgz`` both
+    get ``x.json``, as BIDS names them), so two outputs that differ only in
+    their ending would share one: the second would silently replace the first's
+    provenance. An existing sidecar may be replaced only when it is mrisr's
+    record of this same image, or of an image that no longer exists.
+
+    Args:
+        sidecar: the JSON file about to be written.
+        image: the image it describes.
+
+    Raises:
+        OutputError: the sidecar exists and is not mrisr's, or records another
+            image that still exists.
+    """
+    sidecar, image = Path(sidecar).absolute(), Path(image).absolute()
+    if not sidecar.exists():
+        return
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        record = None
+    owner = record.get("output") if isinstance(record, dict) and "mrisr_version" in record else None
+    if owner is None:
+        raise OutputError(
+            f"exists and is not an mrisr provenance record; the sidecar of {image.name} would "
+            "replace it",
+            path=sidecar,
+            expected="no file there, or mrisr's own sidecar of the same output",
+            fix="choose another output name with -o, or move that JSON file away",
+        )
+    owner_path = Path(str(owner))
+    if owner_path.resolve() != image.resolve() and owner_path.exists():
+        raise OutputError(
+            f"is the provenance sidecar of {owner_path.name}; writing {image.name}'s sidecar "
+            "there would lose that image's provenance (both are named after the stem)",
+            path=sidecar,
+            expected=f"an output whose stem is not that of {owner_path.name}",
+            fix=f"choose another output name with -o (e.g. another stem than {sidecar.stem!r}), "
+            f"or delete {owner_path.name} and its sidecar first",
+        )
 
 
 def write_atomic(

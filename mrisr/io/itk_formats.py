@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,27 @@ def simpleitk() -> Any:
     import SimpleITK
 
     return SimpleITK
+
+
+@contextmanager
+def quiet_itk() -> Iterator[Any]:
+    """SimpleITK with ITK's global warning display off, restored afterwards.
+
+    ITK prints its warnings ("WARNING: In .../itkGDCMSeriesFileNames.cxx ...
+    No Series were found") straight to stderr, before and apart from mrisr's
+    own message; mrisr checks what those warnings are about and says it in
+    its words.
+
+    Yields:
+        The SimpleITK module.
+    """
+    sitk = simpleitk()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield sitk
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 # --------------------------------------------------------------------------- LPS <-> RAS
@@ -124,6 +146,12 @@ def load_itk_file(path: Path, kind: str) -> Volume:
             or voxel type, or a header claiming more voxels than the file holds.
         GeometryError: invalid voxel sizes or affine.
     """
+    with quiet_itk():
+        return _load_itk_file(path, kind)
+
+
+def _load_itk_file(path: Path, kind: str) -> Volume:
+    """:func:`load_itk_file` without ITK's own warnings."""
     sitk = simpleitk()
     label = "NRRD" if kind == "nrrd" else "MetaImage"
     reader = sitk.ImageFileReader()

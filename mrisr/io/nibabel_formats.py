@@ -270,6 +270,7 @@ def load_nibabel(path: Path, kind: str) -> Volume:
         meta["sform_code"] = int(header["sform_code"])
         check_spacing(stored["pixdim"][1:4], path, "pixdim[1:4]")
         check_form_codes(meta["qform_code"], meta["sform_code"], path)
+        meta.update(_qform_from_sform(header, path))
     else:
         meta["format"] = "mgh"
         meta["qform_code"] = meta["sform_code"] = None
@@ -308,6 +309,81 @@ def load_nibabel(path: Path, kind: str) -> Volume:
     return Volume(data=data, affine=affine, header=header.copy(), source=path, meta=meta)
 
 
+#: qform and sform closer than this (mm at the grid's corners) count as the same transform.
+FORM_AGREEMENT_MM = 1e-4
+
+
+def _qform_from_sform(header: Any, path: Path) -> dict[str, Any]:
+    """``{"qform_from_sform": W}`` when both forms are valid and differ, else ``{}``.
+
+    ``W = qform @ inv(sform)`` maps the sform's world (which mrisr's affine is)
+    to the qform's. It is a property of the two worlds, not of the grid, so it
+    survives crops and resampling: the qform of any new grid is ``W @ affine``.
+    """
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return {}
+    qform, sform = header.get_qform(), header.get_sform()
+    try:
+        world = qform @ np.linalg.inv(sform)
+    except np.linalg.LinAlgError:
+        return {}  # a singular sform is refused by check_affine
+    corners = _grid_corners(header.get_data_shape()[:3])
+    if np.abs((qform - sform) @ corners).max() <= FORM_AGREEMENT_MM:
+        return {}
+    return {"qform_from_sform": world}
+
+
+def _grid_corners(shape: Any) -> np.ndarray:
+    """(4, 8) homogeneous voxel coordinates of a grid's corner voxels."""
+    ends = [(0, max(int(n), 1) - 1) for n in (list(shape) + [1, 1, 1])[:3]]
+    return np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]]).T
+
+
+def form_disagreement(volume: Volume) -> dict[str, Any] | None:
+    """How far a NIfTI's qform lies from its sform (which mrisr uses), or None when they agree.
+
+    Args:
+        volume: a loaded volume; its ``meta["qform_from_sform"]`` is set by the
+            NIfTI reader when both form codes are > 0 and the forms differ.
+
+    Returns:
+        ``{"max_shift_mm", "rotation_deg", "used": "sform", "sform_code",
+        "qform_code"}``: the largest distance (mm) between where the two put a
+        corner voxel of the grid, and the angle (degrees) of the rotation
+        between them; None when there is no disagreement.
+    """
+    world = volume.meta.get("qform_from_sform")
+    if world is None:
+        return None
+    world = np.asarray(world, dtype=np.float64)
+    corners = volume.affine @ _grid_corners(volume.shape)
+    shift = float(np.linalg.norm(((world - np.eye(4)) @ corners)[:3], axis=0).max())
+    # The rotation part of W (its polar factor), as an angle about one axis.
+    u, _, vt = np.linalg.svd(world[:3, :3])
+    rotation = u @ vt
+    cosine = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
+    return {
+        "max_shift_mm": shift,
+        "rotation_deg": float(np.degrees(np.arccos(cosine))),
+        "used": "sform",
+        "sform_code": volume.meta.get("sform_code"),
+        "qform_code": volume.meta.get("qform_code"),
+    }
+
+
+def is_sheared(affine: np.ndarray, tolerance: float = 1e-6) -> bool:
+    """Whether a (4, 4) affine is more than rotation, voxel scaling and flips (a qform cannot hold it).
+
+    Args:
+        affine: voxel-to-world matrix (mm).
+        tolerance: largest |cosine| between two voxel axes still counted as 90 degrees.
+    """
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = axes / np.linalg.norm(axes, axis=0)
+    gram = unit.T @ unit
+    return bool(np.abs(gram - np.eye(3)).max() > tolerance)
+
+
 def _form_codes(volume: Volume) -> tuple[int, int]:
     """qform and sform codes to write: the volume's meta, else its NIfTI header, else scanner."""
     codes = []
@@ -342,20 +418,75 @@ def write_nifti(volume: Volume, data: np.ndarray, affine: np.ndarray, target: Pa
         header = nib.Nifti1Header()
         header.set_xyzt_units("mm", "sec")
         image_class = nib.Nifti1Image
+    _clear_grid_fields(header, data.shape)
     header.set_data_shape(data.shape)
     header.set_data_dtype(data.dtype)
-    qform_code, sform_code = _form_codes(volume)
-    # set_qform also writes pixdim[0:4] (qfac and voxel sizes) from the affine.
-    header.set_qform(affine, code=qform_code)
-    header.set_sform(affine, code=sform_code)
-    if sform_code == 0 and not np.allclose(header.get_qform(), affine, atol=1e-5):
-        # The qform cannot hold shears; without an sform the geometry would be lost.
-        header.set_sform(affine, code=qform_code)
+    _set_forms(header, volume, affine)
     # Explicit 1/0 (not NaN) also stops nibabel from computing a scaling of its own.
     header.set_slope_inter(1.0, 0.0)
     # affine=None: the header already holds the geometry and its codes; passing
     # the affine would let nibabel reset the codes when it cannot match them.
     nib.save(image_class(data, None, header=header), target)
+
+
+def _set_forms(header: Any, volume: Volume, affine: np.ndarray) -> None:
+    """Write both transforms of ``affine``'s grid into ``header``, each with the input's code.
+
+    The sform is ``affine``. The qform is ``W @ affine`` when the input's
+    qform differed from its sform (``W`` from :func:`_qform_from_sform`), so
+    that tools reading the qform (ITK, ANTs, ITK-SNAP) see the output where
+    they saw the input; otherwise it is ``affine`` itself, except that a
+    sheared affine (gantry tilt) is never squeezed into a qform: that qform
+    gets code 0 and the sform keeps the geometry.
+    """
+    qform_code, sform_code = _form_codes(volume)
+    world = volume.meta.get("qform_from_sform")
+    qform = affine if world is None else np.asarray(world, dtype=np.float64) @ affine
+    if is_sheared(qform, tolerance=1e-5):
+        # The qform cannot hold shears; nibabel would store the nearest rotation.
+        header.set_qform(None)
+        zooms = list(header.get_zooms())
+        zooms[:3] = np.linalg.norm(affine[:3, :3], axis=0)
+        header.set_zooms(zooms)
+        header.set_sform(affine, code=sform_code or qform_code or DEFAULT_FORM_CODE)
+        return
+    # set_qform also writes pixdim[0:4] (qfac and voxel sizes) from the matrix.
+    header.set_qform(qform, code=qform_code)
+    header.set_sform(affine, code=sform_code)
+    if sform_code == 0 and not np.allclose(header.get_qform(), affine, atol=1e-5):
+        # Without an sform the geometry would be lost where the qform differs.
+        header.set_sform(affine, code=qform_code)
+
+
+#: NIfTI intent codes whose meaning depends on the voxel grid or on exact voxel
+#: values (labels, vectors, matrices, node indices, colours): upscaled voxels are
+#: neither, so the intent is cleared. Statistics and estimates (2-24, 1001) stay.
+GRID_INTENTS = frozenset(
+    {1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010} | set(range(2001, 2006))
+)
+
+
+def _clear_grid_fields(header: Any, shape: tuple[int, ...]) -> None:
+    """Clear header fields that describe the input's grid when ``shape`` is another grid.
+
+    Slice timing (slice_code, slice_start, slice_end, slice_duration) counts the
+    input's acquired slices: on a grid with another number of slices along the
+    slice dimension (or an unknown one) it is cleared. Intents tied to the grid
+    (:data:`GRID_INTENTS`) are cleared with their parameters and name. dim_info
+    (which array axis is frequency, phase, slice) stays true: the axes keep their
+    order. Call before the new shape is set.
+    """
+    old = tuple(int(n) for n in header.get_data_shape()[:3])
+    new = tuple(int(n) for n in shape[:3])
+    if old == new:
+        return
+    slice_dim = header.get_dim_info()[2]
+    if slice_dim is None or old[slice_dim] != new[slice_dim]:
+        for key in ("slice_code", "slice_start", "slice_end"):
+            header[key] = 0
+        header["slice_duration"] = 0.0
+    if int(header["intent_code"]) in GRID_INTENTS:
+        header.set_intent("none", (), name="")
 
 
 def write_mgh(volume: Volume, data: np.ndarray, affine: np.ndarray, target: Path) -> None:
