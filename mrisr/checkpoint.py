@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.errors import CheckpointError, ConfigError
-from mrisr.io.files import file_sha256, write_atomic
+from mrisr.io.files import file_sha256, require_existing, write_atomic
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `mrisr models` stays fast
     import torch
@@ -329,14 +329,11 @@ def find_model_file(path: str | Path) -> Path:
         CheckpointError: the path does not exist, or the folder holds no
             ``.safetensors`` file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(
-            "does not exist",
-            path=path,
-            expected="a .safetensors model file or a training run folder",
-            fix="check the path",
-        )
+    path = require_existing(
+        path,
+        expected="a .safetensors model file or a training run folder",
+        error=CheckpointError,
+    )
     if not path.is_dir():
         return path
     for candidate in (MODEL_FILENAME, BEST_FILENAME):
@@ -383,9 +380,9 @@ def convert_torch_checkpoint(
     """
     import torch
 
-    source = Path(source)
-    if not source.is_file():
-        raise CheckpointError("does not exist", path=source, fix="check the path")
+    source = require_existing(
+        source, expected="a torch state dict file", error=CheckpointError, kind="file"
+    )
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unreadable files

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrisr.errors import CheckpointError, ConfigError
+from mrisr.io.files import require_existing
 
 log = logging.getLogger(__name__)
 
@@ -337,14 +338,13 @@ def load_vgg_state(path: str | Path) -> dict[str, Tensor]:
     Raises:
         CheckpointError: missing, unreadable or unsafe file, or no VGG conv weights in it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            "does not exist",
-            path=path,
-            expected="a VGG19 weights file (.safetensors, or a torch state dict)",
-            fix="check the --perceptual-weights path",
-        )
+    path = require_existing(
+        path,
+        expected="a VGG19 weights file (.safetensors, or a torch state dict)",
+        fix="check the --perceptual-weights path",
+        error=CheckpointError,
+        kind="file",
+    )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -160,3 +160,36 @@ def test_endings(name: str, ending: str, name_stem: str) -> None:
 
 def test_written_formats_are_read_formats_without_detached_headers() -> None:
     assert set(WRITE_FORMATS) == set(READ_FORMATS) - {".nhdr", ".mhd"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "problem"),
+    [
+        ("path", None, "does not exist"),
+        ("file", None, "does not exist"),
+        ("file", "folder", "is not a file"),
+        ("folder", None, r"is not a folder \(nothing exists there\)"),
+        ("folder", "file", "is not a folder$|is not a folder;"),
+    ],
+)
+def test_require_existing_names_the_path_the_problem_and_the_fix(tmp_path, kind, make, problem):
+    from mrisr.errors import CheckpointError
+    from mrisr.io.files import require_existing
+
+    path = tmp_path / "thing"
+    if make == "folder":
+        path.mkdir()
+    elif make == "file":
+        path.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=problem) as caught:
+        require_existing(
+            path, expected="a model", fix="pass another", error=CheckpointError, kind=kind
+        )
+    message = str(caught.value)
+    assert str(path) in message and "expected a model" in message and "Fix: pass another" in message
+
+
+def test_require_existing_returns_the_path(tmp_path):
+    from mrisr.io.files import require_existing
+
+    assert require_existing(str(tmp_path), expected="a folder", kind="folder") == tmp_path

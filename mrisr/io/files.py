@@ -50,6 +50,43 @@ READABLE = (
 _WRITE_FAILURES = (OSError, RuntimeError, ValueError)
 
 
+def require_existing(
+    path: str | Path,
+    *,
+    expected: str,
+    fix: str = "check the path",
+    error: type[MrisrError] = InputError,
+    kind: str = "path",
+) -> Path:
+    """``path`` as a Path, or a clear error when there is nothing of that kind there.
+
+    The one "does not exist" check for every file mrisr is given (scans,
+    model files, training state, perceptual weights, training folders).
+
+    Args:
+        path: what the user passed.
+        expected: what should be there, for the message.
+        fix: how to fix it, for the message.
+        error: the error class (InputError for images, CheckpointError for model files...).
+        kind: ``"path"`` (anything), ``"file"`` or ``"folder"``.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        MrisrError: ``error``, when nothing (of ``kind``) exists at ``path``.
+    """
+    path = Path(path)
+    there = {"path": path.exists, "file": path.is_file, "folder": path.is_dir}[kind]()
+    if not there:
+        if kind == "folder":
+            problem = "is not a folder" + ("" if path.exists() else " (nothing exists there)")
+        else:
+            problem = "does not exist" if not path.exists() else f"is not a {kind}"
+        raise error(problem, path=path, expected=expected, fix=fix)
+    return path
+
+
 def suffix(path: str | Path) -> str:
     """The ending that names a file's format, lower case (``.nii.gz`` counts as one).
 
@@ -272,9 +309,7 @@ def file_sha256(path: str | Path) -> str:
     Raises:
         InputError: the path does not exist.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("does not exist", path=path, expected="a file or folder to hash")
+    path = require_existing(path, expected="a file or folder to hash")
     if not path.is_dir():
         return _hash_file(path)
     digest = hashlib.sha256()

@@ -21,6 +21,7 @@ from mrisr.io.files import (
     READ_FORMATS,
     READABLE,
     WRITE_FORMATS,
+    require_existing,
     suffix,
     write_atomic,
 )
@@ -64,14 +65,11 @@ def load_volume(path: str | Path) -> Volume:
             problem, what was expected and the fix.
         GeometryError: invalid spacing, orientation or slice positions.
     """
-    path = Path(path).expanduser().absolute()
-    if not path.exists():
-        raise InputError(
-            "does not exist",
-            path=path,
-            expected=READABLE,
-            fix="check the path (relative paths start from the current folder)",
-        )
+    path = require_existing(
+        Path(path).expanduser().absolute(),
+        expected=READABLE,
+        fix="check the path (relative paths start from the current folder)",
+    )
     if path.is_dir():
         volume = load_dicom_folder(path)
     else:

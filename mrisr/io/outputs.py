@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mrisr.errors import InputError
-from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
+from mrisr.io.files import READ_FORMATS, check_output, require_existing, stem, suffix, write_atomic
 from mrisr.volume import Volume
 
 
@@ -94,8 +93,7 @@ def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> 
         OutputError: an output is the input or its sidecar, exists (without
             ``overwrite``), or its folder is missing.
     """
-    if not input_path.exists():
-        raise InputError("does not exist", path=input_path, fix="check the path")
+    require_existing(input_path, expected="a scan file or DICOM folder")
     # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
     for output in outputs:
         check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])

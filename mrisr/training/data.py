@@ -35,7 +35,7 @@ from mrisr.config import DataConfig
 from mrisr.errors import ConfigError, InputError
 from mrisr.geometry import round_half_up
 from mrisr.intensity import Normalisation, fit_normalisation
-from mrisr.io.files import READ_FORMATS, stem, suffix
+from mrisr.io.files import READ_FORMATS, require_existing, stem, suffix
 from mrisr.simulate import slice_profile_matrix
 from mrisr.slices import PAIR_KINDS
 from mrisr.volume import Volume
@@ -95,14 +95,9 @@ def find_volumes(folder: str | Path) -> list[Path]:
     """
     import nibabel as nib
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(
-            "is not a folder",
-            path=folder,
-            expected="a folder of training volumes",
-            fix="pass --volumes DIR",
-        )
+    folder = require_existing(
+        folder, expected="a folder of training volumes", fix="pass --volumes DIR", kind="folder"
+    )
     candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
     readable = []
     for path in candidates:

@@ -21,7 +21,7 @@ import numpy as np
 
 from mrisr.checkpoint import FORMAT_VERSION
 from mrisr.errors import CheckpointError, ConfigError
-from mrisr.io.files import write_atomic
+from mrisr.io.files import require_existing, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -96,11 +96,9 @@ def load_training_state(
     """
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            "does not exist", path=path, expected="a training state file", fix="check the path"
-        )
+    path = require_existing(
+        path, expected="a training state file", error=CheckpointError, kind="file"
+    )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncation, foreign pickles: several exception types
