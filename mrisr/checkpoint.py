@@ -377,6 +377,11 @@ def convert_torch_checkpoint(
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: the source is missing, unreadable, or its tensors do not fit
+            the named generator.
+        ConfigError: an unknown generator name or configuration.
     """
     import torch
 

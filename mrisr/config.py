@@ -435,6 +435,10 @@ def from_dict(cls: type, values: Mapping[str, Any], *, section: str = "config") 
 
     Returns:
         A new instance of ``cls``.
+
+    Raises:
+        ConfigError: ``values`` is not a mapping, has unknown keys, or a value of the
+            wrong type or range.
     """
     if not isinstance(values, Mapping):
         raise ConfigError(
@@ -528,6 +532,9 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainCo
 
     Returns:
         A new :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: an unknown dotted setting, or a value the config refuses.
     """
     merged = to_dict(config)
     for key, value in overrides.items():

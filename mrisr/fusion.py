@@ -50,7 +50,18 @@ def fuse_fba(volumes: Sequence[np.ndarray], power: float = 11.0) -> np.ndarray:
 
 
 def fuse(volumes: Sequence[np.ndarray], method: Fusion = "mean") -> np.ndarray:
-    """Fuse same-shape volumes with ``method`` (``"mean"`` or ``"fba"``)."""
+    """Fuse same-shape volumes with ``method`` (``"mean"`` or ``"fba"``).
+
+    Args:
+        volumes: the restacked planes, each (X, Y, Z) on the same grid.
+        method: ``"mean"`` (voxel average) or ``"fba"`` (Fourier burst accumulation).
+
+    Returns:
+        The fused (X, Y, Z) float32 volume.
+
+    Raises:
+        ConfigError: an unknown method.
+    """
     if method == "mean":
         return fuse_mean(volumes)
     if method == "fba":

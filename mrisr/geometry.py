@@ -59,6 +59,9 @@ def resampled_affine(affine: np.ndarray, axis: int, n_in: int, n_out: int) -> np
 
     Returns:
         A new (4, 4) float64 affine; the effective factor is ``n_out / n_in``.
+
+    Raises:
+        GeometryError: an axis other than 0, 1, 2, or a slice count below 1.
     """
     if axis not in (0, 1, 2):
         raise GeometryError(f"axis must be 0, 1 or 2, got {axis}")

@@ -57,6 +57,10 @@ def fit_normalisation(
 
     Returns:
         The fitted :class:`Normalisation`.
+
+    Raises:
+        InputError: no voxel is brighter than the background level (a constant
+            or all-zero image).
     """
     values = np.asarray(data, dtype=np.float32).ravel()
     low = float(np.percentile(values, low_percentile))

@@ -281,6 +281,10 @@ def ssim_map(
     Returns:
         (X - w + 1, Y - w + 1, Z - w + 1) float64 map; entry ``[i, j, k]``
         belongs to voxel ``[i + r, j + r, k + r]`` with ``r = (w - 1) // 2``.
+
+    Raises:
+        ConfigError: an even or too small window.
+        InputError: a volume smaller than the window.
     """
     x, y = _pair(result, reference)
     span = _range(y, data_range)
@@ -328,6 +332,10 @@ def ssim(
 
     Returns:
         Mean SSIM, at most 1 (1 for equal volumes).
+
+    Raises:
+        InputError: volumes of different shapes, a mask of another shape, or a
+            mask lying entirely where the window does not fit.
     """
     x, y = _pair(result, reference)
     mask = _check_mask(mask, y.shape)

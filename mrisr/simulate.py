@@ -46,6 +46,10 @@ def slice_profile_matrix(
 
     Returns:
         (n_out, n_in) float64 matrix whose rows sum to 1.
+
+    Raises:
+        ConfigError: an unknown profile, or a thickness that is not positive or
+            too thin to cover any input voxel.
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
@@ -103,6 +107,10 @@ def simulate_thick_slices(
 
     Returns:
         float32 array with ``round(n / factor)`` slices along ``axis``.
+
+    Raises:
+        ConfigError: a factor of 1 or less, or a bad profile or thickness (see
+            :func:`slice_profile_matrix`).
     """
     if not factor > 1:
         raise ConfigError(f"factor must be > 1, got {factor:g}")
@@ -136,6 +144,10 @@ def simulate_volume(
     Returns:
         A new Volume on the field-of-view-aligned thick grid; ``meta`` records
         ``slice_thickness_mm``, ``slice_spacing_mm`` and the simulation settings.
+
+    Raises:
+        ConfigError: an axis other than 0, 1, 2, a factor of 1 or less, or fewer
+            than two thick slices would remain.
     """
     if axis not in (0, 1, 2):
         raise ConfigError(f"axis must be 0, 1 or 2, got {axis}")
