@@ -45,3 +45,37 @@ def _renames(call: ast.Call) -> bool:
     if isinstance(call.func.value, ast.Name) and call.func.value.id == "os":
         return name in ("replace", "rename")
     return name in ("replace", "rename") and len(call.args) == 1 and not call.keywords
+
+
+def _raises_directly(function: ast.AST) -> bool:
+    """Whether ``function``'s own body (not a nested function's) raises an exception."""
+    stack = list(ast.iter_child_nodes(function))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            return True
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _public_functions(tree: ast.AST, public: bool = True):
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if public and not node.name.startswith("_"):
+                yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from _public_functions(node, public and not node.name.startswith("_"))
+
+
+def test_every_public_function_that_raises_says_what_in_its_docstring():
+    missing = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        for path in SOURCES
+        for node in _public_functions(ast.parse(path.read_text(encoding="utf-8")))
+        if _raises_directly(node) and "Raises:" not in (ast.get_docstring(node) or "")
+    ]
+    assert not missing, "public functions that raise without a Raises: section: " + ", ".join(
+        missing
+    )
