@@ -181,7 +181,6 @@ def feature_matching_loss(
 
     Raises:
         ValueError: real and fake features of different layers or shapes.
-        ConfigError: no (B, C, h, w) feature map.
     """
     _check_same_layers(real_features, fake_features)
     losses = [F.l1_loss(f, r.detach()) for r, f in zip(real_features, fake_features, strict=True)]

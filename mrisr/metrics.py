@@ -227,15 +227,7 @@ def nrmse(result: Any, reference: Any, *, mask: np.ndarray | None = None) -> flo
     """
     x, y = _pair(result, reference)
     mask = _check_mask(mask, y.shape)
-    if mask is not None:
-        x, y = x[mask], y[mask]
-    norm = float(np.linalg.norm(y))
-    if norm == 0.0:
-        raise InputError(
-            "the reference is zero everywhere it is compared, so NRMSE is undefined",
-            fix="compare inside a foreground mask, or check the reference",
-        )
-    return float(np.linalg.norm(x - y)) / norm
+    return _relative_norm(x - y, y, mask, "the reference is zero", "NRMSE")
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -415,12 +407,19 @@ def hfen(
     mask = _check_mask(mask, y.shape)
     error = laplacian_of_gaussian(x - y, sigma)
     edges = laplacian_of_gaussian(y, sigma)
+    return _relative_norm(error, edges, mask, "the reference has no edges", "HFEN")
+
+
+def _relative_norm(
+    error: np.ndarray, reference: np.ndarray, mask: np.ndarray | None, zero: str, name: str
+) -> float:
+    """``||error|| / ||reference||`` over ``mask``; refuses a zero reference (``zero``, ``name``)."""
     if mask is not None:
-        error, edges = error[mask], edges[mask]
-    norm = float(np.linalg.norm(edges))
+        error, reference = error[mask], reference[mask]
+    norm = float(np.linalg.norm(reference))
     if norm == 0.0:
         raise InputError(
-            "the reference has no edges where it is compared, so HFEN is undefined",
+            f"{zero} everywhere it is compared, so {name} is undefined",
             fix="compare inside a foreground mask, or check the reference",
         )
     return float(np.linalg.norm(error)) / norm
