@@ -9,7 +9,8 @@ the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
-from mrisr.errors import ConfigError, GeometryError
+from mrisr.errors import ConfigError, GeometryError, MrisrError
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
     MIN_ANISOTROPY,
@@ -32,6 +33,7 @@ from mrisr.intensity import fit_normalisation
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
+    named_path,
     sidecar_path,
     write_image_and_sidecar,
 )
@@ -200,6 +202,31 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
     )
 
 
+@contextmanager
+def naming_input(source: str | Path | None) -> Iterator[None]:
+    """Let an mrisr error that names no file name the input scan ``source``.
+
+    Errors about the model or the settings ("no bundled model covers factor 9",
+    a factor outside the model's range, "has no voxel brighter than its
+    background") are raised where the scan is unknown; the user must still
+    learn which scan they concern. Errors already naming a file (a model file)
+    pass unchanged.
+
+    Raises:
+        MrisrError: the same kind of error, with ``path=source`` when it had none.
+    """
+    try:
+        yield
+    except MrisrError as error:
+        if error.path is not None or source is None:
+            raise
+        try:
+            named = type(error)(error.problem, path=source, expected=error.expected, fix=error.fix)
+        except TypeError:  # a subclass built otherwise: keep it as it is
+            raise error from None
+        raise named from error
+
+
 #: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.
 GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
 
@@ -296,15 +323,16 @@ def upscale_volume(
         plan = plan_upscale(volume, factor=factor, axis=axis)
     else:
         _check_plan(plan, volume, factor=factor, axis=axis)
-    check_factor_range(model, plan.factor, force=options.force)
-    thickness = slice_thickness(volume, plan, options.thickness_mm)
-    normalisation = fit_normalisation(volume.data)
+    with naming_input(volume.source):
+        # Every check before the first voxel is computed.
+        check_factor_range(model, plan.factor, force=options.force)
+        thickness = slice_thickness(volume, plan, options.thickness_mm)
+        width = consistency_width(thickness, plan) if options.consistency else None
+        normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
     fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
-    if options.consistency:
-        fused = enforce_consistency(
-            fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
-        )
+    if width is not None:
+        fused = enforce_consistency(fused, thick, plan.axis, thickness=width)
     data = normalisation.invert(fused)
     # Facts of the input's grid (its slice thickness, how it was simulated) do not
     # hold for the result; they stay recorded under "upscale".
@@ -436,21 +464,17 @@ def upscale_file(
     from mrisr.io import load_volume, output_format
 
     options = UpscaleOptions.build(options, settings)
-    input_path = Path(input_path)
+    input_path = named_path(input_path)  # "." and ".." name the folder they are
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
     check_outputs(input_path, [output, sidecar], overwrite=overwrite)
 
     volume = load_volume(input_path)
-    plan = plan_upscale(volume, factor=factor, axis=axis)
-    result = upscale_volume(
-        volume,
-        choose_model(model, plan.factor),
-        plan=plan,
-        options=options,
-        progress=progress,
-    )
+    with naming_input(input_path):
+        plan = plan_upscale(volume, factor=factor, axis=axis)
+        chosen = choose_model(model, plan.factor)
+    result = upscale_volume(volume, chosen, plan=plan, options=options, progress=progress)
     write_image_and_sidecar(
         result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import progress_bar, say
 from mrisr.device import DEVICE_HELP
 
 NAME = "upscale"
@@ -56,8 +56,7 @@ def command(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from mrisr.io.outputs import named_path
     from mrisr.models import ModelRequest
     from mrisr.upscale import UpscaleOptions, upscale_file
 
@@ -67,15 +66,8 @@ def command(
     options = UpscaleOptions(
         fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} slices"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"upscaling {scan.name}", total=None)
+    with progress_bar("slices") as bar:
+        task = bar.add_task(f"upscaling {named_path(scan).name}", total=None)
         written, sidecar = upscale_file(
             scan,
             output,
@@ -86,4 +78,4 @@ def command(
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"wrote {written}\nwrote {sidecar}")
+    say(f"wrote {written}\nwrote {sidecar}")

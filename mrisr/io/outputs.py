@@ -7,25 +7,61 @@ The image and its provenance sidecar are written through
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrisr.errors import InputError
-from mrisr.io.files import READ_FORMATS, check_output, stem, suffix, write_atomic
+from mrisr.errors import InputError, OutputError
+from mrisr.io.files import (
+    READ_FORMATS,
+    check_output,
+    check_writable,
+    stem,
+    suffix,
+    write_atomic,
+)
 from mrisr.volume import Volume
 
 
+def named_path(path: str | Path) -> Path:
+    """``path`` itself, or made absolute when its last part does not name it (``.``, ``..``).
+
+    ``mrisr upscale .`` inside a DICOM folder, or ``..``, must name outputs after
+    the folder's real name and put them beside it. Only such paths are made
+    absolute (``os.path.abspath``: symlinks are not followed, so a linked scan's
+    output stays beside the link); others are returned unchanged.
+    """
+    path = Path(path)
+    if path.name in ("", ".", "..") or ".." in path.parts:
+        return Path(os.path.abspath(path))
+    return path
+
+
 def default_output_path(input_path: str | Path) -> Path:
-    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``)."""
-    path = Path(input_path)
+    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``).
+
+    ``.`` and ``..`` are named after the folder they are (see :func:`named_path`).
+
+    Raises:
+        OutputError: the input is the file-system root, which names nothing.
+    """
+    path = named_path(input_path)
+    if not stem(path):
+        raise OutputError(
+            "names no file or folder to call the output after",
+            path=path,
+            fix="pass the output path with -o",
+        )
     return path.parent / f"{stem(path)}_sr.nii.gz"
 
 
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
-    path = Path(output_path)
+    path = named_path(output_path)
+    if not path.name:  # the file-system root: no file beside it
+        return path / ".json"
     if suffix(path) in READ_FORMATS:
         return path.parent / (stem(path) + ".json")
     return path.with_suffix(".json")
@@ -92,10 +128,12 @@ def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> 
     Raises:
         InputError: the input does not exist.
         OutputError: an output is the input or its sidecar, exists (without
-            ``overwrite``), or its folder is missing.
+            ``overwrite``), or its folder is missing or not writable.
     """
     if not input_path.exists():
         raise InputError("does not exist", path=input_path, fix="check the path")
     # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
     for output in outputs:
         check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])
+    for output in outputs:  # a read-only folder fails now, not after minutes of work
+        check_writable(output)

@@ -1,0 +1,266 @@
+"""What a new user trips over: odd paths, checks before work, messages, --version, progress.
+
+Each bad input goes through the command line as a user would type it; the
+expensive part (the slice model's work) is replaced by a function that fails
+the test if it is reached, so "checked before any voxel is computed" is tested
+directly rather than timed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import mrisr.upscale
+from mrisr.cli import app
+from mrisr.errors import OutputError
+from mrisr.io.outputs import default_output_path, named_path
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def thick_scan(path: Path, shape=(24, 20, 6), zooms=(1.0, 1.0, 4.0)) -> Path:
+    """A small thick-slice NIfTI: smooth positive blobs, 4 mm along axis 2."""
+    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    data = 100 + 80 * np.exp(-4 * sum(g**2 for g in grid)) + 10 * np.sin(5 * grid[0])
+    nib.save(nib.Nifti1Image(data.astype(np.int16), np.diag([*zooms, 1.0])), str(path))
+    return path
+
+
+@pytest.fixture
+def no_voxel_work(monkeypatch):
+    """Fail the test if the slice model ever runs."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the slice model ran before a check that should have come first")
+
+    monkeypatch.setattr(mrisr.upscale, "_upscale_planes", refuse)
+
+
+@pytest.fixture
+def dicom_folder(shared_data, tmp_path) -> Path:
+    folder = tmp_path / "pd_axial"
+    shutil.copytree(shared_data / "thick" / "brain_pd_axial_7mm_dicom", folder)
+    return folder
+
+
+# ------------------------------------------------------------- 1. . and ..
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("scan.nii.gz", "scan_sr.nii.gz"),
+        ("dicom", "dicom_sr.nii.gz"),
+        (".", "{cwd}_sr.nii.gz"),
+        ("..", "{parent}_sr.nii.gz"),
+        ("dicom/..", "{cwd}_sr.nii.gz"),
+        ("./dicom/", "dicom_sr.nii.gz"),
+    ],
+)
+def test_default_output_is_named_after_the_real_folder(given, expected, tmp_path, monkeypatch):
+    work = tmp_path / "study" / "series"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    output = default_output_path(given)
+    name = expected.format(cwd="series", parent="study")
+    assert output.name == name
+    assert not output.name.startswith(".")
+    # Beside the input: "." gives study/series_sr.nii.gz, ".." gives tmp_path/study_sr.nii.gz.
+    assert output.resolve().parent == named_path(given).resolve().parent
+
+
+def test_the_root_folder_names_no_output():
+    with pytest.raises(OutputError, match="-o"):
+        default_output_path("/")
+
+
+@pytest.mark.parametrize("where", [".", ".."])
+def test_upscale_dot_and_dot_dot_in_a_dicom_folder(dicom_folder, monkeypatch, where):
+    inside = dicom_folder if where == "." else dicom_folder / "work"
+    inside.mkdir(exist_ok=True)
+    monkeypatch.chdir(inside)
+    result = invoke("upscale", where, "--model", "cubic", "--factor", 2)
+    assert result.exit_code == 0, result.output
+    output = dicom_folder.parent / "pd_axial_sr.nii.gz"
+    assert output.is_file() and (dicom_folder.parent / "pd_axial_sr.json").is_file()
+    assert not list(inside.glob(".*_sr*")), "no hidden output in the current folder"
+    assert nib.load(output).shape == (256, 256, 40)
+
+
+def test_upscale_dot_dot_with_a_file_input_keeps_the_file_s_name(tmp_path, monkeypatch):
+    scan = thick_scan(tmp_path / "scan.nii.gz")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    result = invoke("upscale", "../scan.nii.gz", "--model", "cubic")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "scan_sr.nii.gz").is_file()
+    assert scan.is_file()
+
+
+# ------------------------------------------- 2. every check before the work
+
+
+def read_only(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` refuse new files, also for root (who ignores mode bits)."""
+    import mrisr.io.files as files
+
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", guarded)
+
+
+#: (case, extra command-line options, words the message must hold)
+EARLY_REFUSALS = [
+    ("read-only folder", ["--model", "cubic"], ["cannot be written", "Permission denied"]),
+    ("existing output, default model", [], ["already exists", "--overwrite"]),
+    ("unknown model", ["--model", "nosuchmodel"], ["unknown model", "nosuchmodel"]),
+    ("no bundled model", ["--factor", 30], ["no bundled model covers factor 30", "--model cubic"]),
+    ("factor outside range", ["--model", "fast", "--factor", 9], ["outside the range 2-6"]),
+    (
+        "thickness with consistency",
+        ["--model", "cubic", "--consistency", "--thickness", 40],
+        ["--consistency needs a slice thickness", "40 mm"],
+    ),
+    ("axis", ["--model", "cubic", "--axis", 5], ["axis must be 0, 1 or 2"]),
+    ("fusion", ["--model", "cubic", "--fusion", "median"], ["unknown fusion", "median"]),
+    ("factor below 1", ["--model", "cubic", "--factor", 0.5], ["factor must be a number > 1"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "words"), EARLY_REFUSALS, ids=[c[0] for c in EARLY_REFUSALS]
+)
+def test_refusals_come_before_any_voxel_is_computed(
+    tmp_path, monkeypatch, no_voxel_work, case, options, words
+):
+    scan = thick_scan(tmp_path / "scan.nii.gz")
+    output = tmp_path / "scan_sr.nii.gz"
+    if case.startswith("existing"):
+        output.write_bytes(b"an earlier result")
+    if case.startswith("read-only"):
+        read_only(monkeypatch, tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = invoke("upscale", scan, *options)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for word in words:
+        assert word in message
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing is left behind"
+    if case.startswith("existing"):
+        assert output.read_bytes() == b"an earlier result"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_really_read_only_folder_is_refused_before_work(tmp_path, no_voxel_work):
+    scan = thick_scan(tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        result = invoke("upscale", scan, "--model", "cubic", "-o", out / "x.nii.gz")
+    finally:
+        out.chmod(0o755)
+    assert result.exit_code == 2 and "cannot be written" in result.output
+
+
+# ------------------------------------------------------------- 3. messages
+
+
+#: (case, how to make the scan, options): every message must name the scan.
+NAMED = [
+    ("no bundled model", None, ["--factor", 30]),
+    ("model range", None, ["--model", "fast", "--factor", 9]),
+    ("thickness", None, ["--model", "cubic", "--thickness", -2]),
+    ("consistency", None, ["--model", "cubic", "--consistency", "--thickness", 40]),
+    ("isotropic", {"zooms": (1.0, 1.0, 1.0)}, ["--model", "cubic"]),
+    ("factor", None, ["--model", "cubic", "--factor", 0.5]),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "options"), NAMED, ids=[c[0] for c in NAMED])
+def test_every_upscale_message_names_the_scan_and_no_numpy_repr(tmp_path, case, make, options):
+    scan = thick_scan(tmp_path / "my_scan.nii.gz", **(make or {}))
+    result = invoke("upscale", scan, *options)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "my_scan.nii.gz" in message
+    assert "Fix:" in message
+    assert not re.search(r"\bnp\.|float64|float32\(|int64\(", message), message
+
+
+def test_a_message_with_brackets_is_printed_whole(tmp_path):
+    """``[low, high]`` is text, not rich markup: it must not vanish from the message."""
+    from mrisr.errors import ConfigError
+
+    def fail() -> None:
+        raise ConfigError("factor_range is [6, 2], not [low, high]", fix="see [bold]this[/bold]")
+
+    import typer
+
+    from mrisr.cli.common import run_reporting_errors
+
+    probe = typer.Typer()
+    probe.command()(run_reporting_errors(fail))
+    result = CliRunner().invoke(probe, [])
+    assert result.exit_code == 2
+    assert "not [low, high]" in result.output and "[bold]this[/bold]" in result.output
+
+
+def test_no_voxel_brighter_than_background_names_the_scan(tmp_path):
+    from mrisr.errors import InputError
+    from mrisr.interpolation import CubicSliceModel
+    from mrisr.volume import Volume
+
+    data = np.zeros((8, 8, 4), np.float32)
+    data[0, 0, 0] = -1.0  # one dark voxel: nothing above the 0.5th percentile
+    volume = Volume(data=data, affine=np.diag([1, 1, 4, 1.0]), source=tmp_path / "dark.nii.gz")
+    with pytest.raises(InputError, match="dark.nii.gz: has no voxel brighter"):
+        mrisr.upscale.upscale_volume(volume, CubicSliceModel())
+
+
+# ---------------------------------------------------------------- 10. CLI
+
+
+def test_version():
+    from mrisr import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"mrisr {__version__}"
+
+
+def test_a_progress_bar_without_a_total_shows_no_none():
+    from rich.console import Console
+
+    import mrisr.cli.common as common
+
+    console = Console(record=True, width=100, force_terminal=True)
+    bar = common.progress_bar("slices", transient=False)
+    bar.live.console = console
+    with bar:
+        task = bar.add_task("upscaling scan", total=None)
+        bar.refresh()
+        unknown = console.export_text()
+        bar.update(task, completed=3, total=12)
+        bar.refresh()
+        known = console.export_text()
+    assert "None" not in unknown and "0/" not in unknown
+    assert "3/12 slices" in known
