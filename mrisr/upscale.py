@@ -9,8 +9,7 @@ the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
-from mrisr.errors import ConfigError, GeometryError, MrisrError
+from mrisr.errors import ConfigError, GeometryError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
     MIN_ANISOTROPY,
@@ -200,31 +199,6 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
         expected=f"a factor between {low:g} and {high:g}",
         fix="pass --factor in that range, use a model trained for this factor, or --force",
     )
-
-
-@contextmanager
-def naming_input(source: str | Path | None) -> Iterator[None]:
-    """Let an mrisr error that names no file name the input scan ``source``.
-
-    Errors about the model or the settings ("no bundled model covers factor 9",
-    a factor outside the model's range, "has no voxel brighter than its
-    background") are raised where the scan is unknown; the user must still
-    learn which scan they concern. Errors already naming a file (a model file)
-    pass unchanged.
-
-    Raises:
-        MrisrError: the same kind of error, with ``path=source`` when it had none.
-    """
-    try:
-        yield
-    except MrisrError as error:
-        if error.path is not None or source is None:
-            raise
-        try:
-            named = type(error)(error.problem, path=source, expected=error.expected, fix=error.fix)
-        except TypeError:  # a subclass built otherwise: keep it as it is
-            raise error from None
-        raise named from error
 
 
 #: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.

@@ -264,3 +264,71 @@ def test_a_progress_bar_without_a_total_shows_no_none():
         known = console.export_text()
     assert "None" not in unknown and "0/" not in unknown
     assert "3/12 slices" in known
+
+
+# ------------------------------------------------------ 3. across commands
+
+
+def iso_scan(path: Path, slices: int = 42) -> Path:
+    data = np.random.default_rng(0).random((20, 18, slices)).astype(np.float32) * 100
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+#: (case, command line with {scan} and {out}, words): bad inputs to every command.
+COMMANDS = [
+    ("info factor", ["info", "{scan}", "--axis", 2, "--factor", 0.5], ["factor must be"]),
+    ("simulate factor 30", ["simulate", "{scan}", "--axis", 2, "--factor", 30, "-o", "{out}"], ["would leave 1 of 42 slices", "--factor 21 or less"]),
+    ("simulate factor nan", ["simulate", "{scan}", "--axis", 2, "--factor", "nan", "-o", "{out}"], ["finite number > 1"]),
+    ("simulate axis", ["simulate", "{scan}", "--axis", 3, "--factor", 2, "-o", "{out}"], ["axis must be 0, 1 or 2"]),
+    ("simulate gap", ["simulate", "{scan}", "--axis", 2, "--factor", 2, "--gap", 5, "-o", "{out}"], ["-3 mm thick", "--gap below 2 mm"]),
+    ("simulate thickness", ["simulate", "{scan}", "--axis", 2, "--factor", 2, "--thickness", -1, "-o", "{out}"], ["-1 mm thick"]),
+    ("simulate profile", ["simulate", "{scan}", "--axis", 2, "--factor", 2, "--profile", "tri", "-o", "{out}"], ["unknown slice profile 'tri'"]),
+    ("evaluate factor", ["evaluate", "{scan}", "--factor", 30], ["fewer than 2 thick slices"]),
+    ("evaluate axis", ["evaluate", "{scan}", "--axis", 4], ["axis must be 0, 1 or 2"]),
+    ("evaluate model range", ["evaluate", "{scan}", "--model", "fast", "--factor", 9], ["outside the range 2-6"]),
+    ("upscale isotropic", ["upscale", "{scan}", "--model", "cubic"], ["isotropic"]),
+    ("upscale factor nan", ["upscale", "{scan}", "--model", "cubic", "--axis", 2, "--factor", "nan"], ["factor must be"]),
+    ("upscale batch size", ["upscale", "{scan}", "--model", "fast", "--axis", 2, "--factor", 4, "--batch-size", 0], ["batch size"]),
+    ("upscale device", ["upscale", "{scan}", "--model", "fast", "--axis", 2, "--factor", 4, "--device", "tpu"], ["unknown device 'tpu'"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "line", "words"), COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_bad_inputs_to_every_command_name_the_scan_without_numpy_reprs(tmp_path, case, line, words):
+    scan = iso_scan(tmp_path / "hr_scan.nii.gz")
+    out = tmp_path / "thick.nii.gz"
+    args = [str(a).format(scan=scan, out=out) for a in line]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    message = " ".join(result.output.split())
+    assert message.startswith("error: ") or "error: " in message
+    assert "hr_scan.nii.gz" in message
+    for word in words:
+        assert word in message
+    assert not re.search(r"\bnp\.|float64|float32\(|int64\(", message), message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr_scan.nii.gz"]
+
+
+# ------------------------------------------------------------ 4. simulate
+
+
+@pytest.mark.parametrize(("slices", "factor", "kept"), [(42, 21, 2), (42, 28, 2), (3, 2, 2)])
+def test_simulate_keeps_at_least_two_slices(tmp_path, slices, factor, kept):
+    scan = iso_scan(tmp_path / "hr.nii.gz", slices)
+    out = tmp_path / "thick.nii.gz"
+    result = invoke("simulate", scan, "--axis", 2, "--factor", factor, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert nib.load(out).shape[2] == kept
+    assert invoke("info", out, "--axis", 2).exit_code == 0, "mrisr reads what it simulated"
+
+
+def test_simulate_refuses_before_reading_when_the_output_cannot_be_written(tmp_path, monkeypatch):
+    import mrisr.io
+
+    scan = iso_scan(tmp_path / "hr.nii.gz")
+    (tmp_path / "thick.nii.gz").write_bytes(b"kept")
+    monkeypatch.setattr(mrisr.io, "load_volume", lambda *a, **k: pytest.fail("read the volume"))
+    result = invoke("simulate", scan, "--axis", 2, "--factor", 2, "-o", tmp_path / "thick.nii.gz")
+    assert result.exit_code == 2 and "already exists" in result.output
