@@ -36,6 +36,7 @@ from mrisr.io.outputs import (
     sidecar_path,
     write_image_and_sidecar,
 )
+from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
@@ -221,20 +222,29 @@ class UpscaleOptions:
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
             sidecar), else the spacing. Recorded, and used by ``consistency``.
         force: allow a factor outside the model's trained range.
+        dtype: the output file's voxel type, ``float32``, ``int16`` or
+            ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
     Raises:
-        ConfigError: an unknown fusion. (A thickness is checked against the
-            scan, by :func:`mrisr.consistency.slice_thickness`.)
+        ConfigError: an unknown fusion or dtype. (A thickness is checked against
+            the scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
     fusion: Fusion = "mean"
     consistency: bool = False
     thickness_mm: float | None = None
     force: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
+        if self.dtype not in OUTPUT_DTYPES:
+            raise ConfigError(
+                f"unknown output dtype {self.dtype!r}",
+                expected=f"one of {', '.join(OUTPUT_DTYPES)}",
+                fix="pass --dtype float32 (default), int16 or uint8",
+            )
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
@@ -440,7 +450,8 @@ def upscale_file(
     options = UpscaleOptions.build(options, settings)
     input_path = named_path(input_path)  # "." and ".." name the folder they are
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
-    output_format(output)  # an unwritable extension fails now, not after the work
+    # An unwritable extension, or an integer type it cannot scale, fails now, not after the work.
+    check_output_dtype(output, options.dtype, output_format(output))
     sidecar = sidecar_path(output)
     check_outputs(input_path, [output, sidecar], overwrite=overwrite)
 
@@ -450,7 +461,12 @@ def upscale_file(
         chosen = choose_model(model, plan.factor)
     result = upscale_volume(volume, chosen, plan=plan, options=options, progress=progress)
     write_image_and_sidecar(
-        result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
+        result,
+        output,
+        sidecar,
+        _provenance(result, input_path, output),
+        overwrite=overwrite,
+        dtype=options.dtype,
     )
     return output, sidecar
 

@@ -332,3 +332,97 @@ def test_simulate_refuses_before_reading_when_the_output_cannot_be_written(tmp_p
     monkeypatch.setattr(mrisr.io, "load_volume", lambda *a, **k: pytest.fail("read the volume"))
     result = invoke("simulate", scan, "--axis", 2, "--factor", 2, "-o", tmp_path / "thick.nii.gz")
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+# --------------------------------------------------------------- 9. --dtype
+
+
+def storage_volume(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    data = rng.normal(300, 80, (10, 9, 8))
+    data[:3] = 0.0  # background
+    if kind == "negative":
+        data[5, 5, 5] = -40.5
+    if kind == "whole":
+        data = np.rint(data)
+    if kind == "huge":
+        data[4, 4, 4] = 1e7
+    return data.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["positive", "negative", "whole", "huge"])
+@pytest.mark.parametrize("dtype", ["float32", "int16", "uint8"])
+def test_integer_outputs_are_scaled_never_clipped(tmp_path, dtype, kind):
+    from mrisr.io import save_volume
+    from mrisr.io.storage import choose_storage
+    from mrisr.volume import Volume
+
+    data = storage_volume(kind)
+    path = tmp_path / "out.nii.gz"
+    storage = choose_storage(data, dtype, "nifti", path)
+    save_volume(Volume(data, np.eye(4)), path, dtype=storage)
+    image = nib.load(path)
+    assert image.get_data_dtype() == np.dtype(dtype)
+    back = image.get_fdata()
+    step = storage.slope if dtype != "float32" else 0.0
+    np.testing.assert_allclose(back, data, rtol=0, atol=step / 2 * 1.001 + 1e-3)
+    assert back.min() == pytest.approx(data.min(), abs=step / 2 + 1e-3)  # nothing clipped
+    assert back.max() == pytest.approx(data.max(), abs=step / 2 + 1e-3)
+    if not (dtype == "uint8" and kind == "negative"):
+        assert np.all(back[:3] == 0), "a zero background stays exactly zero"
+    if kind == "whole" and dtype == "int16":
+        assert (storage.slope, storage.inter) == (1.0, 0.0)  # exact
+
+
+def test_upscale_dtype_shrinks_the_file_records_the_scaling_and_reports_the_size(tmp_path):
+    import json
+
+    scan = thick_scan(tmp_path / "scan.nii.gz", shape=(40, 36, 8))
+    sizes = {}
+    for dtype in ("float32", "int16", "uint8"):
+        out = tmp_path / f"{dtype}.nii.gz"
+        result = invoke("upscale", scan, "--model", "cubic", "--dtype", dtype, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert re.search(
+            rf"{dtype}\.nii\.gz \([\d.]+ [kM]?B, {dtype}", " ".join(result.output.split())
+        )
+        record = json.loads((tmp_path / f"{dtype}.json").read_text())["output_storage"]
+        assert record["dtype"] == dtype
+        assert nib.load(out).get_data_dtype() == np.dtype(dtype)
+        sizes[dtype] = nib.load(out).get_fdata()
+    reference = sizes["float32"]
+    for dtype in ("int16", "uint8"):
+        step = float(nib.load(tmp_path / f"{dtype}.nii.gz").dataobj.slope)
+        assert np.abs(sizes[dtype] - reference).max() <= step / 2 * 1.001
+
+
+@pytest.mark.parametrize(
+    ("output", "dtype", "words"),
+    [
+        ("out.mgz", "int16", ["no scale factor", ".nii.gz"]),
+        ("out.nrrd", "uint8", ["no scale factor"]),
+        ("out.nii.gz", "int8", ["unknown output dtype 'int8'", "float32, int16, uint8"]),
+    ],
+)
+def test_an_output_type_that_cannot_hold_the_result_is_refused_before_work(
+    tmp_path, no_voxel_work, output, dtype, words
+):
+    scan = thick_scan(tmp_path / "scan.nii.gz")
+    result = invoke("upscale", scan, "--model", "cubic", "--dtype", dtype, "-o", tmp_path / output)
+    assert result.exit_code == 2, result.output
+    for word in words:
+        assert word in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def test_whole_numbers_go_to_formats_without_scaling_and_fractions_are_refused(tmp_path):
+    from mrisr.io import save_volume
+    from mrisr.volume import Volume
+
+    labels = np.zeros((6, 6, 6), np.float32)
+    labels[2:4] = 3
+    save_volume(Volume(labels, np.eye(4)), tmp_path / "labels.mgz", dtype=np.uint8)
+    assert np.array_equal(nib.load(tmp_path / "labels.mgz").get_fdata(), labels)
+    with pytest.raises(OutputError, match="without a scale factor"):
+        save_volume(Volume(labels + 0.5, np.eye(4)), tmp_path / "half.mgz", dtype=np.uint8)
+    assert not (tmp_path / "half.mgz").exists()

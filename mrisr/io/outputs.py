@@ -22,6 +22,7 @@ from mrisr.io.files import (
     suffix,
     write_atomic,
 )
+from mrisr.io.storage import Storage, choose_storage
 from mrisr.volume import Volume
 
 
@@ -94,29 +95,43 @@ def _json_default(value: Any) -> Any:
 
 
 def write_image_and_sidecar(
-    result: Volume, output: Path, sidecar: Path, provenance: dict[str, Any], *, overwrite: bool
-) -> None:
+    result: Volume,
+    output: Path,
+    sidecar: Path,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool,
+    dtype: Any = "float32",
+) -> Storage:
     """Save the image, then its provenance sidecar; no image is left without its sidecar.
 
     Args:
         result: the volume to save.
         output: the image path (its format follows the ending).
         sidecar: the JSON path (:func:`sidecar_path` of ``output``).
-        provenance: what the sidecar records (JSON-ready, numpy values allowed).
+        provenance: what the sidecar records (JSON-ready, numpy values allowed);
+            ``output_storage`` (type and scale factor) is added.
         overwrite: replace existing files.
+        dtype: on-disk voxel type (see :mod:`mrisr.io.storage`).
+
+    Returns:
+        How the voxels were stored.
 
     Raises:
         OutputError: either file exists (without ``overwrite``) or cannot be
             written; the image is removed again when the sidecar fails.
     """
-    from mrisr.io.load_save import save_volume
+    from mrisr.io.load_save import output_format, save_volume
 
-    save_volume(result, output, overwrite=overwrite)
+    storage = choose_storage(result.data, dtype, output_format(output), output)
+    save_volume(result, output, overwrite=overwrite, dtype=storage)
+    provenance = {**provenance, "output_storage": storage.to_dict()}
     try:
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     except BaseException:
         output.unlink(missing_ok=True)
         raise
+    return storage
 
 
 def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:
