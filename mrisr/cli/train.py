@@ -80,6 +80,10 @@ Compile = _switch("--compile/--no-compile", "torch.compile the networks. [compil
 Tensorboard = _switch(
     "--tensorboard/--no-tensorboard", "TensorBoard curves when installed. [tensorboard]"
 )
+AllowAnisotropic = _switch(
+    "--allow-anisotropic/--no-allow-anisotropic",
+    "Train on volumes more than 1.3x anisotropic, as if isotropic. [data.allow_anisotropic]",
+)
 Quiet = Annotated[bool, typer.Option(help="No progress bar or summary.")]
 
 
@@ -117,6 +121,7 @@ def command(
     amp: Amp = None,
     compile: Compile = None,
     tensorboard: Tensorboard = None,
+    allow_anisotropic: AllowAnisotropic = None,
     quiet: Quiet = False,
 ) -> None:
     import logging
@@ -157,6 +162,7 @@ def command(
         "amp": amp,
         "compile": compile,
         "tensorboard": tensorboard,
+        "data.allow_anisotropic": allow_anisotropic,
     }
     settings = _settings(config, resume=resume, out=out, overrides=overrides)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
