@@ -68,7 +68,7 @@ def say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def progress_bar(unit: str, *extra: Any, transient: bool = True) -> Any:
+def progress_bar(unit: str, *extra: Any, transient: bool = True, disable: bool = False) -> Any:
     """A rich progress bar on :data:`console` that never shows ``0/None``.
 
     While a task's total is unknown it shows a spinner and the elapsed time;
@@ -78,6 +78,8 @@ def progress_bar(unit: str, *extra: Any, transient: bool = True) -> Any:
         unit: what is counted (``"slices"``, ``"steps"``).
         *extra: more rich columns, placed after the count.
         transient: remove the bar when done.
+        disable: draw nothing (e.g. when stderr is not a terminal and the
+            caller prints plain lines instead).
 
     Returns:
         A ``rich.progress.Progress`` (use it as a context manager).
@@ -116,4 +118,5 @@ def progress_bar(unit: str, *extra: Any, transient: bool = True) -> Any:
         Timing(),
         console=console,
         transient=transient,
+        disable=disable,
     )

@@ -595,6 +595,8 @@ def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0
     """A DataLoader over steps ``start .. stop - 1`` of ``dataset`` (batches are pre-made)."""
     from torch.utils.data import DataLoader
 
+    from mrisr.training.interrupt import ignore_stop_signals
+
     return DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_size=None,
@@ -602,6 +604,8 @@ def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        # Ctrl-C stops the run after a step (the main process saves): workers must not die on it.
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
 
 
