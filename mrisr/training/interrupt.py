@@ -85,10 +85,11 @@ class StopSignals:
         del frame
         if self.received is None:
             self.received = number
+            again = "press Ctrl-C again" if number == signal.SIGINT else "send it again"
             log.warning(
-                "%s received: stopping after this step and saving the state "
-                "(press Ctrl-C again to stop at once)",
+                "%s received: stopping after this step and saving the state (%s to stop at once)",
                 signal.Signals(number).name,
+                again,
             )
             # A second signal of this kind acts at once, as it would without this handler.
             previous = self._previous.get(number)
