@@ -130,6 +130,9 @@ class DataConfig:
             mostly-background patches are redrawn.
         val_crop: side in voxels of the central cube of the held-out volume
             used for validation (small keeps validation fast).
+        allow_anisotropic: train on volumes whose voxels are more than 1.3x
+            anisotropic (treated as isotropic); by default they are refused,
+            since their coarse axis is no high-resolution truth.
     """
 
     volumes: str | None = None
@@ -143,6 +146,7 @@ class DataConfig:
     workers: int = 0
     min_foreground: float = 0.3
     val_crop: int = 64
+    allow_anisotropic: bool = False
 
     def __post_init__(self) -> None:
         _check_range("data", "factor", self.factor, 1.0, 32.0, low_open=True)

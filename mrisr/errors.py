@@ -7,6 +7,8 @@ that the CLI can print it as it is and exit non-zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -61,3 +63,30 @@ class CheckpointError(MrisrError, ValueError):
 
 class ConfigError(MrisrError, ValueError):
     """A setting outside its allowed range, or an unreadable config file."""
+
+
+@contextmanager
+def naming_input(source: str | Path | None) -> Iterator[None]:
+    """Let an mrisr error that names no file name the input scan ``source``.
+
+    Errors about the model or the settings ("no bundled model covers factor 9",
+    a factor outside the model's range, "has no voxel brighter than its
+    background") are raised where the scan is unknown; the user must still
+    learn which scan they concern. Errors already naming a file (a model file)
+    pass unchanged.
+
+    Raises:
+        MrisrError: the same kind of error, with ``path=source`` when it had none.
+    """
+    try:
+        yield
+    except MrisrError as error:
+        if error.path is not None or source is None:
+            raise
+        try:
+            named = type(error)(error.problem, path=source, expected=error.expected, fix=error.fix)
+        except TypeError:  # a subclass built otherwise: keep it as it is
+            named = None
+        if named is None:
+            raise
+        raise named from error

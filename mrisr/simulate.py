@@ -19,6 +19,7 @@ each input voxel, renormalised where a profile runs past the volume's edge.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,9 @@ from mrisr.volume import Volume
 
 Profile = Literal["mean", "gaussian"]
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
+#: Thick slices a simulated volume must keep: mrisr reads no volume with fewer
+#: than 2 voxels along an axis (:func:`mrisr.io.validation.check_shape`).
+MIN_SLICES = 2
 
 
 def slice_profile_matrix(
@@ -120,6 +124,48 @@ def simulate_thick_slices(
     return apply_along_axis(matrix, data, axis)
 
 
+def check_simulation_factor(
+    n_in: int, axis: int, factor: float, *, source: str | Path | None = None
+) -> int:
+    """Refuse a factor that is no number > 1, or that leaves too few thick slices.
+
+    Args:
+        n_in: thin slices along ``axis``.
+        axis: the axis made thick (for the message).
+        factor: thick / thin spacing ratio.
+        source: the volume's file (for the message).
+
+    Returns:
+        The thick slices that remain, ``round(n_in / factor)`` (at least :data:`MIN_SLICES`).
+
+    Raises:
+        ConfigError: as above; the message says how many slices would remain
+            and the largest factor that keeps :data:`MIN_SLICES`.
+    """
+    try:
+        value = float(factor)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 1):
+        raise ConfigError(
+            f"the simulation factor must be a finite number > 1, got {factor}",
+            path=source,
+            fix="pass --factor > 1 (thick slice spacing / thin spacing, e.g. 4)",
+        )
+    n_out = output_slice_count(n_in, 1.0 / value)
+    if n_out < MIN_SLICES:
+        # n_in / MIN_SLICES always rounds to MIN_SLICES slices or more.
+        largest = n_in / MIN_SLICES
+        raise ConfigError(
+            f"factor {value:g} along axis {axis} would leave {n_out} of {n_in} slices, "
+            f"and mrisr reads no volume with fewer than {MIN_SLICES}",
+            path=source,
+            expected=f"a factor of at most {largest:g} for {n_in} slices along axis {axis}",
+            fix=f"pass --factor {largest:g} or less, or make another axis thick",
+        )
+    return n_out
+
+
 def simulate_volume(
     volume: Volume,
     axis: int,
@@ -146,11 +192,15 @@ def simulate_volume(
         ``slice_thickness_mm``, ``slice_spacing_mm`` and the simulation settings.
 
     Raises:
-        ConfigError: an axis other than 0, 1, 2, a factor of 1 or less, or fewer
-            than two thick slices would remain.
+        ConfigError: an axis other than 0, 1, 2; a factor that is not a finite
+            number > 1 or that would leave fewer than :data:`MIN_SLICES` slices
+            (mrisr could not read the result); both a thickness and a gap.
     """
     if axis not in (0, 1, 2):
-        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}")
+        raise ConfigError(
+            f"axis must be 0, 1 or 2, got {axis}", path=volume.source, fix="pass --axis 0, 1 or 2"
+        )
+    check_simulation_factor(volume.shape[axis], axis, factor, source=volume.source)
     if thickness_mm is not None and gap_mm is not None:
         raise ConfigError(
             "both a slice thickness and a gap were given",
@@ -163,6 +213,14 @@ def simulate_volume(
     spacing_mm = thin_mm * n_in / n_out
     if thickness_mm is None:
         thickness_mm = spacing_mm - (gap_mm or 0.0)
+    if not (math.isfinite(thickness_mm) and thickness_mm > 0):
+        raise ConfigError(
+            f"the simulated slices would be {thickness_mm:g} mm thick "
+            f"(slice spacing {spacing_mm:.4g} mm, gap {gap_mm or 0:g} mm)",
+            path=volume.source,
+            expected="a positive slice thickness in mm",
+            fix=f"pass --thickness > 0 or a --gap below {spacing_mm:.4g} mm",
+        )
     data = simulate_thick_slices(
         volume.data, axis, factor, profile=profile, thickness=thickness_mm / thin_mm
     )

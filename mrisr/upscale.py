@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
-from mrisr.errors import ConfigError, GeometryError
+from mrisr.errors import ConfigError, GeometryError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
     MIN_ANISOTROPY,
@@ -32,9 +32,11 @@ from mrisr.intensity import fit_normalisation
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
+    named_path,
     sidecar_path,
     write_image_and_sidecar,
 )
+from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
@@ -221,20 +223,29 @@ class UpscaleOptions:
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
             sidecar), else the spacing. Recorded, and used by ``consistency``.
         force: allow a factor outside the model's trained range.
+        dtype: the output file's voxel type, ``float32``, ``int16`` or
+            ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
     Raises:
-        ConfigError: an unknown fusion. (A thickness is checked against the
-            scan, by :func:`mrisr.consistency.slice_thickness`.)
+        ConfigError: an unknown fusion or dtype. (A thickness is checked against
+            the scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
     fusion: Fusion = "mean"
     consistency: bool = False
     thickness_mm: float | None = None
     force: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
+        if self.dtype not in OUTPUT_DTYPES:
+            raise ConfigError(
+                f"unknown output dtype {self.dtype!r}",
+                expected=f"one of {', '.join(OUTPUT_DTYPES)}",
+                fix="pass --dtype float32 (default), int16 or uint8",
+            )
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
@@ -297,16 +308,17 @@ def upscale_volume(
         plan = plan_upscale(volume, factor=factor, axis=axis)
     else:
         _check_plan(plan, volume, factor=factor, axis=axis)
-    check_factor_range(model, plan.factor, force=options.force)
-    thickness = slice_thickness(volume, plan, options.thickness_mm)
-    normalisation = fit_normalisation(volume.data)
+    with naming_input(volume.source):
+        # Every check before the first voxel is computed.
+        check_factor_range(model, plan.factor, force=options.force)
+        thickness = slice_thickness(volume, plan, options.thickness_mm)
+        width = consistency_width(thickness, plan) if options.consistency else None
+        normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
     fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
     check_model_output(fused, thick, model, volume.source, normalisation.invert)
-    if options.consistency:
-        fused = enforce_consistency(
-            fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
-        )
+    if width is not None:
+        fused = enforce_consistency(fused, thick, plan.axis, thickness=width)
     data = normalisation.invert(fused)
     # Facts of the input's grid (its slice thickness, how it was simulated) do not
     # hold for the result; they stay recorded under "upscale".
@@ -439,24 +451,26 @@ def upscale_file(
     from mrisr.io.files import check_sidecar_owner
 
     options = UpscaleOptions.build(options, settings)
-    input_path = Path(input_path)
+    input_path = named_path(input_path)  # "." and ".." name the folder they are
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
-    output_format(output)  # an unwritable extension fails now, not after the work
+    # An unwritable extension, or an integer type it cannot scale, fails now, not after the work.
+    check_output_dtype(output, options.dtype, output_format(output))
     sidecar = sidecar_path(output)
     check_outputs(input_path, [output, sidecar], overwrite=overwrite)
     check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
 
     volume = load_volume(input_path)
-    plan = plan_upscale(volume, factor=factor, axis=axis)
-    result = upscale_volume(
-        volume,
-        choose_model(model, plan.factor),
-        plan=plan,
-        options=options,
-        progress=progress,
-    )
+    with naming_input(input_path):
+        plan = plan_upscale(volume, factor=factor, axis=axis)
+        chosen = choose_model(model, plan.factor)
+    result = upscale_volume(volume, chosen, plan=plan, options=options, progress=progress)
     write_image_and_sidecar(
-        result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
+        result,
+        output,
+        sidecar,
+        _provenance(result, input_path, output),
+        overwrite=overwrite,
+        dtype=options.dtype,
     )
     return output, sidecar
 

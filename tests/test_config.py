@@ -95,7 +95,10 @@ def test_overrides_make_a_new_config():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"data": {"factr": 3}}, "unknown setting data.factr; expected settings of data: axes,"),
+        (
+            {"data": {"factr": 3}},
+            "unknown setting data.factr; expected settings of data: allow_anisotropic, axes,",
+        ),
         ({"lr": 1}, "unknown setting lr; expected top-level settings: amp, compile, data,"),
         ({"data": {"factor": 1.0}}, "data.factor must be in (1, 32]"),
         ({"data": {"factor_range": [6, 2]}}, "low <= high"),

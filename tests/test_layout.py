@@ -54,10 +54,17 @@ def _raises_directly(function: ast.AST) -> bool:
         node = stack.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
             continue
-        if isinstance(node, ast.Raise) and node.exc is not None:
+        if isinstance(node, ast.Raise) and node.exc is not None and not _is_exit(node.exc):
             return True
         stack.extend(ast.iter_child_nodes(node))
     return False
+
+
+def _is_exit(exc: ast.AST) -> bool:
+    """``typer.Exit(...)`` / ``SystemExit(...)``: how a command ends, not an error to document."""
+    target = exc.func if isinstance(exc, ast.Call) else exc
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return name in ("Exit", "SystemExit")
 
 
 def _public_functions(tree: ast.AST, public: bool = True):

@@ -259,14 +259,17 @@ def test_output_is_float32_with_unit_scaling(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_volume(out).data, volume.data + 0.125)
 
 
-def test_integer_output_is_rounded_and_clipped(tmp_path: Path) -> None:
+def test_integer_output_is_scaled_not_clipped(tmp_path: Path) -> None:
+    # Issue 14 changed this: int16 used to be rounded and clipped (-1e6 -> -32768).
     data = np.full((4, 5, 6), 7.6, np.float32)
     data[0, 0, 0] = -1e6
     out = save_volume(Volume(data, np.eye(4)), tmp_path / "out.nii.gz", dtype=np.int16)
     image = nib.load(out)
     assert image.get_data_dtype() == np.int16
-    stored = np.asarray(image.dataobj)
-    assert stored[0, 0, 0] == -32768 and stored[1, 1, 1] == 8
+    values = image.get_fdata()
+    slope = float(raw_header(out)["scl_slope"])
+    assert slope == pytest.approx(1e6 / 32767)
+    np.testing.assert_allclose(values, data, atol=slope / 2 + 1e-6)
 
 
 def test_slice_thickness_from_json_sidecar(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ answers at once.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from mrisr.cli import demo, evaluate, info, models, simulate, train, upscale
@@ -19,6 +21,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mrisr import __version__
+
+        typer.echo(f"mrisr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print mrisr's version."
+        ),
+    ] = False,
+) -> None:
+    """Super-resolve thick-slice MRI into isotropic volumes."""
+
 
 for module in (info, simulate, upscale, evaluate, train, models, demo):
     app.command(name=module.NAME, help=module.__doc__)(run_reporting_errors(module.command))

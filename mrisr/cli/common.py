@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mrisr.errors import MrisrError
 
@@ -26,11 +27,96 @@ def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        root = logging.getLogger()
+        if not root.handlers:  # as logging.basicConfig, but through the one console
+            root.addHandler(ConsoleHandler())
+            root.setLevel(logging.WARNING)
         try:
             return command(*args, **kwargs)
         except MrisrError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            # The message is text, not markup: "[low, high]" must not vanish.
+            console.print(
+                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records printed through :data:`console`, as ``LEVEL: message``.
+
+    Going through the same rich console as the progress bars, a log line is
+    printed above a live bar instead of colliding with it; when stderr is not a
+    terminal, both are plain lines.
+    """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # a logging handler never raises (as logging.StreamHandler)
+            self.handleError(record)
+
+
+def say(text: str) -> None:
+    """Print a result line (``wrote PATH``) to :data:`console`, as text, not markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar(unit: str, *extra: Any, transient: bool = True, disable: bool = False) -> Any:
+    """A rich progress bar on :data:`console` that never shows ``0/None``.
+
+    While a task's total is unknown it shows a spinner and the elapsed time;
+    once known, ``done/total unit`` and the time remaining.
+
+    Args:
+        unit: what is counted (``"slices"``, ``"steps"``).
+        *extra: more rich columns, placed after the count.
+        transient: remove the bar when done.
+        disable: draw nothing (e.g. when stderr is not a terminal and the
+            caller prints plain lines instead).
+
+    Returns:
+        A ``rich.progress.Progress`` (use it as a context manager).
+    """
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed)}/{int(task.total)} {unit}")
+
+    class Timing(ProgressColumn):
+        def __init__(self) -> None:
+            super().__init__()
+            self.elapsed, self.remaining = TimeElapsedColumn(), TimeRemainingColumn()
+
+        def render(self, task: Any) -> Any:
+            return (self.elapsed if task.total is None else self.remaining).render(task)
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        Count(),
+        *extra,
+        Timing(),
+        console=console,
+        transient=transient,
+        disable=disable,
+    )

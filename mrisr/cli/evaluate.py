@@ -48,6 +48,7 @@ def command(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
+    from mrisr.errors import naming_input
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
@@ -67,7 +68,8 @@ def command(
         name = loaded.name if loaded.name not in models else spec
         models[name] = loaded
 
-    with console.status(f"evaluating {', '.join(models)} at {factor:g}x along axis {axis}"):
+    status = console.status(f"evaluating {', '.join(models)} at {factor:g}x along axis {axis}")
+    with status, naming_input(scan):
         result = evaluate(
             volume,
             axis=axis,

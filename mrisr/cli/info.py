@@ -25,13 +25,16 @@ def command(
     import json
 
     import numpy as np
+    from rich.markup import escape
 
+    from mrisr.errors import naming_input
     from mrisr.io import load_volume
     from mrisr.io.nibabel_formats import form_disagreement
     from mrisr.upscale import plan_upscale
 
     volume = load_volume(scan)
-    plan = plan_upscale(volume, factor=factor, axis=axis)
+    with naming_input(scan):
+        plan = plan_upscale(volume, factor=factor, axis=axis)
     facts = {
         "path": str(scan),
         "format": volume.meta.get("format"),
@@ -47,7 +50,7 @@ def command(
         typer.echo(json.dumps(facts, indent=2))
         return
     mm = " x ".join
-    output.print(f"[bold]{scan}[/]  ({facts['format']}, {facts['on_disk_dtype']})")
+    output.print(f"[bold]{escape(str(scan))}[/]  ({facts['format']}, {facts['on_disk_dtype']})")
     output.print(f"  shape        {mm(str(n) for n in plan.shape_in)}")
     output.print(f"  voxel (mm)   {mm(f'{s:.4g}' for s in plan.spacing_in)}")
     output.print(f"  thick axis   {plan.axis}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import say
 
 NAME = "simulate"
 
@@ -24,13 +24,21 @@ def command(
     gap: Annotated[float | None, typer.Option(help="Gap between slices in mm.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    from mrisr.io import load_volume, save_volume
+    from mrisr.errors import naming_input
+    from mrisr.io import load_volume, output_format, save_volume
+    from mrisr.io.files import check_output, check_writable
     from mrisr.simulate import simulate_volume
 
+    # The output is checked before the volume is read (it may be large).
+    output_format(output)
+    check_output(output, overwrite=overwrite, inputs=[volume_path])
+    check_writable(output)
     volume = load_volume(volume_path)
-    thick = simulate_volume(
-        volume, axis, factor, profile=profile, thickness_mm=thickness, gap_mm=gap
-    )
+    with naming_input(volume_path):
+        thick = simulate_volume(
+            volume, axis, factor, profile=profile, thickness_mm=thickness, gap_mm=gap
+        )
     written = save_volume(thick, output, overwrite=overwrite)
     spacing = " x ".join(f"{s:.4g}" for s in thick.spacing)
-    console.print(f"wrote {written}: {thick.shape} voxels of {spacing} mm")
+    shape = " x ".join(str(n) for n in thick.shape)
+    say(f"wrote {written}: {shape} voxels of {spacing} mm")

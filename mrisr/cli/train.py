@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import console, progress_bar, say
 from mrisr.device import DEVICE_HELP
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ Compile = _switch("--compile/--no-compile", "torch.compile the networks. [compil
 Tensorboard = _switch(
     "--tensorboard/--no-tensorboard", "TensorBoard curves when installed. [tensorboard]"
 )
+AllowAnisotropic = _switch(
+    "--allow-anisotropic/--no-allow-anisotropic",
+    "Train on volumes more than 1.3x anisotropic, as if isotropic. [data.allow_anisotropic]",
+)
 Quiet = Annotated[bool, typer.Option(help="No progress bar or summary.")]
 
 
@@ -117,11 +121,12 @@ def command(
     amp: Amp = None,
     compile: Compile = None,
     tensorboard: Tensorboard = None,
+    allow_anisotropic: AllowAnisotropic = None,
     quiet: Quiet = False,
 ) -> None:
     import logging
 
-    from mrisr.training import train
+    from mrisr.training import STATE_FILE, TrainingInterrupted, train
 
     if factor_range is not None and factor is None:
         factor = (factor_range[0] + factor_range[1]) / 2  # validate mid-range
@@ -157,14 +162,23 @@ def command(
         "amp": amp,
         "compile": compile,
         "tensorboard": tensorboard,
+        "data.allow_anisotropic": allow_anisotropic,
     }
     settings = _settings(config, resume=resume, out=out, overrides=overrides)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
-    if quiet or rank != 0:
-        train(settings, resume=resume)
-        return
-    logging.getLogger("mrisr").setLevel(logging.INFO)
-    _train_with_progress(settings, resume=resume)
+    try:
+        if quiet or rank != 0:
+            train(settings, resume=resume)
+            return
+        logging.getLogger("mrisr").setLevel(logging.INFO)
+        _train_with_progress(settings, resume=resume)
+    except TrainingInterrupted as stop:
+        if rank == 0:
+            say(
+                f"interrupted: saved the state after step {stop.step} in "
+                f"{stop.run_dir / STATE_FILE}\nresume with: {stop.resume_command()}"
+            )
+        raise typer.Exit(stop.exit_code) from None
 
 
 def _axes(text: str | None) -> list[int] | None:
@@ -196,38 +210,46 @@ def _settings(
 
 
 def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:
-    """Train with a progress bar, a line per validation and a closing summary."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    """Train with a progress bar, a line per validation and a closing summary.
+
+    On a terminal, a live bar (log lines print above it, through the same
+    console); piped or redirected, a plain line per logged step instead.
+    """
+    from rich.progress import TextColumn
 
     from mrisr.training import TrainEvent, train
 
     last: dict[str, dict] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[losses]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("training", total=None, losses="")
+    live = console.is_terminal
+    losses = TextColumn("{task.fields[losses]}", markup=False)
+    bar = progress_bar("steps", losses, transient=False, disable=not live)
+    task: list[Any] = []  # added at the start event, once the total is known
+    with bar:
 
         def report(event: TrainEvent) -> None:
             # Only draws: what to draw comes from the event.
             if event.kind == "start":
-                bar.update(task, completed=event.step, total=event.total)
-            elif event.kind == "step":
-                bar.update(task, completed=event.step, description=f"stage {event.stage}")
+                task.append(
+                    bar.add_task("training", total=event.total, completed=event.step, losses="")
+                )
+                if not live:
+                    say(f"training: steps {event.step + 1}-{event.total}")
+            elif event.kind == "step" and task:
+                bar.update(task[0], completed=event.step, description=f"stage {event.stage}")
             elif event.kind == "log":
                 last["log"] = dict(event.values)
-                bar.update(task, losses=_losses_text(event.values))
+                if task:
+                    bar.update(task[0], losses=_losses_text(event.values))
+                if not live:
+                    say(
+                        f"step {event.step}/{event.total} ({event.stage}): {_losses_text(event.values)}"
+                    )
             elif event.kind == "validation":
-                bar.console.print(_validation_text(event.step, event.values))
+                say(_validation_text(event.step, event.values))
 
         run_dir = train(settings, resume=resume, callback=report)
     rate = last.get("log", {}).get("patches_per_s")
-    console.print(f"wrote {run_dir}" + (f"  ({rate:.1f} patches/s)" if rate else ""))
+    say(f"wrote {run_dir}" + (f"  ({rate:.1f} patches/s)" if rate else ""))
 
 
 def _losses_text(values: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import console
+from mrisr.cli.common import progress_bar, say
 from mrisr.device import DEVICE_HELP
 
 NAME = "upscale"
@@ -55,9 +55,15 @@ def command(
         bool, typer.Option(help="Allow a factor outside the model's trained range.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Output voxel type: float32, int16 or uint8 (NIfTI only; integers carry "
+            "a scale factor chosen from the data's range, so nothing is clipped)."
+        ),
+    ] = "float32",
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from mrisr.io.outputs import named_path
     from mrisr.models import ModelRequest
     from mrisr.upscale import UpscaleOptions, upscale_file
 
@@ -65,17 +71,10 @@ def command(
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
     options = UpscaleOptions(
-        fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force
+        fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force, dtype=dtype
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} slices"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"upscaling {scan.name}", total=None)
+    with progress_bar("slices") as bar:
+        task = bar.add_task(f"upscaling {named_path(scan).name}", total=None)
         written, sidecar = upscale_file(
             scan,
             output,
@@ -86,4 +85,17 @@ def command(
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"wrote {written}\nwrote {sidecar}")
+    say(f"wrote {written} ({_stored(written, sidecar)})\nwrote {sidecar}")
+
+
+def _stored(image: Path, sidecar: Path) -> str:
+    """``"29.6 MB, float32"``: the output's size on disk and how its voxels are stored."""
+    import json
+
+    from mrisr.io.storage import Storage
+
+    record = json.loads(sidecar.read_text()).get("output_storage", {})
+    storage = Storage(
+        record.get("dtype", "float32"), record.get("scl_slope", 1.0), record.get("scl_inter", 0.0)
+    )
+    return f"{image.stat().st_size / 1e6:.3g} MB, {storage.describe()}"

@@ -215,6 +215,27 @@ def check_sidecar_owner(sidecar: str | Path, image: str | Path) -> None:
         )
 
 
+def check_writable(path: str | Path) -> Path:
+    """Refuse an output whose folder mrisr cannot create files in, before any work.
+
+    Creates and removes the same hidden temporary file :func:`write_atomic`
+    would, so the answer is the file system's own (permissions, read-only
+    mounts, quotas on inodes), not a guess from mode bits.
+
+    Args:
+        path: the output file (its folder must exist).
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        OutputError: a file cannot be created in the output's folder.
+    """
+    path = Path(path).expanduser().absolute()
+    _reserve_temporary(path).unlink()
+    return path
+
+
 def write_atomic(
     path: str | Path,
     write: Callable[[Path], None],

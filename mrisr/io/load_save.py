@@ -27,6 +27,7 @@ from mrisr.io.files import (
 )
 from mrisr.io.itk_formats import load_itk_file, write_itk
 from mrisr.io.nibabel_formats import load_nibabel, write_mgh, write_nifti
+from mrisr.io.storage import Storage, choose_storage, stored_values
 from mrisr.io.validation import REEXPORT, validate_volume
 from mrisr.volume import Volume
 
@@ -122,31 +123,40 @@ def output_format(path: str | Path) -> str:
 
 
 def save_volume(
-    volume: Volume, path: str | Path, *, overwrite: bool = False, dtype: Any = np.float32
+    volume: Volume,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    dtype: Any = np.float32,
 ) -> Path:
     """Write a volume atomically, never over its input.
 
     The format follows the extension: ``.nii``/``.nii.gz`` (NIfTI, keeping a
     NIfTI input header's other fields), ``.mgz``/``.mgh`` (MGH) or
     ``.nrrd``/``.mha`` (SimpleITK, LPS geometry). Voxels are written as
-    ``dtype`` with scl_slope 1 and scl_inter 0; the header's qform and sform
-    codes are those of the input (``volume.meta``, else its header, else
-    1 "scanner"), and pixdim holds the affine's voxel sizes. The file is
-    written to a temporary name in the same folder and renamed into place;
-    nothing is left behind when writing fails.
+    ``dtype``: float types with scl_slope 1 and scl_inter 0; integer types
+    with a NIfTI scale factor chosen from the data's range, so nothing is
+    clipped (:mod:`mrisr.io.storage`). The header's qform and sform codes are
+    those of the input (``volume.meta``, else its header, else 1 "scanner"),
+    and pixdim holds the affine's voxel sizes. The file is written to a
+    temporary name in the same folder and renamed into place; nothing is left
+    behind when writing fails.
 
     Args:
         volume: the (X, Y, Z) voxels and their (4, 4) RAS+ affine in mm.
         path: output file.
         overwrite: replace an existing file (never the input).
-        dtype: on-disk voxel type; integer types are rounded and clipped.
+        dtype: on-disk voxel type (float32 by default), or a
+            :class:`mrisr.io.storage.Storage` chosen beforehand.
 
     Returns:
         The absolute output path.
 
     Raises:
         OutputError: unknown extension, a missing folder, the input's own
-            path, an existing file without ``overwrite``, or a failed write.
+            path, an existing file without ``overwrite``, integer values a
+            format without a scale factor cannot hold, or a failed write.
+        ConfigError: a voxel type that is not a real number type.
     """
     path = Path(path).expanduser().absolute()
     kind = output_format(path)
@@ -159,24 +169,13 @@ def save_volume(
             fix="pass one 3D volume",
         )
     affine = np.array(volume.affine, dtype=np.float64)
-    dtype = np.dtype(dtype)
+    storage = dtype if isinstance(dtype, Storage) else choose_storage(data, dtype, kind, path)
 
     def write(temporary: Path) -> None:
-        _WRITERS[kind](volume, _cast(data, dtype, path), affine, temporary)
+        stored = stored_values(data, storage)
+        if kind == "nifti":
+            write_nifti(volume, stored, affine, temporary, scaling=(storage.slope, storage.inter))
+        else:
+            _WRITERS[kind](volume, stored, affine, temporary)
 
     return write_atomic(path, write, overwrite=overwrite, inputs=[volume.source])
-
-
-def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
-    """A new array of ``dtype``; integers are rounded and clipped to the type's range."""
-    if dtype.kind == "f":
-        return data.astype(dtype, copy=True)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(data), info.min, info.max).astype(dtype)
-    raise OutputError(
-        f"cannot be written with voxel type {dtype}",
-        path=path,
-        expected="a real integer or floating-point type (float32 by default)",
-        fix="pass dtype=numpy.float32",
-    )

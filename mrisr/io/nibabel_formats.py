@@ -402,7 +402,14 @@ def _is_nifti_header(header: Any) -> bool:
     return isinstance(header, nib.Nifti1Header)  # Nifti2Header derives from it
 
 
-def write_nifti(volume: Volume, data: np.ndarray, affine: np.ndarray, target: Path) -> None:
+def write_nifti(
+    volume: Volume,
+    data: np.ndarray,
+    affine: np.ndarray,
+    target: Path,
+    *,
+    scaling: tuple[float, float] = (1.0, 0.0),
+) -> None:
     """Write NIfTI, keeping the input header's fields and form codes.
 
     Args:
@@ -410,6 +417,7 @@ def write_nifti(volume: Volume, data: np.ndarray, affine: np.ndarray, target: Pa
         data: (X, Y, Z) voxels, already of the on-disk type.
         affine: (4, 4) voxel-to-RAS matrix in mm.
         target: the file to write (its ending picks .nii or .nii.gz).
+        scaling: (scl_slope, scl_inter) of ``data``: value = stored * slope + inter.
     """
     if _is_nifti_header(volume.header):
         header = volume.header.copy()
@@ -426,7 +434,11 @@ def write_nifti(volume: Volume, data: np.ndarray, affine: np.ndarray, target: Pa
     header.set_slope_inter(1.0, 0.0)
     # affine=None: the header already holds the geometry and its codes; passing
     # the affine would let nibabel reset the codes when it cannot match them.
-    nib.save(image_class(data, None, header=header), target)
+    image = image_class(data, None, header=header)
+    # Set again on the image: nibabel's constructor resets the scaling, and
+    # with it set, nibabel writes the stored values as they are.
+    image.header.set_slope_inter(*scaling)
+    nib.save(image, target)
 
 
 def _set_forms(header: Any, volume: Volume, affine: np.ndarray) -> None:

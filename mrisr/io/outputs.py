@@ -7,24 +7,63 @@ The image and its provenance sidecar are written through
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrisr.io.files import READ_FORMATS, check_output, require_existing, stem, suffix, write_atomic
+from mrisr.errors import OutputError
+from mrisr.io.files import (
+    READ_FORMATS,
+    check_output,
+    check_writable,
+    require_existing,
+    stem,
+    suffix,
+    write_atomic,
+)
+from mrisr.io.storage import Storage, choose_storage
 from mrisr.volume import Volume
 
 
+def named_path(path: str | Path) -> Path:
+    """``path`` itself, or made absolute when its last part does not name it (``.``, ``..``).
+
+    ``mrisr upscale .`` inside a DICOM folder, or ``..``, must name outputs after
+    the folder's real name and put them beside it. Only such paths are made
+    absolute (``os.path.abspath``: symlinks are not followed, so a linked scan's
+    output stays beside the link); others are returned unchanged.
+    """
+    path = Path(path)
+    if path.name in ("", ".", "..") or ".." in path.parts:
+        return Path(os.path.abspath(path))
+    return path
+
+
 def default_output_path(input_path: str | Path) -> Path:
-    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``)."""
-    path = Path(input_path)
+    """``<stem>_sr.nii.gz`` beside the input (a DICOM folder gives ``<folder>_sr.nii.gz``).
+
+    ``.`` and ``..`` are named after the folder they are (see :func:`named_path`).
+
+    Raises:
+        OutputError: the input is the file-system root, which names nothing.
+    """
+    path = named_path(input_path)
+    if not stem(path):
+        raise OutputError(
+            "names no file or folder to call the output after",
+            path=path,
+            fix="pass the output path with -o",
+        )
     return path.parent / f"{stem(path)}_sr.nii.gz"
 
 
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
-    path = Path(output_path)
+    path = named_path(output_path)
+    if not path.name:  # the file-system root: no file beside it
+        return path / ".json"
     if suffix(path) in READ_FORMATS:
         return path.parent / (stem(path) + ".json")
     return path.with_suffix(".json")
@@ -57,29 +96,43 @@ def _json_default(value: Any) -> Any:
 
 
 def write_image_and_sidecar(
-    result: Volume, output: Path, sidecar: Path, provenance: dict[str, Any], *, overwrite: bool
-) -> None:
+    result: Volume,
+    output: Path,
+    sidecar: Path,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool,
+    dtype: Any = "float32",
+) -> Storage:
     """Save the image, then its provenance sidecar; no image is left without its sidecar.
 
     Args:
         result: the volume to save.
         output: the image path (its format follows the ending).
         sidecar: the JSON path (:func:`sidecar_path` of ``output``).
-        provenance: what the sidecar records (JSON-ready, numpy values allowed).
+        provenance: what the sidecar records (JSON-ready, numpy values allowed);
+            ``output_storage`` (type and scale factor) is added.
         overwrite: replace existing files.
+        dtype: on-disk voxel type (see :mod:`mrisr.io.storage`).
+
+    Returns:
+        How the voxels were stored.
 
     Raises:
         OutputError: either file exists (without ``overwrite``) or cannot be
             written; the image is removed again when the sidecar fails.
     """
-    from mrisr.io.load_save import save_volume
+    from mrisr.io.load_save import output_format, save_volume
 
-    save_volume(result, output, overwrite=overwrite)
+    storage = choose_storage(result.data, dtype, output_format(output), output)
+    save_volume(result, output, overwrite=overwrite, dtype=storage)
+    provenance = {**provenance, "output_storage": storage.to_dict()}
     try:
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     except BaseException:
         output.unlink(missing_ok=True)
         raise
+    return storage
 
 
 def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:
@@ -91,9 +144,11 @@ def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> 
     Raises:
         InputError: the input does not exist.
         OutputError: an output is the input or its sidecar, exists (without
-            ``overwrite``), or its folder is missing.
+            ``overwrite``), or its folder is missing or not writable.
     """
     require_existing(input_path, expected="a scan file or DICOM folder")
     # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
     for output in outputs:
         check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])
+    for output in outputs:  # a read-only folder fails now, not after minutes of work
+        check_writable(output)

@@ -3,10 +3,12 @@
 * :mod:`mrisr.training.step`: one batch in, losses out (pixel and GAN stages);
 * :mod:`mrisr.training.state`: what a run carries, its files, resume;
 * :mod:`mrisr.training.loop`: :func:`train` / :func:`run_training`, read top to bottom;
+* :mod:`mrisr.training.interrupt`: Ctrl-C / SIGTERM stop a run after a step, saved;
 * :mod:`mrisr.training.data`: volumes, the held-out split, paired patches;
 * :mod:`mrisr.training.validation`: the held-out volume judged by :func:`mrisr.evaluation.evaluate`.
 """
 
+from mrisr.training.interrupt import TrainingInterrupted
 from mrisr.training.loop import (
     Schedule,
     TrainEvent,
@@ -45,6 +47,7 @@ __all__ = [
     "Schedule",
     "TrainEvent",
     "TrainResult",
+    "TrainingInterrupted",
     "build_learner",
     "check_config",
     "check_learner",

@@ -16,7 +16,10 @@ Spacing: training volumes are treated as if their voxels were isotropic. The
 bundled training set is 1 mm or close to it (IXI002 T1 is 1.2 x 0.94 x
 0.94 mm); such mild anisotropy only blurs the "thin" target a little along
 one axis, so volumes are not resampled; :func:`load_training_volumes` logs the
-spacing of any volume more than 10 % anisotropic.
+spacing of any volume more than 10 % anisotropic. A volume more than
+:data:`MAX_ANISOTROPY` times anisotropic (a 1 x 1 x 4 mm scan) is no
+high-resolution truth: :func:`find_volumes` refuses it, naming it, unless
+``data.allow_anisotropic`` says otherwise.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ FOREGROUND_LEVEL = 0.05
 MAX_CENTRES = 200_000
 #: Tries at drawing a patch with enough foreground before taking the last one.
 MAX_TRIES = 10
+#: Largest ratio of a training volume's coarsest to finest voxel size.
+MAX_ANISOTROPY = 1.3
 
 
 # ------------------------------------------------------------------ volumes
@@ -77,21 +82,24 @@ def _is_volume_file(path: Path) -> bool:
     return path.is_file() and suffix(path) in VOLUME_SUFFIXES
 
 
-def find_volumes(folder: str | Path) -> list[Path]:
+def find_volumes(folder: str | Path, *, allow_anisotropic: bool = False) -> list[Path]:
     """The readable training volumes in a folder, sorted by name.
 
     Files whose header cannot be read (or that are not 3D) are skipped with a
     WARNING naming them; voxel data is read later by
-    :func:`load_training_volumes`.
+    :func:`load_training_volumes`. Only headers are read, so an anisotropic
+    volume is refused before anything is loaded.
 
     Args:
         folder: folder of .nii, .nii.gz, .mgz or .mgh files (not searched recursively).
+        allow_anisotropic: keep volumes more than :data:`MAX_ANISOTROPY` times anisotropic.
 
     Returns:
         Sorted list of paths.
 
     Raises:
-        InputError: the folder does not exist or holds no readable volume.
+        InputError: the folder does not exist, holds no readable volume, or
+            holds anisotropic volumes (without ``allow_anisotropic``).
     """
     import nibabel as nib
 
@@ -99,7 +107,7 @@ def find_volumes(folder: str | Path) -> list[Path]:
         folder, expected="a folder of training volumes", fix="pass --volumes DIR", kind="folder"
     )
     candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
-    readable = []
+    readable, spacings = [], {}
     for path in candidates:
         try:
             image = nib.load(str(path))
@@ -111,6 +119,7 @@ def find_volumes(folder: str | Path) -> list[Path]:
             log.warning("skipping %s: not a 3D volume (shape %s)", path, tuple(shape))
             continue
         readable.append(path)
+        spacings[path] = np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0))
     if not readable:
         raise InputError(
             f"holds no readable volume ({len(candidates)} candidate file(s))",
@@ -118,7 +127,43 @@ def find_volumes(folder: str | Path) -> list[Path]:
             expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)}",
             fix="check the folder; see the warnings above for skipped files",
         )
+    if not allow_anisotropic:
+        check_isotropic(folder, spacings)
     return readable
+
+
+def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
+    """Refuse volumes whose voxels are more than :data:`MAX_ANISOTROPY` times anisotropic.
+
+    Args:
+        folder: the training folder (for the message).
+        spacings: each volume's (3,) voxel sizes in mm.
+
+    Raises:
+        InputError: naming every such volume, its spacing and the isotropic
+            size to resample it to.
+    """
+    bad = {
+        path: sizes
+        for path, sizes in spacings.items()
+        if sizes.min() <= 0 or sizes.max() / sizes.min() > MAX_ANISOTROPY
+    }
+    if not bad:
+        return
+    listed = "; ".join(
+        f"{path.name} ({' x '.join(f'{s:.3g}' for s in sizes)} mm: resample to "
+        f"{sizes.max():.3g} mm isotropic)"
+        for path, sizes in bad.items()
+    )
+    raise InputError(
+        f"holds {len(bad)} volume(s) too anisotropic to serve as high-resolution truth: {listed}",
+        path=folder,
+        expected=f"voxels at most {MAX_ANISOTROPY:g} times longer along one axis than another",
+        fix="resample each to isotropic voxels of its coarsest spacing first (e.g. "
+        "nibabel.processing.resample_to_output(image, voxel_sizes=1), or "
+        "mri_convert --voxsize 1 1 1), move it out of the folder, or pass "
+        "--allow-anisotropic (data.allow_anisotropic: true) to train on it as if isotropic",
+    )
 
 
 def split_validation(
@@ -545,6 +590,8 @@ def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0
     """A DataLoader over steps ``start .. stop - 1`` of ``dataset`` (batches are pre-made)."""
     from torch.utils.data import DataLoader
 
+    from mrisr.training.interrupt import ignore_stop_signals
+
     return DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_size=None,
@@ -552,6 +599,8 @@ def make_loader(dataset: PairDataset, start: int, stop: int, *, workers: int = 0
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        # Ctrl-C stops the run after a step (the main process saves): workers must not die on it.
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
 
 
@@ -596,7 +645,7 @@ def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) ->
             settings that cannot be read.
         ConfigError: a held-out name that is not among the volumes.
     """
-    all_paths = find_volumes(str(settings.volumes))
+    all_paths = find_volumes(str(settings.volumes), allow_anisotropic=settings.allow_anisotropic)
     while True:
         train_paths, val_path = split_validation(all_paths, settings.val_volume)
         try:

@@ -31,8 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from mrisr.device import resolve_device
 from mrisr.errors import ConfigError
 from mrisr.recipes import ResolvedRecipe
 from mrisr.training.data import TrainingData, load_training_data, lr_rows, make_loader
+from mrisr.training.interrupt import StopSignals, TrainingInterrupted
 from mrisr.training.state import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -67,7 +70,8 @@ class TrainEvent:
     """What :func:`train` reports to its ``callback`` (rank 0 only).
 
     Attributes:
-        kind: ``start``, ``step``, ``log``, ``validation``, ``save`` or ``end``.
+        kind: ``start``, ``step``, ``log``, ``validation``, ``save``, ``interrupted``
+            (a stop signal came; the state was saved) or ``end``.
         step: steps done so far.
         total: steps of the whole run.
         stage: ``psnr`` (stage 1) or ``gan``.
@@ -121,6 +125,8 @@ def train(
         InputError: no usable training volume.
         CheckpointError: an unreadable perceptual-weights file or saved state.
         OutputError: the run folder already holds a run (without ``resume``).
+        TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM came; the current step
+            was finished and a resumable state saved in the run folder.
     """
     return run_training(config, resume=resume, callback=callback).run_dir
 
@@ -134,13 +140,15 @@ def run_training(
     """:func:`train`, returning the trained networks as well (tests, notebooks).
 
     Raises:
-        ConfigError, InputError, CheckpointError, OutputError: as :func:`train`.
+        ConfigError, InputError, CheckpointError, OutputError, TrainingInterrupted:
+            as :func:`train`.
     """
     procs = _Processes.start(config.device)
     try:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        return _train(config, procs, resume=resume, callback=callback)
+        with ExitStack() as stack:
+            return _train(config, procs, stack, resume=resume, callback=callback)
     finally:
         procs.stop()
 
@@ -148,6 +156,7 @@ def run_training(
 def _train(
     config: TrainConfig,
     procs: _Processes,
+    stack: ExitStack,
     *,
     resume: bool,
     callback: Callable[[TrainEvent], None] | None,
@@ -181,6 +190,7 @@ def _train(
     # -------------------------------------------------------------------- 5. loop
     meter = _LossMeter()
     step, total = start, schedule.total
+    stop = stack.enter_context(StopSignals())  # Ctrl-C / SIGTERM: finish the step, save, stop
     for batch in make_loader(data.dataset, start, total, workers=config.data.workers):
         step = int(batch["step"])
         stage = schedule.stage(step)
@@ -215,29 +225,19 @@ def _train(
             last_val = validation(learner.ema, device)
             run_log.write({"event": "validation", "step": done, "stage": stage, **last_val})
             emit(TrainEvent("validation", done, total, stage, last_val))
-        if main and (stage_end or _every(done, config.schedule.save_every)):
-            saved_stage = "gan" if done > schedule.steps else "psnr"
-            stage_1_model = done == schedule.steps and schedule.gan
-            save_models(
-                run_dir,
-                learner,
-                description,
-                stage=saved_stage,
-                step=done,
-                validation=last_val,
-                files=(PSNR_MODEL_FILE, MODEL_FILE) if stage_1_model else (MODEL_FILE,),
-            )
-            save_state(
-                run_dir / STATE_FILE,
-                learner,
-                step=done,
-                stage=saved_stage,
-                validation=last_val,
-                world=procs.world,
-            )
+        saving = stage_end or _every(done, config.schedule.save_every)
+        stopping = stop.requested(procs.world)
+        if main and (saving or stopping):
+            _save(run_dir, learner, description, schedule, done, last_val, procs.world)
             run_log.write({"event": "save", "step": done, "stage": stage})
             emit(TrainEvent("save", done, total, stage, {"path": str(run_dir / MODEL_FILE)}))
         step = done
+        if stopping and done < total:
+            number = stop.received or signal.SIGTERM
+            run_log.write({"event": "interrupted", "step": done, "signal": int(number)})
+            emit(TrainEvent("interrupted", done, total, stage, {"signal": int(number)}))
+            run_log.close()
+            raise TrainingInterrupted(run_dir, done, number)
 
     procs.barrier()
     run_log.write({"event": "end", "step": step, "validation": last_val})
@@ -396,6 +396,37 @@ def describe_run(
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _save(
+    run_dir: Path,
+    learner: Learner,
+    description: dict[str, Any],
+    schedule: Schedule,
+    done: int,
+    validation: dict[str, float],
+    world: int,
+) -> None:
+    """Write the model file(s) and the resumable state after step ``done``."""
+    saved_stage = "gan" if done > schedule.steps else "psnr"
+    stage_1_model = done == schedule.steps and schedule.gan
+    save_models(
+        run_dir,
+        learner,
+        description,
+        stage=saved_stage,
+        step=done,
+        validation=validation,
+        files=(PSNR_MODEL_FILE, MODEL_FILE) if stage_1_model else (MODEL_FILE,),
+    )
+    save_state(
+        run_dir / STATE_FILE,
+        learner,
+        step=done,
+        stage=saved_stage,
+        validation=validation,
+        world=world,
+    )
 
 
 def _learner(
