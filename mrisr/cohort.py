@@ -475,7 +475,7 @@ def _finish(
     from mrisr.upscale import upscale_and_write
 
     start = time.perf_counter()
-    output = str(job.output_path)
+    output = str(job.output_path.absolute())
     try:
         ready = prepared.result()
         if not ready.skipped:
@@ -629,9 +629,8 @@ def run_cohort(
     k, n = shard or (1, 1)
     if world > 1:
         model = _rank_model(model, local_rank)
-    share = (k + n * rank, n * world)  # the rank-th of world shares of the K-th of N
     records = []
-    for record in upscale_many(scans, model, shard=share, rank=rank, **kwargs):
+    for record in upscale_many(scans, model, shard=rank_share(shard), rank=rank, **kwargs):
         records.append(record)
         if on_record is not None:
             on_record(record)
@@ -640,6 +639,17 @@ def run_cohort(
     if summary is not None and rank == 0:
         write_summary(records, summary, shard=f"{k}/{n}", processes=world)
     return sorted(records, key=lambda record: record.index)
+
+
+def rank_share(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """This process's share as one (K, N): the rank-th of the torchrun ranks' shares of ``shard``.
+
+    ``take_shard(take_shard(items, k, n), rank + 1, world)`` equals
+    ``take_shard(items, k + n * rank, n * world)``.
+    """
+    rank, world, _ = distributed_env()
+    k, n = shard or (1, 1)
+    return k + n * rank, n * world
 
 
 def _rank_model(model: Any, local_rank: int) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,11 +14,21 @@ NAME = "upscale"
 
 
 def command(
-    scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
+    scans: Annotated[
+        list[Path],
+        typer.Argument(
+            help="NIfTI, MGH, NRRD, MHA file or DICOM folder. Several scans, folders of scans "
+            "or quoted globs ('data/**/*.nii.gz') run in one process: the model loads once, "
+            "finished scans are skipped, a failed scan does not stop the others."
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Output file; default <stem>_sr.nii.gz beside the input."
+            "-o",
+            "--output",
+            help="Output file; default <stem>_sr.nii.gz beside the input. With several scans "
+            "-o is an output FOLDER (created when missing).",
         ),
     ] = None,
     model: Annotated[
@@ -55,9 +65,23 @@ def command(
         bool, typer.Option(help="Allow a factor outside the model's trained range.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: only the K-th of N disjoint shares of the sorted scans (array jobs)."
+        ),
+    ] = None,
+    summary: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON summary of several scans; default mrisr_summary.json in the -o folder "
+            "(else the current folder)."
+        ),
+    ] = None,
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from mrisr.cohort import distributed_env, is_single_scan
     from mrisr.models import ModelRequest
     from mrisr.upscale import UpscaleOptions, upscale_file
 
@@ -67,6 +91,10 @@ def command(
     options = UpscaleOptions(
         fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force
     )
+    if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
+        _many(scans, output, request, options, factor, axis, overwrite, shard, summary)
+        return
+    scan = scans[0]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -87,3 +115,25 @@ def command(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     console.print(f"wrote {written}\nwrote {sidecar}")
+
+
+def _many(
+    scans: list[Path],
+    output: Path | None,
+    request: Any,
+    options: Any,
+    factor: float | None,
+    axis: int | None,
+    overwrite: bool,
+    shard: str | None,
+    summary: Path | None,
+) -> None:
+    """Several scans: the cohort path (mrisr.cohort), reported by mrisr.cli.cohort_report."""
+    from mrisr.cli.cohort_report import run_and_report, summary_path
+    from mrisr.cohort import parse_shard, scan_jobs
+
+    shard_k_n = parse_shard(shard) if shard is not None else None
+    jobs = scan_jobs(scans, output)
+    summary = summary or summary_path(output or Path.cwd(), shard_k_n)
+    settings = {"factor": factor, "axis": axis, "options": options, "overwrite": overwrite}
+    run_and_report(jobs, request, shard=shard_k_n, summary=summary, **settings)
