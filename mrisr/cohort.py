@@ -494,8 +494,18 @@ def _finish(
     except Exception as exc:  # one bad scan never stops the others: it is recorded
         log.debug("scan %s failed", job.input, exc_info=True)
         status, output, error = "failed", None, _message(exc, job.input)
+        if job.create_folder:  # leave no empty sub-X/anat behind for a failed scan
+            _remove_empty_folders(job.output_path.parent)
     seconds = round(time.perf_counter() - start, 3)
     return ScanRecord(index, str(job.input), status, seconds, output, error, rank)
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty."""
+    try:
+        os.removedirs(folder)
+    except OSError:
+        pass  # not empty (or gone): nothing of this scan's is left
 
 
 def _message(error: Exception, scan: Path) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from mrisr.cli import demo, evaluate, info, models, simulate, train, upscale
+from mrisr.cli import bids, demo, evaluate, info, models, simulate, train, upscale
 from mrisr.cli.common import run_reporting_errors
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (info, simulate, upscale, evaluate, train, models, demo):
+for module in (info, simulate, upscale, bids, evaluate, train, models, demo):
     app.command(name=module.NAME, help=module.__doc__)(run_reporting_errors(module.command))
 
 __all__ = ["app"]
