@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mrisr.errors import ConfigError, MrisrError, OutputError
+from mrisr.io.files import READ_FORMATS, suffix
 from mrisr.io.outputs import default_output_path, sidecar_path, write_json_atomic
 from mrisr.io.scans import expand_scans, is_single_scan
 from mrisr.models import ModelRequest, choose_model, default_model_path
@@ -202,6 +203,13 @@ def scan_jobs(
 
 
 def _make_output_folder(folder: Path) -> None:
+    if suffix(folder) in READ_FORMATS and not folder.is_dir():
+        raise OutputError(
+            "is an image file name, but several scans need an output folder",
+            path=folder,
+            expected="a folder (-o is a folder when several scans are given)",
+            fix="name a folder with -o, e.g. -o results/",
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as error:

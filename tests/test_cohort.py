@@ -325,10 +325,18 @@ def test_cli_shards_1_of_2_and_2_of_2_cover_the_scans_once(study, tmp_path):
     assert all(share["shard"] == f"{k}/2" for k, share in zip((1, 2), shares, strict=True))
 
 
-def test_the_cli_refuses_a_file_as_the_output_folder_of_several_scans(study, tmp_path):
-    (tmp_path / "file.nii.gz").write_bytes(b"x")
-    result = invoke("upscale", study / "a", "--model", "cubic", "-o", tmp_path / "file.nii.gz")
-    assert result.exit_code == 2 and "is not a folder" in result.output
+@pytest.mark.parametrize(
+    ("name", "exists", "match"),
+    [("file.txt", True, "is not a folder"), ("out.nii.gz", False, "is an image file name")],
+)
+def test_the_cli_refuses_a_file_as_the_output_folder_of_several_scans(
+    study, tmp_path, name, exists, match
+):
+    if exists:
+        (tmp_path / name).write_bytes(b"x")
+    result = invoke("upscale", study / "a", "--model", "cubic", "-o", tmp_path / name)
+    assert result.exit_code == 2 and match in result.output, result.output
+    assert (tmp_path / name).is_file() == exists
 
 
 def test_one_scan_keeps_its_output_path_and_messages(study, tmp_path):
