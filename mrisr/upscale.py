@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -447,35 +447,112 @@ def upscale_file(
             the model's range (without ``force``).
         CheckpointError: a model file that is missing, unsafe or damaged.
     """
-    from mrisr.io import load_volume, output_format
-    from mrisr.io.files import check_sidecar_owner
+    from mrisr.io import load_volume
 
     options = UpscaleOptions.build(options, settings)
     input_path = named_path(input_path)  # "." and ".." name the folder they are
-    output = Path(output_path) if output_path is not None else default_output_path(input_path)
-    # An unwritable extension, or an integer type it cannot scale, fails now, not after the work.
-    check_output_dtype(output, options.dtype, output_format(output))
-    sidecar = sidecar_path(output)
-    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
-    check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
-
+    output, sidecar = check_upscale_outputs(
+        input_path, output_path, overwrite=overwrite, dtype=options.dtype
+    )
     volume = load_volume(input_path)
     with naming_input(input_path):
         plan = plan_upscale(volume, factor=factor, axis=axis)
         chosen = choose_model(model, plan.factor)
-    result = upscale_volume(volume, chosen, plan=plan, options=options, progress=progress)
-    write_image_and_sidecar(
-        result,
+    upscale_and_write(
+        volume,
+        plan,
+        chosen,
+        input_path,
         output,
-        sidecar,
-        _provenance(result, input_path, output),
+        options=options,
         overwrite=overwrite,
-        dtype=options.dtype,
+        progress=progress,
     )
     return output, sidecar
 
 
-def _provenance(result: Volume, input_path: Path, output: Path) -> dict[str, Any]:
+def check_upscale_outputs(
+    input_path: Path, output_path: str | Path | None, *, overwrite: bool, dtype: str = "float32"
+) -> tuple[Path, Path]:
+    """The output image and sidecar paths of a scan, refused now if they cannot be written.
+
+    Args:
+        input_path: the scan.
+        output_path: the output image; default :func:`default_output_path`.
+        overwrite: allow replacing existing outputs.
+        dtype: the output voxel type (``UpscaleOptions.dtype``).
+
+    Returns:
+        (output image path, sidecar path).
+
+    Raises:
+        InputError: the input does not exist.
+        OutputError: see :func:`mrisr.io.outputs.check_outputs`; an unwritable
+            extension or one that cannot store ``dtype``; a sidecar that belongs
+            to another image.
+    """
+    from mrisr.io import output_format
+    from mrisr.io.files import check_sidecar_owner
+
+    output = Path(output_path) if output_path is not None else default_output_path(input_path)
+    # An unwritable extension, or an integer type it cannot scale, fails now, not after the work.
+    check_output_dtype(output, dtype, output_format(output))
+    sidecar = sidecar_path(output)
+    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
+    return output, sidecar
+
+
+def upscale_and_write(
+    volume: Volume,
+    plan: UpscalePlan,
+    model: SliceModel,
+    input_path: Path,
+    output: Path,
+    *,
+    options: UpscaleOptions,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    sidecar_fields: dict[str, Any] | None = None,
+) -> Volume:
+    """The second half of :func:`upscale_file`, for a scan already loaded and planned.
+
+    :mod:`mrisr.cohort` loads the next scan while this one computes and keeps
+    one loaded model per factor, so it calls this step directly.
+
+    Args:
+        volume: the scan, loaded from ``input_path``.
+        plan: :func:`plan_upscale` of ``volume``.
+        model: the chosen slice model.
+        input_path: the scan's file or DICOM folder (hashed into the sidecar).
+        output: the output image; its sidecar is :func:`sidecar_path` of it.
+        options: see :class:`UpscaleOptions`.
+        overwrite: replace existing outputs.
+        progress: called with (slices done, slices in all).
+        sidecar_fields: extra JSON-ready fields for the sidecar (BIDS ``Sources``...).
+
+    Returns:
+        The upscaled volume, as written.
+
+    Raises:
+        See :func:`upscale_volume` and :func:`mrisr.io.outputs.write_image_and_sidecar`.
+    """
+    result = upscale_volume(volume, model, plan=plan, options=options, progress=progress)
+    provenance = {**_provenance(result, input_path, output, options), **(sidecar_fields or {})}
+    write_image_and_sidecar(
+        result,
+        output,
+        sidecar_path(output),
+        provenance,
+        overwrite=overwrite,
+        dtype=options.dtype,
+    )
+    return result
+
+
+def _provenance(
+    result: Volume, input_path: Path, output: Path, options: UpscaleOptions
+) -> dict[str, Any]:
     """What the JSON sidecar records: versions, time, input hash, plan, model, options."""
     from mrisr import __version__
     from mrisr.io import file_sha256
@@ -486,4 +563,6 @@ def _provenance(result: Volume, input_path: Path, output: Path) -> dict[str, Any
         "input": {"path": str(input_path.resolve()), "sha256": file_sha256(input_path)},
         "output": str(output.resolve()),
         **result.meta["upscale"],
+        # What a resumed cohort run compares (mrisr.cohort): the options as given.
+        "options": asdict(options),
     }

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli import demo, evaluate, info, models, simulate, train, upscale
+from mrisr.cli import bids, demo, evaluate, info, models, simulate, train, upscale
 from mrisr.cli.common import run_reporting_errors
 
 app = typer.Typer(
@@ -43,7 +43,7 @@ def main(
     """Super-resolve thick-slice MRI into isotropic volumes."""
 
 
-for module in (info, simulate, upscale, evaluate, train, models, demo):
+for module in (info, simulate, upscale, bids, evaluate, train, models, demo):
     app.command(name=module.NAME, help=module.__doc__)(run_reporting_errors(module.command))
 
 __all__ = ["app"]

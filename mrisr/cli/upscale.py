@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,11 +14,21 @@ NAME = "upscale"
 
 
 def command(
-    scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
+    scans: Annotated[
+        list[Path],
+        typer.Argument(
+            help="NIfTI, MGH, NRRD, MHA file or DICOM folder. Several scans, folders of scans "
+            "or quoted globs ('data/**/*.nii.gz') run in one process: the model loads once, "
+            "finished scans are skipped, a failed scan does not stop the others."
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Output file; default <stem>_sr.nii.gz beside the input."
+            "-o",
+            "--output",
+            help="Output file; default <stem>_sr.nii.gz beside the input. With several scans "
+            "-o is an output FOLDER (created when missing).",
         ),
     ] = None,
     model: Annotated[
@@ -62,7 +72,21 @@ def command(
             "a scale factor chosen from the data's range, so nothing is clipped)."
         ),
     ] = "float32",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: only the K-th of N disjoint shares of the sorted scans (array jobs)."
+        ),
+    ] = None,
+    summary: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON summary of several scans; default mrisr_summary.json in the -o folder "
+            "(else the current folder)."
+        ),
+    ] = None,
 ) -> None:
+    from mrisr.cohort import distributed_env, is_single_scan
     from mrisr.io.outputs import named_path
     from mrisr.models import ModelRequest
     from mrisr.upscale import UpscaleOptions, upscale_file
@@ -73,6 +97,10 @@ def command(
     options = UpscaleOptions(
         fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force, dtype=dtype
     )
+    if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
+        _many(scans, output, request, options, factor, axis, overwrite, shard, summary)
+        return
+    scan = scans[0]
     with progress_bar("slices") as bar:
         task = bar.add_task(f"upscaling {named_path(scan).name}", total=None)
         written, sidecar = upscale_file(
@@ -99,3 +127,25 @@ def _stored(image: Path, sidecar: Path) -> str:
         record.get("dtype", "float32"), record.get("scl_slope", 1.0), record.get("scl_inter", 0.0)
     )
     return f"{image.stat().st_size / 1e6:.3g} MB, {storage.describe()}"
+
+
+def _many(
+    scans: list[Path],
+    output: Path | None,
+    request: Any,
+    options: Any,
+    factor: float | None,
+    axis: int | None,
+    overwrite: bool,
+    shard: str | None,
+    summary: Path | None,
+) -> None:
+    """Several scans: the cohort path (mrisr.cohort), reported by mrisr.cli.cohort_report."""
+    from mrisr.cli.cohort_report import run_and_report, summary_path
+    from mrisr.cohort import parse_shard, scan_jobs
+
+    shard_k_n = parse_shard(shard) if shard is not None else None
+    jobs = scan_jobs(scans, output)
+    summary = summary or summary_path(output or Path.cwd(), shard_k_n)
+    settings = {"factor": factor, "axis": axis, "options": options, "overwrite": overwrite}
+    run_and_report(jobs, request, shard=shard_k_n, summary=summary, **settings)

@@ -5,6 +5,7 @@
 - :mod:`mrisr.io.itk_formats`: NRRD and MetaImage (SimpleITK), and the one RAS <-> LPS conversion.
 - :mod:`mrisr.io.dicom`: DICOM series, with the slice-position checks.
 - :mod:`mrisr.io.validation`: what every input must satisfy (``validate_volume``).
+- :mod:`mrisr.io.scans`: the scans that files, folders and glob patterns name (cohorts).
 - :mod:`mrisr.io.files`: the one table of file endings, the only atomic writer,
   overwrite refusal and hasher, used for volumes, model files, sidecars and figures.
 """

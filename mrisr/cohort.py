@@ -1,0 +1,623 @@
+"""Many scans in one process: find them, share them out, resume, survive failures, summarise.
+
+A study is upscaled by one process (or one per GPU, or one per array-job
+task) instead of one process per scan:
+
+* :func:`~mrisr.io.scans.expand_scans`: files, folders and globs -> the sorted list of scans;
+* :func:`parse_shard` and :func:`take_shard`: the K-th of N disjoint shares of
+  that list (nnU-Net's ``-part_id/-num_parts``), for cluster array jobs;
+* :func:`upscale_many`: one :class:`ScanRecord` per scan, the model loaded
+  once per factor (:class:`ModelCache`), the next scan read in a background
+  thread while the current one computes, a finished scan skipped (resume by
+  sidecar: same input SHA-256, model weights and options), and one bad scan
+  recorded as ``"failed"`` while the rest go on;
+* :func:`run_cohort`: the same under ``torchrun``: each rank takes its share
+  and its own GPU, then rank 0 writes the JSON summary after all ranks end.
+
+Each scan goes through :mod:`mrisr.upscale`'s own steps
+(:func:`~mrisr.upscale.check_upscale_outputs`, :func:`~mrisr.io.load_volume`,
+:func:`~mrisr.upscale.plan_upscale`, :func:`~mrisr.upscale.upscale_and_write`),
+so an output written here is byte for byte what ``mrisr upscale scan`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mrisr.errors import ConfigError, MrisrError, OutputError
+from mrisr.io.files import READ_FORMATS, suffix
+from mrisr.io.outputs import default_output_path, sidecar_path, write_json_atomic
+from mrisr.io.scans import expand_scans, is_single_scan
+from mrisr.models import ModelRequest, choose_model, default_model_path
+from mrisr.upscale import UpscaleOptions
+
+if TYPE_CHECKING:
+    from mrisr.upscale import SliceModel, UpscalePlan
+    from mrisr.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CohortSettings",
+    "ModelCache",
+    "ScanJob",
+    "ScanRecord",
+    "distributed_env",
+    "expand_scans",
+    "is_done",
+    "is_single_scan",
+    "parse_shard",
+    "rank_share",
+    "run_cohort",
+    "scan_jobs",
+    "summarize",
+    "take_shard",
+    "upscale_many",
+    "write_summary",
+]
+
+#: What happened to a scan.
+Status = Literal["done", "skipped", "failed"]
+#: Options that change no voxel of the output: a resumed run ignores them.
+_RESULT_NEUTRAL_OPTIONS = ("force",)
+
+
+# ------------------------------------------------------------------ shares
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), the K-th of N shares (1-based, as in array-job task ids).
+
+    Raises:
+        ConfigError: not two whole numbers with 1 <= K <= N.
+    """
+    parts = str(text).strip().split("/")
+    if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+        k, n = (int(part) for part in parts)
+        if 1 <= k <= n:
+            return k, n
+    raise ConfigError(
+        f"shard {text!r} is not K/N with 1 <= K <= N",
+        expected="e.g. --shard 1/4 ... --shard 4/4",
+        fix="pass --shard ${SLURM_ARRAY_TASK_ID}/N with array ids 1..N",
+    )
+
+
+def take_shard(items: Sequence[Any], k: int, n: int) -> list[Any]:
+    """The K-th of N disjoint shares of ``items``: items K-1, K-1+N, K-1+2N, ...
+
+    Every item is in exactly one share, shares differ in size by at most one,
+    and, dealt round-robin from a sorted list, each gets a mix of the folders.
+
+    Raises:
+        ConfigError: K outside 1..N.
+    """
+    if not 1 <= k <= n:
+        raise ConfigError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
+    return list(items[k - 1 :: n])
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) that torchrun set; (0, 1, 0) in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)))
+
+
+# ------------------------------------------------------------------ jobs and records
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """One scan to upscale and where its result goes.
+
+    Attributes:
+        input: the scan (file or DICOM folder).
+        output: the output image; None: ``<stem>_sr.nii.gz`` beside the input.
+        sidecar_fields: extra JSON fields for its sidecar (BIDS ``Sources``...).
+        create_folder: create the output's folder when it is missing (BIDS
+            ``sub-X/ses-Y/anat``).
+    """
+
+    input: Path
+    output: Path | None = None
+    sidecar_fields: dict[str, Any] | None = field(default=None, compare=False)
+    create_folder: bool = False
+
+    @property
+    def output_path(self) -> Path:
+        """Where the output image goes."""
+        return self.output if self.output is not None else default_output_path(self.input)
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """What happened to one scan, for the summary.
+
+    Attributes:
+        index: the scan's position in the whole sorted list (before sharding).
+        scan: the input path.
+        status: ``"done"``, ``"skipped"`` (already done, resumed) or ``"failed"``.
+        seconds: wall time the scan held the main loop (reading overlaps the
+            previous scan and is not counted).
+        output: the output image (None when failed).
+        error: the error message (failed only).
+        rank: the torchrun rank that did it (0 in a plain process).
+    """
+
+    index: int
+    scan: str
+    status: Status
+    seconds: float
+    output: str | None = None
+    error: str | None = None
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def scan_jobs(
+    scans: Iterable[str | Path | ScanJob], output_dir: Path | None = None
+) -> list[ScanJob]:
+    """Jobs for scans: ScanJobs as they are, paths expanded (:func:`expand_scans`).
+
+    Args:
+        scans: paths, folders, patterns, or ready :class:`ScanJob` objects.
+        output_dir: where outputs of expanded paths go (created when missing);
+            None: beside each input.
+
+    Returns:
+        Jobs sorted by input path.
+
+    Raises:
+        InputError: see :func:`expand_scans`.
+        OutputError: ``output_dir`` is a file or cannot be created, or two
+            scans would write the same output.
+    """
+    items = list(scans)
+    jobs = [item for item in items if isinstance(item, ScanJob)]
+    paths = [item for item in items if not isinstance(item, ScanJob)]
+    if paths:
+        if output_dir is not None:
+            _make_output_folder(Path(output_dir))
+        for scan in expand_scans(paths):
+            output = (
+                None if output_dir is None else Path(output_dir) / default_output_path(scan).name
+            )
+            jobs.append(ScanJob(scan, output))
+    jobs.sort(key=lambda job: str(job.input))
+    _refuse_shared_outputs(jobs)
+    return jobs
+
+
+def _make_output_folder(folder: Path) -> None:
+    if suffix(folder) in READ_FORMATS and not folder.is_dir():
+        raise OutputError(
+            "is an image file name, but several scans need an output folder",
+            path=folder,
+            expected="a folder (-o is a folder when several scans are given)",
+            fix="name a folder with -o, e.g. -o results/",
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise OutputError(
+            "is not a folder",
+            path=folder,
+            expected="an output folder (-o is a folder when several scans are given)",
+            fix="name a folder with -o",
+        ) from error
+    except OSError as error:
+        raise OutputError(f"cannot be created: {error.strerror or error}", path=folder) from error
+
+
+def _refuse_shared_outputs(jobs: Sequence[ScanJob]) -> None:
+    """Two scans writing one output would silently lose one: refuse before any work."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        output = job.output_path.absolute()
+        if output in seen:
+            raise OutputError(
+                f"would be written for both {seen[output]} and {job.input}",
+                path=output,
+                expected="one output per scan",
+                fix="give scans with the same name in different folders no common -o folder "
+                "(leave -o out to write each result beside its scan)",
+            )
+        seen[output] = job.input
+
+
+# ------------------------------------------------------------------ models
+
+
+class ModelCache:
+    """One loaded model per model file: the default model depends on the factor.
+
+    ``get(factor)`` loads what ``model`` names at that factor the first time
+    and returns the same object afterwards, so a cohort loads a model once,
+    never once per scan. Thread-safe: the reading thread asks for the model a
+    finished scan was made with (to resume it) while the main thread upscales.
+
+    Args:
+        model: a loaded :class:`~mrisr.upscale.SliceModel`, a
+            :class:`~mrisr.models.ModelRequest`, a ``--model`` value, or None
+            (the bundled model for each factor).
+    """
+
+    def __init__(self, model: SliceModel | ModelRequest | str | Path | None = None) -> None:
+        self.model = model
+        self._loaded: dict[Any, SliceModel] = {}
+        self._keys: dict[float, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def loads(self) -> int:
+        """How many models were loaded."""
+        return len(self._loaded)
+
+    def get(self, factor: float) -> SliceModel:
+        """The model for ``factor``, loaded once.
+
+        Raises:
+            ConfigError: no model for the factor (see :func:`mrisr.models.load_slice_model`).
+            CheckpointError: a model file that is missing, unsafe or damaged.
+        """
+        with self._lock:
+            key = self._key(factor)
+            if key not in self._loaded:
+                self._loaded[key] = choose_model(self.model, factor)
+            return self._loaded[key]
+
+    def _key(self, factor: float) -> Any:
+        if factor not in self._keys:
+            spec = self.model.spec if isinstance(self.model, ModelRequest) else self.model
+            if spec is None:  # the bundled default: one file may serve several factors
+                self._keys[factor] = ("default", default_model_path(factor))
+            elif isinstance(spec, (str, Path)):
+                self._keys[factor] = ("named", str(spec))
+            else:
+                self._keys[factor] = ("loaded", id(spec))
+        return self._keys[factor]
+
+
+def model_identity(description: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two model descriptions the same model: the weights' hash, else name and kind."""
+    weights = description.get("weights_sha256")
+    return (
+        ("weights", weights)
+        if weights
+        else ("model", description.get("name"), description.get("kind"))
+    )
+
+
+# ------------------------------------------------------------------ one scan
+
+
+@dataclass(frozen=True)
+class CohortSettings:
+    """The settings every scan of a cohort shares.
+
+    Attributes:
+        factor: upsampling factor; None: isotropic voxels for each scan.
+        axis: thick axis; None: detected for each scan.
+        options: see :class:`~mrisr.upscale.UpscaleOptions`.
+        overwrite: redo finished scans and replace their outputs.
+    """
+
+    factor: float | None = None
+    axis: int | None = None
+    options: UpscaleOptions = field(default_factory=UpscaleOptions)
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A scan read and planned by the reading thread, or found already done."""
+
+    skipped: bool
+    volume: Volume | None = None
+    plan: UpscalePlan | None = None
+
+
+def is_done(job: ScanJob, models: ModelCache, settings: CohortSettings) -> bool:
+    """Whether ``job`` was finished by an earlier run with the same input, model and options.
+
+    The output image and its sidecar must exist, and the sidecar must record
+    the input's current SHA-256, the options (those that change voxels), the
+    factor and axis asked for (when given) and the weights of the model this
+    run would use at the recorded factor.
+
+    Raises:
+        Nothing: anything unreadable means "not done" (the scan is redone, or
+        refused as an existing output without ``overwrite``).
+    """
+    from mrisr.io import file_sha256
+
+    output = job.output_path
+    sidecar = sidecar_path(output)
+    if not (output.is_file() and sidecar.is_file()):
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text())
+        same = (
+            recorded["input"]["sha256"] == file_sha256(job.input)
+            and _voxel_options(recorded["options"]) == _voxel_options(asdict(settings.options))
+            and settings.factor in (None, recorded["factor"])
+            and settings.axis in (None, recorded["axis"])
+        )
+        if not same:
+            return False
+        model = models.get(float(recorded["factor"]))
+        return model_identity(recorded["model"]) == model_identity(model.describe())
+    except (OSError, ValueError, KeyError, TypeError, MrisrError):
+        return False
+
+
+def _voxel_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k not in _RESULT_NEUTRAL_OPTIONS}
+
+
+def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Prepared:
+    """The reading thread's part: resume check, output check, load, plan."""
+    from mrisr.io import load_volume
+    from mrisr.upscale import check_upscale_outputs, plan_upscale
+
+    if not settings.overwrite and is_done(job, models, settings):
+        return _Prepared(skipped=True)
+    if not settings.overwrite and sidecar_path(job.output_path).is_file():
+        raise OutputError(
+            "already exists, made from another input, model or options than this run's "
+            f"(its sidecar {sidecar_path(job.output_path).name} records them)",
+            path=job.output_path,
+            fix="pass --overwrite (overwrite=True) to redo it, or write elsewhere",
+        )
+    if job.create_folder:
+        job.output_path.parent.mkdir(parents=True, exist_ok=True)
+    check_upscale_outputs(
+        job.input, job.output_path, overwrite=settings.overwrite, dtype=settings.options.dtype
+    )
+    volume = load_volume(job.input)
+    return _Prepared(
+        False, volume, plan_upscale(volume, factor=settings.factor, axis=settings.axis)
+    )
+
+
+def _finish(
+    index: int,
+    job: ScanJob,
+    prepared: Future,
+    models: ModelCache,
+    settings: CohortSettings,
+    rank: int,
+) -> ScanRecord:
+    """The main thread's part: model, upscale, write; any failure becomes a record."""
+    from mrisr.upscale import upscale_and_write
+
+    start = time.perf_counter()
+    output = str(job.output_path.absolute())
+    try:
+        ready = prepared.result()
+        if not ready.skipped:
+            upscale_and_write(
+                ready.volume,
+                ready.plan,
+                models.get(ready.plan.factor),
+                job.input,
+                job.output_path,
+                options=settings.options,
+                overwrite=settings.overwrite,
+                sidecar_fields=job.sidecar_fields,
+            )
+        status: Status = "skipped" if ready.skipped else "done"
+        error = None
+    except Exception as exc:  # one bad scan never stops the others: it is recorded
+        log.debug("scan %s failed", job.input, exc_info=True)
+        status, output, error = "failed", None, _message(exc, job.input)
+        if job.create_folder:  # leave no empty sub-X/anat behind for a failed scan
+            _remove_empty_folders(job.output_path.parent)
+    seconds = round(time.perf_counter() - start, 3)
+    return ScanRecord(index, str(job.input), status, seconds, output, error, rank)
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty."""
+    try:
+        os.removedirs(folder)
+    except OSError:
+        pass  # not empty (or gone): nothing of this scan's is left
+
+
+def _message(error: Exception, scan: Path) -> str:
+    """The error as a user reads it; errors that are not mrisr's get the scan and their type."""
+    if isinstance(error, MrisrError):
+        return str(error)
+    return f"{scan}: {type(error).__name__}: {error}"
+
+
+# ------------------------------------------------------------------ many scans
+
+
+def upscale_many(
+    scans: Iterable[str | Path | ScanJob],
+    model: SliceModel | ModelRequest | ModelCache | str | Path | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    factor: float | None = None,
+    axis: int | None = None,
+    options: UpscaleOptions | None = None,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    rank: int = 0,
+    **settings: Any,
+) -> Iterator[ScanRecord]:
+    """Upscale many scans in this process, yielding one record per scan as it ends.
+
+    The model is loaded once per model file (:class:`ModelCache`); while a
+    scan computes, a background thread checks and reads the next one. A scan
+    already finished with the same input, model and options is ``"skipped"``
+    (``overwrite`` redoes it); a scan that fails is ``"failed"`` with its
+    message and leaves no output, and the others go on.
+
+    Args:
+        scans: files, folders, glob patterns (see :func:`expand_scans`) or
+            :class:`ScanJob` objects.
+        model: as for :func:`mrisr.upscale.upscale_file`, or a :class:`ModelCache`.
+        output_dir: folder for the outputs of path arguments (created when
+            missing); default beside each scan.
+        factor: upsampling factor; default isotropic voxels for each scan.
+        axis: thick axis; default detected for each scan.
+        options: see :class:`~mrisr.upscale.UpscaleOptions`.
+        overwrite: redo finished scans, replacing their outputs.
+        shard: (K, N): only the K-th of N shares of the sorted scans (:func:`take_shard`).
+        rank: recorded in each record (set by :func:`run_cohort` under torchrun).
+        **settings: fields of :class:`~mrisr.upscale.UpscaleOptions`.
+
+    Yields:
+        One :class:`ScanRecord` per scan of the share, in sorted order.
+
+    Raises:
+        InputError, OutputError, ConfigError: before any scan starts, for
+            what concerns them all (nothing found, a bad shard, two scans
+            sharing an output). Errors of one scan are recorded, not raised.
+    """
+    common = CohortSettings(factor, axis, UpscaleOptions.build(options, settings), overwrite)
+    jobs = list(enumerate(scan_jobs(scans, None if output_dir is None else Path(output_dir))))
+    if shard is not None:
+        jobs = take_shard(jobs, *shard)
+    models = model if isinstance(model, ModelCache) else ModelCache(model)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrisr-read") as reader:
+        try:
+            upcoming = [reader.submit(_prepare, job, models, common) for _, job in jobs[:1]]
+            for position, (index, job) in enumerate(jobs):
+                current = upcoming.pop(0)
+                if position + 1 < len(jobs):  # read the next scan while this one computes
+                    upcoming.append(reader.submit(_prepare, jobs[position + 1][1], models, common))
+                yield _finish(index, job, current, models, common, rank)
+        finally:
+            for future in upcoming:  # the caller stopped early: do not read further
+                future.cancel()
+
+
+def summarize(records: Sequence[ScanRecord]) -> dict[str, Any]:
+    """The JSON summary of a cohort run: counts and one entry per scan (in list order)."""
+    from mrisr import __version__
+
+    ordered = sorted(records, key=lambda record: record.index)
+    counts = {status: 0 for status in ("done", "skipped", "failed")}
+    for record in ordered:
+        counts[record.status] += 1
+    return {
+        "mrisr_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "seconds": round(sum(record.seconds for record in ordered), 3),
+        "scans": [record.to_dict() for record in ordered],
+    }
+
+
+def write_summary(records: Sequence[ScanRecord], path: str | Path, **fields: Any) -> Path:
+    """Write :func:`summarize` (plus ``fields``) atomically; a previous summary is replaced.
+
+    Raises:
+        OutputError: the folder is missing or not writable.
+    """
+    return write_json_atomic({**summarize(records), **fields}, Path(path), overwrite=True)
+
+
+def run_cohort(
+    scans: Iterable[str | Path | ScanJob],
+    model: SliceModel | ModelRequest | str | Path | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    summary: str | Path | None = None,
+    on_record: Callable[[ScanRecord], None] | None = None,
+    **kwargs: Any,
+) -> list[ScanRecord]:
+    """:func:`upscale_many` for a command: torchrun ranks, shards and the summary file.
+
+    Under torchrun (``WORLD_SIZE`` > 1) each rank takes its share of the
+    (``shard``'s) scans and, for ``device`` auto or cuda, the GPU of its
+    ``LOCAL_RANK``; the ranks then exchange their records (gloo), which waits
+    for all of them, and rank 0 alone writes the summary.
+
+    Args:
+        scans: see :func:`upscale_many`.
+        model: see :func:`upscale_many`.
+        shard: (K, N) of an array job; torchrun ranks split that share further.
+        summary: the JSON summary file (None: none).
+        on_record: called with each record of this rank as it ends (progress).
+        **kwargs: the other arguments of :func:`upscale_many`.
+
+    Returns:
+        The records of all ranks, in list order.
+
+    Raises:
+        See :func:`upscale_many`; a scan's own error is recorded, not raised.
+    """
+    rank, world, local_rank = distributed_env()
+    k, n = shard or (1, 1)
+    if world > 1:
+        model = _rank_model(model, local_rank)
+    records = []
+    for record in upscale_many(scans, model, shard=rank_share(shard), rank=rank, **kwargs):
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+    if world > 1:
+        records = _gather(records, world)
+    if summary is not None and rank == 0:
+        write_summary(records, summary, shard=f"{k}/{n}", processes=world)
+    return sorted(records, key=lambda record: record.index)
+
+
+def rank_share(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """This process's share as one (K, N): the rank-th of the torchrun ranks' shares of ``shard``.
+
+    ``take_shard(take_shard(items, k, n), rank + 1, world)`` equals
+    ``take_shard(items, k + n * rank, n * world)``.
+    """
+    rank, world, _ = distributed_env()
+    k, n = shard or (1, 1)
+    return k + n * rank, n * world
+
+
+def _rank_model(model: Any, local_rank: int) -> Any:
+    """Under torchrun, ``auto``/``cuda`` mean this rank's GPU (one process per GPU)."""
+    if model is None or isinstance(model, (str, Path)):
+        model = ModelRequest(model)
+    if not isinstance(model, ModelRequest) or str(model.spec).strip().lower() == "cubic":
+        return model
+    from dataclasses import replace
+
+    from mrisr.device import resolve_device
+
+    return replace(model, device=str(resolve_device(model.device, local_rank)))
+
+
+def _gather(records: list[ScanRecord], world: int) -> list[ScanRecord]:
+    """Every rank's records on every rank; returns once all ranks have finished."""
+    import torch.distributed as dist
+
+    started = not dist.is_initialized()
+    if started:
+        # gloo: the records are small Python objects; it also runs where the GPUs use NCCL.
+        dist.init_process_group("gloo")
+    try:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, records)
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return [record for share in gathered for record in share]

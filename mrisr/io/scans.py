@@ -1,0 +1,114 @@
+"""Finding scans: the files, DICOM folders and glob patterns a user names, as a sorted list.
+
+Used by :mod:`mrisr.cohort` for ``mrisr upscale a b c``, folders and
+``'data/**/*.nii.gz'``. mrisr's own outputs are recognised by their sidecar,
+so that a second run over a folder does not take the first run's results
+for scans.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from mrisr.errors import InputError
+from mrisr.io.files import READ_FORMATS, READABLE, suffix
+from mrisr.io.outputs import sidecar_path
+
+#: Characters that make an argument a glob pattern (expanded by mrisr, not the shell).
+GLOB_CHARACTERS = frozenset("*?[")
+#: Endings of files found beside scans that do not make a folder a DICOM series.
+_NOT_DICOM = frozenset({".json", ".tsv", ".txt", ".md", ".csv", ".bval", ".bvec", ".yaml", ".log"})
+
+
+def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
+    """The scans that files, folders and glob patterns name, sorted and without repeats.
+
+    * an existing file is a scan, as given (even an mrisr output);
+    * a folder gives the image files in it and, recursively, in its
+      sub-folders; a folder holding no image file but other files is one
+      DICOM series. mrisr's own outputs (an image whose JSON sidecar records
+      ``mrisr_version``) and hidden files are left out, so that a second run
+      over the same folder does not upscale the first run's results;
+    * a pattern with ``*``, ``?`` or ``[`` (quoted, so that the shell leaves
+      it alone; ``**`` crosses folders) gives what it matches, each as above;
+    * a path that does not exist is kept: it fails as its own scan, with
+      upscale's message, without stopping the others.
+
+    Args:
+        paths: what the user named.
+
+    Returns:
+        Absolute paths, sorted by their text: the order shards are cut from.
+
+    Raises:
+        InputError: nothing was named, a pattern matches nothing, or a folder
+            holds no scan.
+    """
+    found: dict[str, Path] = {}
+    for item in paths:
+        text = os.path.expanduser(str(item))
+        if GLOB_CHARACTERS & set(text) and not Path(text).exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            scans = [scan for match in matches for scan in _scans_in(Path(match), named=False)]
+            if not scans:
+                raise InputError(
+                    "matches no scan",
+                    path=text,
+                    expected=READABLE,
+                    fix="check the pattern (quote it so that mrisr, not the shell, expands it)",
+                )
+        else:
+            scans = _scans_in(Path(text), named=True)
+        for scan in scans:
+            absolute = scan.absolute()
+            found[str(absolute)] = absolute
+    if not found:
+        raise InputError("no scans were named", expected=READABLE, fix="name scans or folders")
+    return [found[key] for key in sorted(found)]
+
+
+def _scans_in(path: Path, *, named: bool) -> list[Path]:
+    """The scans one path stands for (see :func:`expand_scans`)."""
+    if not path.is_dir():
+        image = suffix(path) in READ_FORMATS and not _is_mrisr_output(path)
+        return [path] if named or (path.is_file() and image) else []
+    children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    files = [p for p in children if p.is_file()]
+    images = [p for p in files if suffix(p) in READ_FORMATS]
+    if not images and any(suffix(p) not in _NOT_DICOM for p in files):
+        return [path]  # a folder of files in no image format: one DICOM series
+    scans = [p for p in images if not _is_mrisr_output(p)]
+    scans += [scan for p in children if p.is_dir() for scan in _scans_in(p, named=False)]
+    if named and not scans:
+        raise InputError(
+            "holds no scan",
+            path=path,
+            expected=READABLE + " (or folders of them), other than mrisr's own outputs",
+            fix="check the folder, or name the scans themselves",
+        )
+    return scans
+
+
+def _is_mrisr_output(path: Path) -> bool:
+    """Whether ``path`` is an image mrisr wrote: its sidecar records ``mrisr_version``."""
+    try:
+        recorded = json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and "mrisr_version" in recorded and "input" in recorded
+
+
+def is_single_scan(paths: Sequence[str | Path]) -> bool:
+    """Whether the arguments name exactly one scan the way ``mrisr upscale scan`` always took it.
+
+    One argument that is not a pattern and is a file, a DICOM series folder or
+    a missing path (which then fails as it always did).
+    """
+    if len(paths) != 1 or GLOB_CHARACTERS & set(str(paths[0])):
+        return False
+    path = Path(paths[0]).expanduser()
+    return not path.is_dir() or _scans_in(path, named=False) == [path]

@@ -1,0 +1,385 @@
+"""Cohorts: many scans in one process, shards, resume, failure isolation, read-ahead, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mrisr import load_volume, save_volume, simulate_volume, upscale_file, upscale_many
+from mrisr.cli import app
+from mrisr.cohort import (
+    ModelCache,
+    expand_scans,
+    is_single_scan,
+    parse_shard,
+    rank_share,
+    scan_jobs,
+    take_shard,
+)
+from mrisr.errors import ConfigError, InputError, OutputError
+from mrisr.interpolation import CubicSliceModel
+
+
+@pytest.fixture(scope="module")
+def thick(shared_data):
+    """A thick-slice volume (4 mm along axis 2) made from a shared 1 mm fixture."""
+    return simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4)
+
+
+@pytest.fixture
+def study(thick, tmp_path):
+    """study/a/{s1,s2}.nii.gz, study/b/s3.nii.gz, study/b/bad.nii.gz (truncated)."""
+    root = tmp_path / "study"
+    for name in ("a/s1", "a/s2", "b/s3"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        save_volume(thick, root / f"{name}.nii.gz")
+    data = (root / "a" / "s1.nii.gz").read_bytes()
+    (root / "b" / "bad.nii.gz").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def names(paths):
+    return [Path(p).name for p in paths]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# ------------------------------------------------------------------ finding scans
+
+
+def test_folders_are_searched_recursively_and_sorted(study):
+    assert names(expand_scans([study])) == ["s1.nii.gz", "s2.nii.gz", "bad.nii.gz", "s3.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("a/*.nii.gz", ["s1.nii.gz", "s2.nii.gz"]),
+        ("**/s*.nii.gz", ["s1.nii.gz", "s2.nii.gz", "s3.nii.gz"]),
+        ("*", ["s1.nii.gz", "s2.nii.gz", "bad.nii.gz", "s3.nii.gz"]),  # folders expand
+    ],
+)
+def test_glob_patterns_are_expanded_by_mrisr(study, pattern, expected):
+    assert names(expand_scans([f"{study}/{pattern}"])) == expected
+
+
+def test_repeats_are_dropped_and_missing_paths_kept_to_fail_on_their_own(study):
+    scans = expand_scans([study / "a" / "s1.nii.gz", f"{study}/a/*", study / "nope.nii.gz"])
+    assert names(scans) == ["s1.nii.gz", "s2.nii.gz", "nope.nii.gz"]
+
+
+def test_mrisr_outputs_are_not_taken_as_scans(study):
+    upscale_file(study / "a" / "s1.nii.gz", model="cubic")
+    assert (study / "a" / "s1_sr.nii.gz").exists()
+    assert names(expand_scans([study / "a"])) == ["s1.nii.gz", "s2.nii.gz"]
+    # Named explicitly, a file is taken as it is.
+    assert names(expand_scans([study / "a" / "s1_sr.nii.gz"])) == ["s1_sr.nii.gz"]
+
+
+def test_a_folder_of_files_in_no_image_format_is_one_dicom_series(tmp_path):
+    series = tmp_path / "study" / "series1"
+    series.mkdir(parents=True)
+    for i in range(3):
+        (series / f"IM{i:04d}").write_bytes(b"DICM")
+    assert expand_scans([tmp_path / "study"]) == [series.absolute()]
+    assert is_single_scan([series]) and not is_single_scan([tmp_path / "study"])
+
+
+@pytest.mark.parametrize(
+    ("args", "single"),
+    [(["a/s1.nii.gz"], True), (["missing.nii.gz"], True), (["a"], False),
+     (["a/*.nii.gz"], False), (["a/s1.nii.gz", "a/s2.nii.gz"], False)],
+)  # fmt: skip
+def test_which_arguments_keep_the_one_scan_behaviour(study, monkeypatch, args, single):
+    monkeypatch.chdir(study)
+    assert is_single_scan(args) == single
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda root: [f"{root}/*.mgz"], "matches no scan"),
+        (lambda root: [root / "empty"], "holds no scan"),
+        (lambda root: [], "no scans were named"),
+    ],
+)
+def test_naming_nothing_is_refused(study, make, match):
+    (study / "empty").mkdir()
+    with pytest.raises(InputError, match=match):
+        expand_scans(make(study))
+
+
+def test_two_scans_writing_one_output_are_refused_before_any_work(study, tmp_path):
+    save_volume(load_volume(study / "a" / "s1.nii.gz"), study / "b" / "s1.nii.gz")
+    with pytest.raises(OutputError, match="would be written for both"):
+        scan_jobs([study / "a" / "s1.nii.gz", study / "b" / "s1.nii.gz"], tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------ shares
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 7, 20])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_shards_cover_the_list_exactly_once(count, n):
+    items = [f"scan{i:02d}" for i in range(count)]
+    shares = [take_shard(items, k, n) for k in range(1, n + 1)]
+    assert sorted(item for share in shares for item in share) == items
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1/2", (1, 2)), (" 2/2 ", (2, 2)), ("3/10", (3, 10))]
+)
+def test_shard_text_is_parsed(text, expected):
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/2/3", "-1/2", "1/0"])
+def test_bad_shard_text_is_refused(text):
+    with pytest.raises(ConfigError, match="K/N"):
+        parse_shard(text)
+
+
+def test_torchrun_ranks_split_each_shard_exactly_once(monkeypatch):
+    items = list(range(23))
+    taken = []
+    for k in (1, 2, 3):
+        for rank in (0, 1):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+            taken += take_shard(items, *rank_share((k, 3)))
+    assert sorted(taken) == items
+
+
+# ------------------------------------------------------------------ many scans
+
+
+def test_a_bad_scan_is_recorded_and_the_others_go_on(study, tmp_path):
+    records = list(upscale_many([study], "cubic", output_dir=tmp_path / "out"))
+    assert [(Path(r.scan).name, r.status) for r in records] == [
+        ("s1.nii.gz", "done"), ("s2.nii.gz", "done"), ("bad.nii.gz", "failed"), ("s3.nii.gz", "done")
+    ]  # fmt: skip
+    failed = records[2]
+    assert "bad.nii.gz" in failed.error and "truncated" in failed.error and failed.output is None
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["s1_sr.json", "s1_sr.nii.gz", "s2_sr.json", "s2_sr.nii.gz", "s3_sr.json", "s3_sr.nii.gz"]  # fmt: skip
+
+
+def test_a_cohort_output_equals_the_single_scan_output(study, tmp_path):
+    single, _ = upscale_file(study / "a" / "s1.nii.gz", tmp_path / "single.nii.gz", model="cubic")
+    (record,) = upscale_many([study / "a" / "s1.nii.gz"], "cubic", output_dir=tmp_path / "many")
+    one, many = load_volume(single), load_volume(record.output)
+    np.testing.assert_array_equal(one.data, many.data)
+    np.testing.assert_array_equal(one.affine, many.affine)
+    sidecars = [json.loads(Path(p).with_suffix("").with_suffix(".json").read_text()) for p in (single, record.output)]  # fmt: skip
+    for key in ("input", "model", "options", "factor", "axis", "normalisation"):
+        assert sidecars[0][key] == sidecars[1][key]
+
+
+def test_a_second_run_skips_finished_scans_and_overwrite_redoes_them(study, tmp_path):
+    out = tmp_path / "out"
+    list(upscale_many([study / "a"], "cubic", output_dir=out))
+    before = (out / "s1_sr.nii.gz").stat().st_mtime_ns
+    assert [r.status for r in upscale_many([study / "a"], "cubic", output_dir=out)] == [
+        "skipped"
+    ] * 2
+    assert (out / "s1_sr.nii.gz").stat().st_mtime_ns == before
+    redone = [
+        r.status for r in upscale_many([study / "a"], "cubic", output_dir=out, overwrite=True)
+    ]
+    assert redone == ["done", "done"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fusion": "fba"},  # other options
+        {"factor": 2.0},  # another factor than the one recorded
+        {"input": True},  # the input changed since
+    ],
+    ids=["options", "factor", "input"],
+)
+def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change):
+    out, scan = tmp_path / "out", study / "a" / "s1.nii.gz"
+    list(upscale_many([scan], "cubic", output_dir=out))
+    settings = {k: v for k, v in change.items() if k != "input"}
+    if "input" in change:
+        volume = load_volume(scan)
+        save_volume(volume.with_data(volume.data * 2, volume.affine), tmp_path / "new.nii.gz")
+        scan.write_bytes((tmp_path / "new.nii.gz").read_bytes())
+    (record,) = upscale_many([scan], "cubic", output_dir=out, **settings)
+    assert record.status == "failed" and "made from another input, model or options" in record.error
+    (record,) = upscale_many([scan], "cubic", output_dir=out, overwrite=True, **settings)
+    assert record.status == "done"
+
+
+def test_force_does_not_make_a_finished_scan_unfinished(study, tmp_path):
+    list(upscale_many([study / "a"], "cubic", output_dir=tmp_path))
+    statuses = [
+        r.status for r in upscale_many([study / "a"], "cubic", output_dir=tmp_path, force=True)
+    ]
+    assert statuses == ["skipped", "skipped"]
+
+
+def test_an_unexpected_error_is_recorded_with_its_type(study, tmp_path):
+    class Flaky(CubicSliceModel):
+        calls = 0
+
+        def upscale_slices(self, stack, out_rows, progress=None):
+            Flaky.calls += 1
+            if Flaky.calls == 3:  # the second scan's first plane
+                raise RuntimeError("out of memory")
+            return super().upscale_slices(stack, out_rows, progress)
+
+    scans = [study / "a", study / "b" / "s3.nii.gz"]
+    records = list(upscale_many(scans, Flaky(), output_dir=tmp_path))
+    assert [r.status for r in records] == ["done", "failed", "done"]
+    assert "RuntimeError: out of memory" in records[1].error and "s2.nii.gz" in records[1].error
+    assert not (tmp_path / "s2_sr.nii.gz").exists() and not (tmp_path / "s2_sr.json").exists()
+
+
+def test_the_model_is_loaded_once_per_model_file(monkeypatch):
+    import mrisr.cohort as cohort
+    from mrisr.models import default_model_path
+
+    loaded = []
+    monkeypatch.setattr(cohort, "choose_model", lambda model, factor: loaded.append(factor) or CubicSliceModel())  # fmt: skip
+    cache = ModelCache(None)  # the default model, chosen by factor
+    factors = [4.0, 4.0, 3.9, 2.5, 4.0]
+    models = [cache.get(f) for f in factors]
+    files = {default_model_path(f) for f in factors}
+    assert cache.loads == len(loaded) == len(files)
+    assert models[0] is models[1] is models[4]
+    named = ModelCache("cubic")
+    assert named.get(4.0) is named.get(2.0) and named.loads == 1
+
+
+def test_the_next_scan_is_read_while_this_one_computes(study, tmp_path, monkeypatch):
+    import mrisr.io.load_save as load_save
+
+    second_read = threading.Event()
+    real_load = load_save.load_volume
+
+    def load(path):
+        if Path(path).name == "s2.nii.gz":
+            second_read.set()
+        return real_load(path)
+
+    class Waiting(CubicSliceModel):
+        def upscale_slices(self, stack, out_rows, progress=None):
+            # Scan 1 cannot finish before scan 2 is being read: without read-ahead this fails.
+            assert second_read.wait(timeout=20), "the next scan was not read during this one"
+            return super().upscale_slices(stack, out_rows, progress)
+
+    monkeypatch.setattr(load_save, "load_volume", load)
+    records = list(upscale_many([study / "a"], Waiting(), output_dir=tmp_path))
+    assert [r.status for r in records] == ["done", "done"], records
+
+
+def test_stopping_early_reads_no_further(study, tmp_path):
+    many = upscale_many([study], "cubic", output_dir=tmp_path / "out")
+    first = next(many)
+    many.close()
+    assert first.status == "done"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s1_sr.json", "s1_sr.nii.gz"]
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_the_cli_upscales_several_scans_and_writes_a_summary(study, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("upscale", study / "a", f"{study}/b/*.nii.gz", "--model", "cubic", "-o", out)
+    assert result.exit_code == 3, result.output
+    assert "3 done, 0 skipped (already done), 1 failed" in result.output
+    summary = json.loads((out / "mrisr_summary.json").read_text())
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1}
+    assert [Path(s["scan"]).name for s in summary["scans"]] == ["s1.nii.gz", "s2.nii.gz", "bad.nii.gz", "s3.nii.gz"]  # fmt: skip
+    assert {"scan", "status", "seconds", "output", "error"} <= set(summary["scans"][0])
+    again = invoke("upscale", study / "a", f"{study}/b/*.nii.gz", "--model", "cubic", "-o", out)
+    assert again.exit_code == 3 and "0 done, 3 skipped (already done), 1 failed" in again.output
+    clean = invoke("upscale", study / "a", "--model", "cubic", "-o", out)
+    assert clean.exit_code == 0, clean.output
+
+
+def test_cli_shards_1_of_2_and_2_of_2_cover_the_scans_once(study, tmp_path):
+    out = tmp_path / "out"
+    for k in (1, 2):
+        result = invoke("upscale", study, "--model", "cubic", "-o", out, "--shard", f"{k}/2")
+        assert result.exit_code in (0, 3), result.output
+    shares = [json.loads((out / f"mrisr_summary_shard-{k}-of-2.json").read_text()) for k in (1, 2)]
+    scans = [s["scan"] for share in shares for s in share["scans"]]
+    assert sorted(scans) == sorted(str(p) for p in expand_scans([study]))
+    assert all(share["shard"] == f"{k}/2" for k, share in zip((1, 2), shares, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "exists", "match"),
+    [("file.txt", True, "is not a folder"), ("out.nii.gz", False, "is an image file name")],
+)
+def test_the_cli_refuses_a_file_as_the_output_folder_of_several_scans(
+    study, tmp_path, name, exists, match
+):
+    if exists:
+        (tmp_path / name).write_bytes(b"x")
+    result = invoke("upscale", study / "a", "--model", "cubic", "-o", tmp_path / name)
+    assert result.exit_code == 2 and match in result.output, result.output
+    assert (tmp_path / name).is_file() == exists
+
+
+def test_one_scan_keeps_its_output_path_and_messages(study, tmp_path):
+    (tmp_path / "o").mkdir()
+    result = invoke(
+        "upscale", study / "a" / "s1.nii.gz", "--model", "cubic", "-o", tmp_path / "o" / "x.nii.gz"
+    )
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'o' / 'x.nii.gz'}" in result.output
+    assert "summary" not in result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.json", "x.nii.gz"]
+
+
+# ------------------------------------------------------------------ torchrun
+
+RANK_WORKER = """
+import sys
+from mrisr.cli import app
+app(sys.argv[1:])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_ranks_share_the_scans_and_rank_0_writes_the_summary(study, tmp_path):
+    (tmp_path / "worker.py").write_text(RANK_WORKER)
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        str(tmp_path / "worker.py"), "upscale", str(study), "--model", "cubic", "-o", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    # Every rank knows that bad.nii.gz failed, so each exits 3 and torchrun fails.
+    assert done.returncode != 0, done.stdout + done.stderr
+    summary = json.loads((out / "mrisr_summary.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1}
+    by_scan = {Path(s["scan"]).name: s["rank"] for s in summary["scans"]}
+    assert by_scan == {"s1.nii.gz": 0, "s2.nii.gz": 1, "bad.nii.gz": 0, "s3.nii.gz": 1}
+    assert sorted(p.name for p in out.glob("*_sr.nii.gz")) == ["s1_sr.nii.gz", "s2_sr.nii.gz", "s3_sr.nii.gz"]  # fmt: skip
