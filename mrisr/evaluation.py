@@ -36,7 +36,7 @@ from mrisr.geometry import output_slice_count
 from mrisr.io.files import check_output, write_atomic
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
 from mrisr.simulate import PROFILES, Profile, simulate_volume
-from mrisr.upscale import SliceModel, upscale_volume
+from mrisr.upscale import SliceModel, UpscaleOptions, upscale_volume
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ def evaluate(
     mask: bool | np.ndarray | None = True,
     data_range: float | None = None,
     force: bool = False,
+    options: UpscaleOptions | None = None,
 ) -> EvaluationResult:
     """Simulate thick slices from a high-resolution volume, upscale with each model, compare.
 
@@ -185,9 +186,15 @@ def evaluate(
         data_range: fixed intensity range ``L`` for PSNR and SSIM; default
             :func:`mrisr.metrics.reference_range` of the cropped truth.
         force: let models run at a factor outside their trained range.
+        options: the rest of the upscale settings (:class:`mrisr.upscale.UpscaleOptions`;
+            ``fusion`` and ``force`` above replace its own); default what
+            ``mrisr upscale`` does (data consistency where possible, the
+            input's range, the disagreement map), so the numbers are the
+            ones users get.
 
     Returns:
-        The :class:`EvaluationResult`.
+        The :class:`EvaluationResult`; each result's ``meta["disagreement"]``
+        is its disagreement map (unless ``options`` turned it off).
 
     Raises:
         ConfigError: no model, an unknown profile or fusion, a bad axis or factor.
@@ -204,11 +211,12 @@ def evaluate(
     span = reference_range(truth.data) if data_range is None else float(data_range)
 
     thick = simulate_volume(truth, axis, factor, profile=profile)
+    settings = options if options is not None else UpscaleOptions()
     metrics: dict[str, dict[str, float]] = {}
     results: dict[str, Volume] = {}
     for method, model in models.items():
         upscaled = upscale_volume(
-            thick, model, factor=factor, axis=axis, fusion=fusion, force=force
+            thick, model, factor=factor, axis=axis, options=settings, fusion=fusion, force=force
         )
         if upscaled.shape != truth.shape:
             # Cannot happen with the crop above; kept as a loud guard for future grid changes.

@@ -2,8 +2,10 @@
 
 The pipeline: detect the thick axis -> normalise intensities -> cut slices in
 the two planes that contain the thick axis -> let the slice model upsample
-their rows -> restack each plane -> fuse -> optional data consistency -> undo
-the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
+their rows -> restack each plane (and flipped passes, with test-time
+augmentation) -> fuse -> undo the normalisation -> data consistency and the
+input's intensity range -> the disagreement map of the passes, on the
+field-of-view-aligned grid of :mod:`mrisr.geometry`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
+from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
+from mrisr.disagreement import NO_FLIP, flip_stack, flips_for, spread, summary
 from mrisr.errors import ConfigError, GeometryError
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
@@ -201,7 +204,7 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
 
 
 #: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.
-GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
+GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,16 @@ class UpscaleOptions:
     Attributes:
         fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation) of the two planes.
         consistency: project the result so that its thick slices, simulated
-            with a box profile of the slice thickness, equal the input exactly.
+            with a box profile of the slice thickness, equal the input: True
+            (refuse a thickness it cannot use), False, or None (the default:
+            wherever the thickness allows it; the sidecar says when skipped).
+            See docs/faithfulness.md for the measurements behind the default.
+        clip_range: keep the output within the input's intensity range, and
+            zero where the measured thick voxels are zero (default on).
+        disagreement: compute the disagreement map (``meta["disagreement"]``).
+        tta: test-time augmentation: also run each plane's slices flipped
+            along rows, columns and both (4x the work); the output is the fused
+            mean of all passes, the disagreement map their spread.
         thickness_mm: slice thickness in mm, when it differs from the slice
             spacing (gaps or overlaps); default the header's
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
@@ -227,9 +239,12 @@ class UpscaleOptions:
     """
 
     fusion: Fusion = "mean"
-    consistency: bool = False
+    consistency: bool | None = None
     thickness_mm: float | None = None
     force: bool = False
+    clip_range: bool = True
+    disagreement: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -274,7 +289,8 @@ def upscale_volume(
             :func:`plan_upscale`). With ``plan``, leave it out or give the plan's.
         axis: thick axis; default detected. With ``plan``, leave it out or give
             the plan's.
-        options: fusion, consistency, thickness, force (:class:`UpscaleOptions`).
+        options: fusion, consistency, thickness, force, clip_range,
+            disagreement, tta (:class:`UpscaleOptions`).
         progress: called with (slices done, slices in all).
         **settings: fields of :class:`UpscaleOptions` (``fusion="fba"``,
             ``consistency=True``, ``thickness_mm=5``, ``force=True``) replacing
@@ -282,7 +298,11 @@ def upscale_volume(
 
     Returns:
         A new float32 Volume on the upsampled grid, same header; its
-        ``meta["upscale"]`` holds the plan, model, normalisation and fusion.
+        ``meta["upscale"]`` holds the plan, model, normalisation, fusion and
+        ``faithfulness`` (residuals before/after consistency and clipping),
+        and ``meta["disagreement"]`` (unless ``disagreement=False``) is the
+        disagreement map: a float32 :class:`Volume` on exactly the result's
+        grid and header, in the result's intensity units.
 
     Raises:
         ConfigError: unknown fusion, a plan that is not this volume's or
@@ -298,14 +318,16 @@ def upscale_volume(
         _check_plan(plan, volume, factor=factor, axis=axis)
     check_factor_range(model, plan.factor, force=options.force)
     thickness = slice_thickness(volume, plan, options.thickness_mm)
+    width, project, skipped = consistency_choice(thickness, plan, options.consistency)
     normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
-    fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
-    if options.consistency:
-        fused = enforce_consistency(
-            fused, thick, plan.axis, thickness=consistency_width(thickness, plan)
-        )
-    data = normalisation.invert(fused)
+    passes = _upscale_planes(thick, plan, model, progress, flips_for(options.tta))
+    fused = normalisation.invert(fuse(passes, options.fusion))
+    # In the input's own units, so the range is the input's exactly (the
+    # projection commutes with the linear normalisation).
+    data, faithfulness = constrain_to_input(
+        fused, volume.data, plan.axis, thickness=width, project=project, clip=options.clip_range
+    )
     # Facts of the input's grid (its slice thickness, how it was simulated) do not
     # hold for the result; they stay recorded under "upscale".
     kept = {k: v for k, v in volume.meta.items() if k not in GRID_FACTS}
@@ -317,9 +339,25 @@ def upscale_volume(
             "model": model.describe(),
             "normalisation": normalisation.to_dict(),
             "fusion": options.fusion,
-            "consistency": options.consistency,
+            "consistency": project,
+            "faithfulness": {
+                **faithfulness,
+                "consistency_skipped": skipped,
+                "clip_range": options.clip_range,
+            },
+            "tta": options.tta,
         },
     }
+    if options.disagreement:
+        scale = normalisation.high - normalisation.low
+        disagreement = spread(passes) * np.float32(scale)
+        span = float(np.ptp(np.asarray(volume.data, np.float64)))
+        meta["upscale"]["disagreement"] = {
+            "passes": len(passes),
+            "statistic": "standard deviation across passes, intensity units",
+            **summary(disagreement, span),
+        }
+        meta["disagreement"] = volume.with_data(disagreement, plan.affine_out, meta={})
     return volume.with_data(data, plan.affine_out, meta=meta)
 
 
@@ -346,6 +384,7 @@ def _upscale_planes(
     plan: UpscalePlan,
     model: SliceModel,
     progress: ProgressCallback | None,
+    flips: tuple[tuple[bool, bool], ...] = NO_FLIP,
 ) -> list[np.ndarray]:
     """The normalised volume upscaled by ``model`` in each plane containing the thick axis.
 
@@ -353,20 +392,21 @@ def _upscale_planes(
         thick: (X, Y, Z) normalised intensities.
         plan: the output grid.
         model: the slice model.
-        progress: called with (slices done, slices in both planes).
+        progress: called with (slices done, slices in all passes).
+        flips: flips of each plane's stack (:mod:`mrisr.disagreement`), each one pass.
 
     Returns:
-        One (X, Y, Z) array on the output grid per plane (see :func:`slicing_axes`).
+        One (X, Y, Z) array on the output grid per plane and flip (see :func:`slicing_axes`).
 
     Raises:
         RuntimeError: the model returned slices of the wrong shape.
     """
     planes = slicing_axes(plan.axis)
-    total = sum(thick.shape[a] for a in planes)
+    total = sum(thick.shape[a] for a in planes) * len(flips)
     done = 0
     restacked = []
-    for slice_axis in planes:
-        stack = to_slice_stack(thick, plan.axis, slice_axis)
+    for slice_axis, flip in ((a, f) for a in planes for f in flips):
+        stack = flip_stack(to_slice_stack(thick, plan.axis, slice_axis), flip)
 
         def report(n: int, _total: int, offset: int = done) -> None:
             if progress is not None:
@@ -379,7 +419,7 @@ def _upscale_planes(
                 f"slice model {model.name!r} returned shape {upscaled.shape}, "
                 f"expected {expected_shape}"
             )
-        restacked.append(from_slice_stack(upscaled, plan.axis, slice_axis))
+        restacked.append(from_slice_stack(flip_stack(upscaled, flip), plan.axis, slice_axis))
         done += stack.shape[0]
         if progress is not None:
             progress(done, total)
