@@ -35,10 +35,12 @@ from mrisr.intensity import fit_normalisation
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
+    disagreement_path,
     sidecar_path,
     write_image_and_sidecar,
 )
 from mrisr.models import ModelRequest, choose_model, covers_factor
+from mrisr.simulate import PROFILES, Profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
@@ -224,6 +226,11 @@ class UpscaleOptions:
         clip_range: keep the output within the input's intensity range, and
             zero where the measured thick voxels are zero (default on).
         disagreement: compute the disagreement map (``meta["disagreement"]``).
+        consistency_profile: the slice profile of the projection (and of the
+            residual): ``"mean"`` (box, mrisr's forward model) or
+            ``"gaussian"`` (FWHM the slice thickness), for scans known to
+            have one; the box costs quality on Gaussian-profile scans
+            (docs/faithfulness.md).
         tta: test-time augmentation: also run each plane's slices flipped
             along rows, columns and both (4x the work); the output is the fused
             mean of all passes, the disagreement map their spread.
@@ -234,7 +241,7 @@ class UpscaleOptions:
         force: allow a factor outside the model's trained range.
 
     Raises:
-        ConfigError: an unknown fusion. (A thickness is checked against the
+        ConfigError: an unknown fusion or profile. (A thickness is checked against the
             scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
@@ -245,10 +252,16 @@ class UpscaleOptions:
     clip_range: bool = True
     disagreement: bool = True
     tta: bool = False
+    consistency_profile: Profile = "mean"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
+        if self.consistency_profile not in PROFILES:
+            raise ConfigError(
+                f"unknown slice profile {self.consistency_profile!r}",
+                expected=f"one of {PROFILES}",
+            )
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
@@ -326,7 +339,13 @@ def upscale_volume(
     # In the input's own units, so the range is the input's exactly (the
     # projection commutes with the linear normalisation).
     data, faithfulness = constrain_to_input(
-        fused, volume.data, plan.axis, thickness=width, project=project, clip=options.clip_range
+        fused,
+        volume.data,
+        plan.axis,
+        thickness=width,
+        profile=options.consistency_profile,
+        project=project,
+        clip=options.clip_range,
     )
     # Facts of the input's grid (its slice thickness, how it was simulated) do not
     # hold for the result; they stay recorded under "upscale".
@@ -442,10 +461,12 @@ def upscale_file(
 
     The one upscale flow: check the outputs -> load the scan once -> plan once
     -> choose the model once (the default one depends on the planned factor)
-    -> :func:`upscale_volume` -> write image and sidecar. Both outputs are
-    checked before any work starts, and written atomically; if the sidecar
-    cannot be written the image is removed again, so a failure never leaves
-    half an output. The input is never modified.
+    -> :func:`upscale_volume` -> write image, disagreement map
+    (:func:`mrisr.io.outputs.disagreement_path`, unless
+    ``disagreement=False``) and sidecar. All outputs are checked before any
+    work starts, and written atomically; if one cannot be written the others
+    are removed again, so a failure never leaves part of an output set. The
+    input is never modified.
 
     Args:
         input_path: NIfTI, MGH, NRRD, MHA file or DICOM folder.
@@ -480,7 +501,9 @@ def upscale_file(
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
-    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    spread_path = disagreement_path(output) if options.disagreement else None
+    outputs = [output, sidecar] + ([spread_path] if spread_path is not None else [])
+    check_outputs(input_path, outputs, overwrite=overwrite)
 
     volume = load_volume(input_path)
     plan = plan_upscale(volume, factor=factor, axis=axis)
@@ -491,9 +514,15 @@ def upscale_file(
         options=options,
         progress=progress,
     )
-    write_image_and_sidecar(
-        result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
-    )
+    provenance = _provenance(result, input_path, output)
+    extras = {}
+    if spread_path is not None:
+        extras[spread_path] = result.meta["disagreement"]
+        provenance["disagreement"] = {
+            **provenance["disagreement"],
+            "file": str(spread_path.resolve()),
+        }
+    write_image_and_sidecar(result, output, sidecar, provenance, overwrite=overwrite, extras=extras)
     return output, sidecar
 
 

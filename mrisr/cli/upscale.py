@@ -36,10 +36,38 @@ def command(
     ] = None,
     fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
     consistency: Annotated[
+        bool | None,
+        typer.Option(
+            "--consistency/--no-consistency",
+            help="Make the result's thick slices (box of the slice thickness) equal the input's; "
+            "default: wherever the slice thickness allows it (the sidecar says when skipped).",
+            show_default=False,
+        ),
+    ] = None,
+    consistency_profile: Annotated[
+        str,
+        typer.Option(
+            help="Slice profile of the consistency projection: mean (box) or gaussian "
+            "(FWHM the slice thickness), when the scan's profile is known."
+        ),
+    ] = "mean",
+    clip_range: Annotated[
         bool,
         typer.Option(
-            help="Make the result's thick slices (box of the slice thickness) equal the input's."
+            "--clip-range/--no-clip-range",
+            help="Keep the output within the input's intensity range, zero background at zero.",
         ),
+    ] = True,
+    disagreement: Annotated[
+        bool,
+        typer.Option(
+            "--disagreement/--no-disagreement",
+            help="Write <output>_disagreement beside the output: where the passes disagree.",
+        ),
+    ] = True,
+    tta: Annotated[
+        bool,
+        typer.Option(help="Test-time augmentation: flipped passes too (4x the work)."),
     ] = False,
     thickness: Annotated[
         float | None,
@@ -65,7 +93,14 @@ def command(
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
     options = UpscaleOptions(
-        fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force
+        fusion=fusion,
+        consistency=consistency,
+        thickness_mm=thickness,
+        force=force,
+        clip_range=clip_range,
+        disagreement=disagreement,
+        tta=tta,
+        consistency_profile=consistency_profile,  # type: ignore[arg-type]
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -86,4 +121,9 @@ def command(
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"wrote {written}\nwrote {sidecar}")
+    from mrisr.io.outputs import disagreement_path
+
+    console.print(f"wrote {written}")
+    if disagreement:
+        console.print(f"wrote {disagreement_path(written)}")
+    console.print(f"wrote {sidecar}")

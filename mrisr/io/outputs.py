@@ -23,6 +23,18 @@ def default_output_path(input_path: str | Path) -> Path:
     return path.parent / f"{stem(path)}_sr.nii.gz"
 
 
+def disagreement_path(output_path: str | Path) -> Path:
+    """The disagreement map beside an output image (``x_sr.nii.gz`` -> ``x_sr_disagreement.nii.gz``).
+
+    Same folder and format as the output; see :mod:`mrisr.disagreement`.
+    """
+    path = Path(output_path)
+    ending = suffix(path)
+    if ending in READ_FORMATS:
+        return path.parent / f"{stem(path)}_disagreement{ending}"
+    return path.with_name(f"{path.stem}_disagreement{path.suffix}")
+
+
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
     path = Path(output_path)
@@ -58,9 +70,15 @@ def _json_default(value: Any) -> Any:
 
 
 def write_image_and_sidecar(
-    result: Volume, output: Path, sidecar: Path, provenance: dict[str, Any], *, overwrite: bool
+    result: Volume,
+    output: Path,
+    sidecar: Path,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool,
+    extras: dict[Path, Volume] | None = None,
 ) -> None:
-    """Save the image, then its provenance sidecar; no image is left without its sidecar.
+    """Save the image, any extra images (the disagreement map), then the sidecar: all or none.
 
     Args:
         result: the volume to save.
@@ -68,18 +86,24 @@ def write_image_and_sidecar(
         sidecar: the JSON path (:func:`sidecar_path` of ``output``).
         provenance: what the sidecar records (JSON-ready, numpy values allowed).
         overwrite: replace existing files.
+        extras: ``{path: volume}`` written after the image, before the sidecar.
 
     Raises:
-        OutputError: either file exists (without ``overwrite``) or cannot be
-            written; the image is removed again when the sidecar fails.
+        OutputError: a file exists (without ``overwrite``) or cannot be
+            written; the files already written by this call are removed again,
+            so no partial set is left.
     """
     from mrisr.io.load_save import save_volume
 
-    save_volume(result, output, overwrite=overwrite)
+    written: list[Path] = []
     try:
+        for path, volume in [(output, result), *(extras or {}).items()]:
+            save_volume(volume, path, overwrite=overwrite)
+            written.append(path)
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     except BaseException:
-        output.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
 
 
