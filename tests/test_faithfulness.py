@@ -249,3 +249,29 @@ def test_command_line_options_reach_the_sidecar(tmp_path, rng, flags, consistenc
     assert record["faithfulness"]["clip_range"] is clip
     assert record["tta"] is ("--tta" in flags)
     assert (tmp_path / "scan_sr_disagreement.nii.gz").exists() is written
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@pytest.mark.parametrize(
+    ("order", "flips"),
+    [((0, 1, 2), ()), ((2, 0, 1), (0,)), ((1, 2, 0), (1, 2)), ((2, 1, 0), (0, 1, 2))],
+)
+def test_figures_show_any_storage_order_in_the_same_display_orientation(rng, order, flips):
+    from mrisr.figures import DisplayGrid
+
+    ras = rng.random((4, 5, 6))
+    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    data = np.transpose(ras, order)
+    # Voxel (i, j, k) of the stored array is voxel order-permuted of the RAS one.
+    stored_affine = affine[:, [*order, 3]]
+    for axis in flips:
+        data = np.flip(data, axis)
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1.0, data.shape[axis] - 1
+        stored_affine = stored_affine @ flip
+    grid = DisplayGrid(stored_affine, np.abs(stored_affine[:3, :3]).sum(axis=0))
+    np.testing.assert_array_equal(grid.to_ras(data), ras)
+    np.testing.assert_allclose(grid.spacing, [1.0, 2.0, 3.0])
+    assert grid.aspect(2) == pytest.approx(2.0)  # axial: rows along y (2 mm), columns x (1 mm)
