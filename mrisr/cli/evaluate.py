@@ -33,6 +33,21 @@ def command(
         str, typer.Option(help="Simulated slice profile: mean or gaussian.")
     ] = "mean",
     fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
+    consistency: Annotated[
+        bool | None,
+        typer.Option(
+            "--consistency/--no-consistency",
+            help="Data-consistency projection; default: as mrisr upscale (where possible).",
+            show_default=False,
+        ),
+    ] = None,
+    clip_range: Annotated[
+        bool,
+        typer.Option("--clip-range/--no-clip-range", help="Keep results within the input's range."),
+    ] = True,
+    tta: Annotated[
+        bool, typer.Option(help="Test-time augmentation: flipped passes too (4x the work).")
+    ] = False,
     mask: Annotated[
         bool, typer.Option("--mask/--no-mask", help="Compare inside a foreground mask only.")
     ] = True,
@@ -40,7 +55,8 @@ def command(
         bool, typer.Option("--json", help="Print {method: {psnr, ssim, hfen, nrmse}} on stdout.")
     ] = False,
     figure: Annotated[
-        Path | None, typer.Option(help="Write a PNG of the centre planes and error maps here.")
+        Path | None,
+        typer.Option(help="Write a PNG of the centre planes, error and disagreement maps here."),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
     force: Annotated[
@@ -51,6 +67,7 @@ def command(
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
+    from mrisr.upscale import UpscaleOptions
 
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)
@@ -77,6 +94,7 @@ def command(
             fusion=fusion,  # type: ignore[arg-type]
             mask=mask,
             force=force,
+            options=UpscaleOptions(consistency=consistency, clip_range=clip_range, tta=tta),
         )
         if figure is not None:
             save_figure(figure, result, overwrite=overwrite)
