@@ -433,15 +433,24 @@ Mean true error (% of the range) per disagreement decile, 1 to 10:
   PSNR by {clip_net}; it is on by default, `--no-clip-range` turns it off.
   It runs alternately with the projection (POCS) and last, so the range holds
   exactly and the residual reported is the one after both.
-- **The disagreement map tracks the error**: rank correlation with the true
-  absolute error {rho_mean} on average over the default model's cases, lowest
-  {rho_min}; {rho_below} of {rho_cases} cases fall below 0.3 (see the table:
-  mostly 2x, where errors are small and the two planes agree closely). The
-  calibration curve rises monotonically: the top decile's mean error is several
-  times the bottom decile's. Test-time augmentation (`--tta`) raises the
-  correlation a little at 4x the cost; the size of the consistency correction
-  tracks the error less well than the plane spread, so it is reported in the
-  sidecar (residual before) but not used as the map.
+- **The disagreement map tracks the error on brains, not yet on the spine
+  fixtures.** Rank correlation with the true absolute error: {rho_mean} on
+  average over the default model's cases, lowest {rho_min}; {rho_below} of
+  {rho_cases} cases fall below the 0.3 the issue asks for. By volume (table
+  above) the two held-out brains are at about 0.4 (a handful of cases just
+  under 0.3), the spine fixtures well below: spine_t1w about 0.15, spine_t2
+  about 0.28. Those crops are small, noisy 16-bit scans whose errors
+  are dominated by noise and by anatomy the model never saw, which neither
+  plane nor flip spread predicts. The next candidates were tried: test-time
+  augmentation (`--tta`, eight passes) raises the correlation on every volume
+  (about +0.1; spine_t1w 0.25, spine_t2 0.40) and separates the deciles better (its lowest
+  decile's mean error is lower), at 4x the network work, so it stays an option, not
+  the default; the size of the consistency correction |default - raw|
+  tracks the error less well than the plane spread on every volume, so it is
+  not used as the map (its maximum is the sidecar's `residual_before`). The
+  calibration curve rises monotonically from the first to the tenth decile
+  (about 4x), so the map ranks regions usefully even where the voxel-wise
+  correlation is weak. **Target not met** on the spine fixtures.
 """
 
 
