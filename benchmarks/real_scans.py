@@ -8,7 +8,8 @@ the largest factor the model covers. The figure shows the centre planes that
 contain the thick axis: the input on the fine grid (nearest neighbour), cubic,
 mrisr. The check: each result's thick slices are simulated again (a box
 profile of the header's slice thickness) and compared with the input; a
-faithful result reproduces its input (higher PSNR is better).
+faithful result reproduces its input (higher PSNR is better), without and
+with the default data-consistency projection and range clip.
 
 Usage::
 
@@ -53,65 +54,70 @@ def resimulation_psnr(result, scan, plan, thickness_mm: float) -> float:
 
 
 def figure(path: Path, scan, results: dict, plan, title: str) -> None:
-    """Planes containing the thick axis: input (nearest), then each result.
+    """Planes containing the thick axis, radiological display: input (nearest), results, disagreement.
 
     Each plane is the slice holding the most signal (so a scan that is mostly
     background still shows its content); one grey window for all panels, from
-    the input's 99.5th percentile of voxels above 1 % of its maximum.
+    the input's 99.5th percentile of voxels above 1 % of its maximum. The last
+    column is mrisr's disagreement map on its own colour scale (intensity units).
     """
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mrisr.evaluation import nearest_on_grid
-    from mrisr.slices import slicing_axes
+    from mrisr.figures import PLANES, DisplayGrid, label_edges, nearest_on_grid
 
-    axis = plan.axis
-    shown = {"input (thick)": nearest_on_grid(np.asarray(scan.data), axis, plan.n_out)}
+    grid = DisplayGrid(plan.affine_out, np.asarray(plan.spacing_out))
+    shown = {"input (thick)": nearest_on_grid(np.asarray(scan.data), plan.axis, plan.n_out)}
     shown.update({name: np.asarray(v.data) for name, v in results.items()})
+    spread = results["mrisr"].meta.get("disagreement")
+    if spread is not None:
+        shown["mrisr disagreement"] = np.asarray(spread.data)
     data_in = np.asarray(scan.data, np.float64)
     low = float(data_in.min())
     high = float(np.percentile(data_in[data_in > low + 0.01 * np.ptp(data_in)], 99.5))
-    spacing = plan.spacing_out
-    planes = slicing_axes(axis)  # the two axes whose slices contain the thick axis
+    thick = grid.ras_axis[plan.axis]
+    planes = [(name, normal) for name, normal in PLANES if normal != thick]
+    ras = {name: grid.to_ras(data) for name, data in shown.items()}
+    reference = ras["input (thick)"]
     # Each row as tall as its planes are in mm, for panels 3.2 inches wide.
-    heights = [
-        3.2 * plan.n_out * spacing[axis] / (scan.shape[3 - axis - cut] * spacing[3 - axis - cut])
-        for cut in planes
-    ]
-    fig = Figure(
-        figsize=(3.2 * len(shown), sum(heights) + 0.6),
-        dpi=90,
-        layout="constrained",
-    )
+    heights = []
+    for _, normal in planes:
+        cols, rows = (a for a in range(3) if a != normal)
+        extent = reference.shape[rows] * grid.spacing[rows]
+        heights.append(3.2 * extent / (reference.shape[cols] * grid.spacing[cols]))
+    fig = Figure(figsize=(3.2 * len(shown), sum(heights) + 1.6), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(
         len(planes), len(shown), squeeze=False, gridspec_kw={"height_ratios": heights}
     )
-    for row, cut in enumerate(planes):
-        other = 3 - axis - cut
-        index = int(np.argmax(data_in.sum(axis=tuple(a for a in range(3) if a != cut))))
-        for column, (name, data) in enumerate(shown.items()):
-            plane = np.take(data, index, axis=cut)
-            # Rows = the thick axis (bottom-up), columns = the in-plane axis.
-            if axis > other:
-                plane = plane.T
+    for row, (plane_name, normal) in enumerate(planes):
+        others = tuple(a for a in range(3) if a != normal)
+        index = int(np.argmax(np.abs(reference).sum(axis=others)))
+        for column, (name, data) in enumerate(ras.items()):
             ax = axes[row, column]
-            ax.imshow(
-                plane,
-                cmap="gray",
-                vmin=low,
-                vmax=high,
-                origin="lower",
-                aspect=spacing[axis] / spacing[other],
+            is_map = name.endswith("disagreement")
+            image = ax.imshow(
+                grid.plane(data, normal, index),
+                cmap="magma" if is_map else "gray",
+                vmin=0 if is_map else low,
+                vmax=float(np.percentile(data, 99.9)) if is_map else high,
+                origin="upper",
+                aspect=grid.aspect(normal),
                 interpolation="nearest",
             )
             ax.set_xticks([])
             ax.set_yticks([])
+            label_edges(ax, plane_name, fontsize=9)
             if row == 0:
                 ax.set_title(name, fontsize=10)
             if column == 0:
-                ax.set_ylabel(f"slice {index} of axis {cut}", fontsize=9)
-    fig.suptitle(title, fontsize=10)
+                ax.set_ylabel(f"{plane_name} (slice {index})", fontsize=9)
+            if is_map and row == len(planes) - 1:
+                bar = fig.colorbar(image, ax=axes[:, column], location="bottom", shrink=0.9)
+                bar.set_label("spread between passes (intensity)", fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(40 * len(shown)))), fontsize=10)
     fig.savefig(path, format="png")
 
 
@@ -144,12 +150,29 @@ def main() -> None:
         factor = min(isotropic.factor, high)
         plan = plan_upscale(scan, factor=factor)
         thickness = slice_thickness(scan, plan)["slice_thickness_mm"]
-        results, seconds, fidelity = {}, {}, {}
+        results, seconds, fidelity, negative, residual = {}, {}, {}, {}, {}
         for label, method in (("cubic", CubicSliceModel()), ("mrisr", model)):
             start = time.perf_counter()
-            results[label] = upscale_volume(scan, method, factor=factor)
+            raw = upscale_volume(
+                scan,
+                method,
+                factor=factor,
+                consistency=False,
+                clip_range=False,
+                disagreement=False,
+            )
+            results[label] = upscale_volume(scan, method, factor=factor)  # the default
             seconds[label] = time.perf_counter() - start
-            fidelity[label] = resimulation_psnr(results[label], scan, plan, thickness)
+            fidelity[label] = (
+                resimulation_psnr(raw, scan, plan, thickness),
+                resimulation_psnr(results[label], scan, plan, thickness),
+            )
+            faithful = results[label].meta["upscale"]["faithfulness"]
+            negative[label] = (
+                float(np.mean(raw.data < 0)),
+                float(np.mean(results[label].data < 0)),
+            )
+            residual[label] = (faithful["residual_before"], faithful["residual_after"])
         stem = name.removesuffix(".nii.gz")
         picture = images / f"real_{stem}.png"
         figure(
@@ -159,8 +182,10 @@ def main() -> None:
         out_spacing = " x ".join(f"{s:.3g}" for s in plan.spacing_out)
         rows.append(
             f"| {name} | {spacing} | {thickness:.3g} | {isotropic.factor:.3g} | {factor:.3g} | "
-            f"{out_spacing} | {fidelity['cubic']:.2f} | {fidelity['mrisr']:.2f} | "
-            f"{seconds['cubic']:.1f} | {seconds['mrisr']:.1f} |"
+            f"{out_spacing} | {fidelity['cubic'][0]:.2f} / {fidelity['cubic'][1]:.2f} | "
+            f"{fidelity['mrisr'][0]:.2f} / {fidelity['mrisr'][1]:.2f} | "
+            f"{residual['mrisr'][0]:.1e} / {residual['mrisr'][1]:.1e} | "
+            f"{100 * negative['mrisr'][0]:.1f} / {100 * negative['mrisr'][1]:.1f} |"
         )
         sections += [f"### {name}", "", what + ".", "", f"![{stem}](images/{picture.name})", ""]
         print(rows[-1], flush=True)
@@ -180,11 +205,17 @@ def main() -> None:
         "",
         "Fidelity check: each result's thick slices are simulated again (box profile of "
         "the slice thickness) and compared with the input (PSNR in dB on the input's "
-        "range; higher means the result explains its input better). Seconds: in memory, "
-        "one run.",
+        "range; higher means the result explains its input better), without / with the "
+        "default data-consistency projection and range clip (docs/faithfulness.md). The "
+        "residual is the sidecar's: max |re-simulated - input| / input range, before / "
+        "after. Negative voxels: % of the output below zero, without / with the range clip "
+        "(the inputs have no negative values).",
+        "",
+        "The last column of each figure is the disagreement map written beside the output "
+        "(`<stem>_sr_disagreement.nii.gz`): the spread between the two plane passes.",
         "",
         "| scan | voxel (mm) | thickness (mm) | isotropic factor | factor used | output voxel (mm) "
-        "| re-simulation PSNR cubic | re-simulation PSNR mrisr | s cubic | s mrisr |",
+        "| re-sim. PSNR cubic | re-sim. PSNR mrisr | residual mrisr | negative voxels mrisr (%) |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",

@@ -32,7 +32,7 @@ _PUBLIC_NAMES = {
     "save_config": "mrisr.config",
     "EvaluationResult": "mrisr.evaluation",
     "evaluate": "mrisr.evaluation",
-    "save_figure": "mrisr.evaluation",
+    "save_figure": "mrisr.figures",
     "fuse": "mrisr.fusion",
     "detect_thick_axis": "mrisr.geometry",
     "resampled_affine": "mrisr.geometry",

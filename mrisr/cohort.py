@@ -386,7 +386,7 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
     if job.create_folder:
         job.output_path.parent.mkdir(parents=True, exist_ok=True)
     check_upscale_outputs(
-        job.input, job.output_path, overwrite=settings.overwrite, dtype=settings.options.dtype
+        job.input, job.output_path, overwrite=settings.overwrite, options=settings.options
     )
     volume = load_volume(job.input)
     return _Prepared(

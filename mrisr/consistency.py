@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.errors import ConfigError
-from mrisr.simulate import apply_along_axis, slice_profile_matrix
+from mrisr.simulate import Profile, apply_along_axis, slice_profile_matrix
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
@@ -48,6 +48,47 @@ def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
             fix="check --thickness, use a larger --factor, or drop --consistency",
         )
     return value / voxel
+
+
+def consistency_choice(
+    thickness: dict[str, Any], plan: UpscalePlan, requested: bool | None
+) -> tuple[float, bool, str | None]:
+    """Whether to project, and the profile width (output voxels) for the projection and residual.
+
+    Args:
+        thickness: :func:`slice_thickness` of the scan.
+        plan: its upscale plan.
+        requested: True (``--consistency``: refuse what cannot be done), False
+            (``--no-consistency``) or None (the default: project wherever the
+            slice thickness allows it, else say why not).
+
+    Returns:
+        (width in output voxels, project or not, why not or None). Without a
+        usable thickness the width is clamped to the usable range, for the
+        residual only.
+
+    Raises:
+        ConfigError: ``requested`` is True and the thickness is unusable
+            (see :func:`consistency_width`).
+    """
+    if requested:
+        return consistency_width(thickness, plan), True, None
+    voxel = float(plan.spacing_out[plan.axis])
+    clamped = float(
+        np.clip(
+            thickness["slice_thickness_mm"],
+            voxel,
+            max(voxel, MAX_CONSISTENCY_OVERLAP * thickness["slice_spacing_mm"]),
+        )
+        / voxel
+    )
+    if requested is False:
+        return clamped, False, "turned off (--no-consistency)"
+    try:
+        return consistency_width(thickness, plan), True, None
+    except ConfigError as error:
+        log.info("data consistency skipped: %s", error)
+        return clamped, False, f"skipped: {error.problem}"
 
 
 def slice_thickness(
@@ -98,16 +139,166 @@ def slice_thickness(
 
 
 def enforce_consistency(
-    upscaled: np.ndarray, thick: np.ndarray, axis: int, thickness: float | None = None
+    upscaled: np.ndarray,
+    thick: np.ndarray,
+    axis: int,
+    thickness: float | None = None,
+    *,
+    profile: Profile = "mean",
 ) -> np.ndarray:
     """Project ``upscaled`` so that re-simulating its thick slices gives ``thick`` exactly.
 
-    Uses the block-mean slice model ``W`` (n_in x n_out) and the smallest
-    correction that satisfies ``W @ x == thick`` along ``axis``:
-    ``x + W.T @ inv(W @ W.T) @ (thick - W @ x)``.
+    Uses the slice model ``W`` (n_in x n_out) of :func:`mrisr.simulate.slice_profile_matrix`
+    and the smallest (least-squares) correction that satisfies ``W @ x == thick``
+    along ``axis``: ``x + W.T @ inv(W @ W.T) @ (thick - W @ x)``.
+
+    Args:
+        upscaled: (X, Y, Z) result on the fine grid.
+        thick: (X, Y, Z) measured slices (``n_in`` along ``axis``).
+        axis: the thick axis.
+        thickness: the profile's full width in output voxels; default the spacing.
+        profile: ``"mean"`` (box) or ``"gaussian"`` (FWHM ``thickness``).
+
+    Returns:
+        A new float32 array shaped like ``upscaled``.
     """
     n_out, n_in = upscaled.shape[axis], thick.shape[axis]
-    forward = slice_profile_matrix(n_out, n_in, thickness=thickness)
+    forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
     correction = forward.T @ np.linalg.inv(forward @ forward.T)
     residual = thick - apply_along_axis(forward, upscaled, axis)
     return upscaled + apply_along_axis(correction, residual, axis)
+
+
+def consistency_residual(
+    upscaled: np.ndarray,
+    thick: np.ndarray,
+    axis: int,
+    thickness: float | None = None,
+    *,
+    profile: Profile = "mean",
+) -> float:
+    """How far the re-simulated result is from the measured slices, as a fraction of their range.
+
+    Args:
+        upscaled: (X, Y, Z) result on the fine grid (any intensity units).
+        thick: (X, Y, Z) measured slices, same units.
+        axis: the thick axis.
+        thickness: profile width in output voxels; default the spacing.
+        profile: the slice profile used to re-simulate.
+
+    Returns:
+        ``max |W @ upscaled - thick| / (max(thick) - min(thick))``; 0 for a
+        constant input.
+    """
+    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
+    forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
+    again = apply_along_axis(forward, np.asarray(upscaled, np.float64), axis)
+    measured = np.asarray(thick, np.float64)
+    span = float(measured.max() - measured.min())
+    return float(np.abs(again - measured).max() / span) if span > 0 else 0.0
+
+
+def background_mask(
+    thick: np.ndarray, axis: int, n_out: int, thickness: float | None
+) -> np.ndarray:
+    """Output voxels that lie inside a measured thick voxel whose value is exactly zero.
+
+    With non-negative intensities a thick voxel is zero only when every thin
+    voxel under its slice profile is zero, so those output voxels must be zero
+    too (zero-filled background, masked scans). Nothing is masked when the
+    input has negative values or no zeros.
+
+    Args:
+        thick: (X, Y, Z) measured slices.
+        axis: the thick axis.
+        n_out: output slices along ``axis``.
+        thickness: box width in output voxels; default the spacing.
+
+    Returns:
+        (X, Y, Z) bool array on the output grid.
+    """
+    shape = list(thick.shape)
+    shape[axis] = n_out
+    zero = thick == 0
+    if thick.min() < 0 or not zero.any():
+        return np.zeros(shape, bool)
+    support = slice_profile_matrix(n_out, thick.shape[axis], thickness=thickness) > 1e-6
+    return apply_along_axis(support.T.astype(np.float32), zero, axis) > 0
+
+
+def constrain_to_input(
+    upscaled: np.ndarray,
+    thick: np.ndarray,
+    axis: int,
+    *,
+    thickness: float | None,
+    profile: Profile = "mean",
+    project: bool = True,
+    clip: bool = True,
+    tolerance: float = 1e-5,
+    max_iterations: int = 200,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Make a result agree with its input: data consistency, then the input's intensity range.
+
+    Both constraints are convex sets that the true image lies in (for a box
+    profile of the right thickness and non-negative data): the volumes whose
+    re-simulated slices equal the input, and those within the input's range
+    ``[min, max]`` whose voxels under zero thick voxels are zero. Projecting
+    onto them in turn (POCS: Youla & Webb, IEEE TMI 1982) converges to a
+    volume in both. The loop ends with the range step, so the range and the
+    zero background hold exactly; the remaining residual is reported. Working
+    in the input's own units is exact: the projection commutes with the
+    linear intensity normalisation (the profile's rows sum to 1).
+
+    Args:
+        upscaled: (X, Y, Z) result on the fine grid, in the input's units.
+        thick: (X, Y, Z) measured slices.
+        axis: the thick axis.
+        thickness: profile width in output voxels (None: the spacing), used by
+            the projection, the residual and the background mask.
+        profile: the slice profile of the projection and the residual.
+        project: apply the data-consistency projection.
+        clip: keep values within the input's range and zero background at zero.
+        tolerance: stop once the residual (fraction of the input's range) is below.
+        max_iterations: most projection/clip rounds (smooth images need a
+            few; white noise with gaps about 100).
+
+    Returns:
+        (new float32 array, report) where the report holds ``residual_before``
+        and ``residual_after`` (max |re-simulated - input| / input range, with
+        ``profile`` and ``thickness``), ``iterations``, ``range`` ([min, max]
+        or None when not clipped) and ``background_voxels`` (voxels set to zero).
+    """
+    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
+    measured = np.asarray(thick, np.float32)
+    x = np.array(upscaled, np.float32, copy=True)
+    forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
+    correction = forward.T @ np.linalg.inv(forward @ forward.T)
+    span = float(measured.max() - measured.min())
+
+    def residual(volume: np.ndarray) -> float:
+        if span <= 0:
+            return 0.0
+        difference = apply_along_axis(forward, volume, axis) - measured
+        return float(np.abs(difference).max() / span)
+
+    low, high = float(measured.min()), float(measured.max())
+    zero = background_mask(measured, axis, n_out, thickness) if clip else None
+    before = residual(x)
+    rounds = 0
+    for rounds in range(1, (max_iterations if project and clip else 1) + 1):  # noqa: B007
+        if project:
+            x += apply_along_axis(correction, measured - apply_along_axis(forward, x, axis), axis)
+        if clip:
+            np.clip(x, low, high, out=x)
+            x[zero] = 0.0
+        if not (project and clip) or residual(x) <= tolerance:
+            break
+    return x, {
+        "residual_before": before,
+        "residual_after": residual(x),
+        "residual_profile": profile,
+        "iterations": rounds,
+        "range": [low, high] if clip else None,
+        "background_voxels": int(zero.sum()) if zero is not None else 0,
+    }

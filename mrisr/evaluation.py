@@ -5,7 +5,9 @@ along one axis (:func:`mrisr.simulate.simulate_volume`), upscales it with each
 model (:func:`mrisr.upscale.upscale_volume`) and compares every result with
 the truth (:func:`mrisr.metrics.compare_volumes`), all on one fixed intensity
 range and one foreground mask. The results print as a table, write as JSON
-``{method: {psnr, ssim, hfen, nrmse}}`` and draw as a PNG of three planes.
+``{method: {psnr, ssim, hfen, nrmse}}`` and draw as a PNG of three planes
+(:mod:`mrisr.figures`, whose ``save_figure``, ``check_figure_path`` and
+``nearest_on_grid`` are re-exported here).
 
 Matching grids: simulating ``n`` slices by ``factor`` gives
 ``round(n / factor)`` thick slices, and upscaling those by ``factor`` gives
@@ -25,22 +27,34 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mrisr.errors import ConfigError, InputError, OutputError
+from mrisr.errors import ConfigError, InputError
+from mrisr.figures import check_figure_path, nearest_on_grid, save_figure
 from mrisr.fusion import FUSIONS, Fusion
 from mrisr.geometry import output_slice_count
-from mrisr.io.files import check_output, write_atomic
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
 from mrisr.simulate import PROFILES, Profile, simulate_volume
-from mrisr.upscale import SliceModel, upscale_volume
+from mrisr.upscale import SliceModel, UpscaleOptions, upscale_volume
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+__all__ = [
+    "EvaluationResult",
+    "caption",
+    "central_crop",
+    "check_figure_path",
+    "crop_to_whole_slices",
+    "evaluate",
+    "markdown_table",
+    "nearest_on_grid",
+    "rich_table",
+    "save_figure",
+]
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,7 @@ def evaluate(
     mask: bool | np.ndarray | None = True,
     data_range: float | None = None,
     force: bool = False,
+    options: UpscaleOptions | None = None,
 ) -> EvaluationResult:
     """Simulate thick slices from a high-resolution volume, upscale with each model, compare.
 
@@ -185,9 +200,15 @@ def evaluate(
         data_range: fixed intensity range ``L`` for PSNR and SSIM; default
             :func:`mrisr.metrics.reference_range` of the cropped truth.
         force: let models run at a factor outside their trained range.
+        options: the rest of the upscale settings (:class:`mrisr.upscale.UpscaleOptions`;
+            ``fusion`` and ``force`` above replace its own); default what
+            ``mrisr upscale`` does (data consistency where possible, the
+            input's range, the disagreement map), so the numbers are the
+            ones users get.
 
     Returns:
-        The :class:`EvaluationResult`.
+        The :class:`EvaluationResult`; each result's ``meta["disagreement"]``
+        is its disagreement map (unless ``options`` turned it off).
 
     Raises:
         ConfigError: no model, an unknown profile or fusion, a bad axis or factor.
@@ -204,11 +225,12 @@ def evaluate(
     span = reference_range(truth.data) if data_range is None else float(data_range)
 
     thick = simulate_volume(truth, axis, factor, profile=profile)
+    settings = options if options is not None else UpscaleOptions()
     metrics: dict[str, dict[str, float]] = {}
     results: dict[str, Volume] = {}
     for method, model in models.items():
         upscaled = upscale_volume(
-            thick, model, factor=factor, axis=axis, fusion=fusion, force=force
+            thick, model, factor=factor, axis=axis, options=settings, fusion=fusion, force=force
         )
         if upscaled.shape != truth.shape:
             # Cannot happen with the crop above; kept as a loud guard for future grid changes.
@@ -266,7 +288,8 @@ _COLUMNS = {
 }
 
 
-def _caption(result: EvaluationResult) -> str:
+def caption(result: EvaluationResult) -> str:
+    """One line: axis, factor, profile, fusion, mask and range of an evaluation."""
     region = "foreground mask" if result.mask is not None else "all voxels"
     return (
         f"axis {result.axis}, factor {result.factor:g}, {result.profile} profile, "
@@ -287,7 +310,7 @@ def markdown_table(result: EvaluationResult) -> str:
         cells = (_COLUMNS[key][1].format(row[key]) for key in METRICS)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(_caption(result))
+    lines.append(caption(result))
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +318,7 @@ def rich_table(result: EvaluationResult, title: str = "mrisr evaluate") -> Table
     """The metrics as a :class:`rich.table.Table`, best value per column in bold."""
     from rich.table import Table
 
-    table = Table(title=title, caption=_caption(result))
+    table = Table(title=title, caption=caption(result))
     table.add_column("method")
     for key in METRICS:
         table.add_column(_COLUMNS[key][0], justify="right")
@@ -312,162 +335,3 @@ def rich_table(result: EvaluationResult, title: str = "mrisr evaluate") -> Table
             )
         table.add_row(method, *cells)
     return table
-
-
-# --------------------------------------------------------------------------- figure
-
-
-def nearest_on_grid(thick: np.ndarray, axis: int, n_out: int) -> np.ndarray:
-    """Show thick slices on the fine grid: each fine slice copies the thick slice it lies in.
-
-    Args:
-        thick: (X, Y, Z) thick-slice voxels with ``n_in`` slices along ``axis``.
-        axis: the thick axis.
-        n_out: fine slices along ``axis``.
-
-    Returns:
-        A new array with ``n_out`` slices along ``axis``; fine slice ``i``
-        (centre at ``(i + 0.5) / n_out`` of the field of view) copies thick
-        slice ``floor((i + 0.5) * n_in / n_out)``.
-    """
-    n_in = thick.shape[axis]
-    source = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
-    return np.take(thick, np.minimum(source, n_in - 1), axis=axis)
-
-
-def _centre_planes(data: np.ndarray) -> list[np.ndarray]:
-    """The three orthogonal planes through the centre voxel, each (rows, cols) for imshow."""
-    cx, cy, cz = (n // 2 for n in data.shape)
-    # Transposed so the first remaining axis runs left-right and the second bottom-up
-    # (with origin="lower"), the usual radiological-viewer look for RAS-ordered scans.
-    return [data[cx, :, :].T, data[:, cy, :].T, data[:, :, cz].T]
-
-
-def _plane_aspects(spacing: np.ndarray) -> list[float]:
-    """imshow aspect (row height / column width in mm) of each plane from :func:`_centre_planes`."""
-    sx, sy, sz = (float(s) for s in spacing)
-    return [sz / sy, sz / sx, sy / sx]
-
-
-def save_figure(
-    path: str | Path,
-    result: EvaluationResult,
-    *,
-    overwrite: bool = False,
-    error_fraction: float = 0.25,
-    dpi: int = 100,
-) -> Path:
-    """Write a PNG of the centre planes: input, each method, truth and each |error|.
-
-    Rows are the planes normal to array axes 0, 1 and 2 through the centre
-    voxel (sagittal, coronal, axial for RAS-ordered scans). Columns: the thick input shown on the fine
-    grid by nearest neighbour (its blockiness visible), each method's result
-    titled with its PSNR, the truth, then ``|result - truth|`` per method. The
-    images share one grey window (the truth's minimum to minimum + ``L``), the
-    error maps one colour scale (0 to ``error_fraction * L``), so columns are
-    comparable. Drawn with matplotlib's Agg canvas; no window opens and no
-    global pyplot state is touched. Written to a temporary file and renamed.
-
-    Args:
-        path: output PNG file.
-        result: an :class:`EvaluationResult`.
-        overwrite: replace an existing file.
-        error_fraction: top of the error colour scale, as a fraction of ``L``.
-        dpi: resolution; each panel is 2.2 inches wide.
-
-    Returns:
-        The output path.
-
-    Raises:
-        OutputError: the file exists (without ``overwrite``), its folder is
-            missing, or it cannot be written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    check_figure_path(path, overwrite=overwrite)
-    truth = np.asarray(result.truth.data, np.float64)
-    low = float(truth.min())
-    high = low + result.data_range
-    spacing = result.truth.spacing
-    aspects = _plane_aspects(spacing)
-    thick_shown = nearest_on_grid(
-        np.asarray(result.thick.data), result.axis, truth.shape[result.axis]
-    )
-
-    panels: list[tuple[str, np.ndarray, bool]] = [
-        (f"input ({result.factor:g}x thick)", thick_shown, False)
-    ]
-    for method, volume in result.results.items():
-        panels.append(
-            (f"{method}\nPSNR {result.metrics[method]['psnr']:.2f} dB", volume.data, False)
-        )
-    panels.append(("truth", truth, False))
-    for method, volume in result.results.items():
-        panels.append(
-            (f"|{method} - truth|", np.abs(np.asarray(volume.data, np.float64) - truth), True)
-        )
-
-    figure = Figure(figsize=(2.2 * len(panels), 2.2 * 3 + 0.6), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(3, len(panels), squeeze=False)
-    for column, (title, data, is_error) in enumerate(panels):
-        for row, (plane, aspect) in enumerate(
-            zip(_centre_planes(np.asarray(data)), aspects, strict=True)
-        ):
-            ax = axes[row, column]
-            if is_error:
-                ax.imshow(
-                    plane,
-                    cmap="magma",
-                    vmin=0,
-                    vmax=error_fraction * result.data_range,
-                    origin="lower",
-                    aspect=aspect,
-                    interpolation="nearest",
-                )
-            else:
-                ax.imshow(
-                    plane,
-                    cmap="gray",
-                    vmin=low,
-                    vmax=high,
-                    origin="lower",
-                    aspect=aspect,
-                    interpolation="nearest",
-                )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-            if column == 0:
-                # Named by array axis: sagittal/coronal/axial holds only for RAS-ordered files.
-                thick = " (thick)" if row == result.axis else ""
-                ax.set_ylabel(f"axis {row} = {truth.shape[row] // 2}{thick}", fontsize=9)
-    figure.suptitle(_caption(result), fontsize=9)
-
-    write_atomic(
-        path, lambda temporary: figure.savefig(temporary, format="png"), overwrite=overwrite
-    )
-    return path
-
-
-def check_figure_path(path: str | Path, *, overwrite: bool = False) -> None:
-    """Refuse a figure path whose folder is missing, or that exists without ``overwrite``.
-
-    Called before evaluating, so that a bad path fails before minutes of work.
-
-    Raises:
-        OutputError: the folder is missing, the path is a folder or exists
-            (without ``overwrite``), or it does not end in .png.
-    """
-    path = Path(path)
-    check_output(path, overwrite=overwrite)
-    if path.suffix.lower() != ".png":
-        raise OutputError(
-            f"has the extension {path.suffix or '(none)'!r}",
-            path=path,
-            expected="a .png file",
-            fix="name the figure e.g. evaluation.png",
-        )

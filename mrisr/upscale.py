@@ -2,8 +2,10 @@
 
 The pipeline: detect the thick axis -> normalise intensities -> cut slices in
 the two planes that contain the thick axis -> let the slice model upsample
-their rows -> restack each plane -> fuse -> optional data consistency -> undo
-the normalisation, on the field-of-view-aligned grid of :mod:`mrisr.geometry`.
+their rows -> restack each plane (and flipped passes, with test-time
+augmentation) -> fuse -> undo the normalisation -> data consistency and the
+input's intensity range -> the disagreement map of the passes, on the
+field-of-view-aligned grid of :mod:`mrisr.geometry`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mrisr.consistency import consistency_width, enforce_consistency, slice_thickness
+from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
+from mrisr.disagreement import NO_FLIP, flip_stack, flips_for, spread, summary
 from mrisr.errors import ConfigError, GeometryError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.geometry import (
@@ -32,6 +35,7 @@ from mrisr.intensity import fit_normalisation
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
+    disagreement_path,
     named_path,
     sidecar_path,
     write_image_and_sidecar,
@@ -39,6 +43,7 @@ from mrisr.io.outputs import (
 from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
+from mrisr.simulate import PROFILES, Profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
@@ -204,7 +209,7 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
 
 
 #: ``Volume.meta`` keys that describe a grid's slices: not carried over to a new grid.
-GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation")
+GRID_FACTS = ("slice_thickness_mm", "slice_spacing_mm", "simulation", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,21 @@ class UpscaleOptions:
     Attributes:
         fusion: ``"mean"`` or ``"fba"`` (Fourier burst accumulation) of the two planes.
         consistency: project the result so that its thick slices, simulated
-            with a box profile of the slice thickness, equal the input exactly.
+            with a box profile of the slice thickness, equal the input: True
+            (refuse a thickness it cannot use), False, or None (the default:
+            wherever the thickness allows it; the sidecar says when skipped).
+            See docs/faithfulness.md for the measurements behind the default.
+        clip_range: keep the output within the input's intensity range, and
+            zero where the measured thick voxels are zero (default on).
+        disagreement: compute the disagreement map (``meta["disagreement"]``).
+        consistency_profile: the slice profile of the projection (and of the
+            residual): ``"mean"`` (box, mrisr's forward model) or
+            ``"gaussian"`` (FWHM the slice thickness), for scans known to
+            have one; the box costs quality on Gaussian-profile scans
+            (docs/faithfulness.md).
+        tta: test-time augmentation: also run each plane's slices flipped
+            along rows, columns and both (4x the work); the output is the fused
+            mean of all passes, the disagreement map their spread.
         thickness_mm: slice thickness in mm, when it differs from the slice
             spacing (gaps or overlaps); default the header's
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
@@ -227,15 +246,19 @@ class UpscaleOptions:
             ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
     Raises:
-        ConfigError: an unknown fusion or dtype. (A thickness is checked against
-            the scan, by :func:`mrisr.consistency.slice_thickness`.)
+        ConfigError: an unknown fusion, dtype or profile. (A thickness is checked
+            against the scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
     fusion: Fusion = "mean"
-    consistency: bool = False
+    consistency: bool | None = None
     thickness_mm: float | None = None
     force: bool = False
     dtype: str = "float32"
+    clip_range: bool = True
+    disagreement: bool = True
+    tta: bool = False
+    consistency_profile: Profile = "mean"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -245,6 +268,11 @@ class UpscaleOptions:
                 f"unknown output dtype {self.dtype!r}",
                 expected=f"one of {', '.join(OUTPUT_DTYPES)}",
                 fix="pass --dtype float32 (default), int16 or uint8",
+            )
+        if self.consistency_profile not in PROFILES:
+            raise ConfigError(
+                f"unknown slice profile {self.consistency_profile!r}",
+                expected=f"one of {PROFILES}",
             )
 
     @classmethod
@@ -286,7 +314,8 @@ def upscale_volume(
             :func:`plan_upscale`). With ``plan``, leave it out or give the plan's.
         axis: thick axis; default detected. With ``plan``, leave it out or give
             the plan's.
-        options: fusion, consistency, thickness, force (:class:`UpscaleOptions`).
+        options: fusion, consistency, thickness, force, clip_range,
+            disagreement, tta (:class:`UpscaleOptions`).
         progress: called with (slices done, slices in all).
         **settings: fields of :class:`UpscaleOptions` (``fusion="fba"``,
             ``consistency=True``, ``thickness_mm=5``, ``force=True``) replacing
@@ -294,7 +323,11 @@ def upscale_volume(
 
     Returns:
         A new float32 Volume on the upsampled grid, same header; its
-        ``meta["upscale"]`` holds the plan, model, normalisation and fusion.
+        ``meta["upscale"]`` holds the plan, model, normalisation, fusion and
+        ``faithfulness`` (residuals before/after consistency and clipping),
+        and ``meta["disagreement"]`` (unless ``disagreement=False``) is the
+        disagreement map: a float32 :class:`Volume` on exactly the result's
+        grid and header, in the result's intensity units.
 
     Raises:
         ConfigError: unknown fusion, a plan that is not this volume's or
@@ -312,14 +345,23 @@ def upscale_volume(
         # Every check before the first voxel is computed.
         check_factor_range(model, plan.factor, force=options.force)
         thickness = slice_thickness(volume, plan, options.thickness_mm)
-        width = consistency_width(thickness, plan) if options.consistency else None
+        width, project, skipped = consistency_choice(thickness, plan, options.consistency)
         normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
-    fused = fuse(_upscale_planes(thick, plan, model, progress), options.fusion)
+    passes = _upscale_planes(thick, plan, model, progress, flips_for(options.tta))
+    fused = fuse(passes, options.fusion)
     check_model_output(fused, thick, model, volume.source, normalisation.invert)
-    if width is not None:
-        fused = enforce_consistency(fused, thick, plan.axis, thickness=width)
-    data = normalisation.invert(fused)
+    # In the input's own units, so the range is the input's exactly (the
+    # projection commutes with the linear normalisation).
+    data, faithfulness = constrain_to_input(
+        normalisation.invert(fused),
+        volume.data,
+        plan.axis,
+        thickness=width,
+        profile=options.consistency_profile,
+        project=project,
+        clip=options.clip_range,
+    )
     # Facts of the input's grid (its slice thickness, how it was simulated) do not
     # hold for the result; they stay recorded under "upscale".
     kept = {k: v for k, v in volume.meta.items() if k not in GRID_FACTS}
@@ -331,9 +373,25 @@ def upscale_volume(
             "model": model.describe(),
             "normalisation": normalisation.to_dict(),
             "fusion": options.fusion,
-            "consistency": options.consistency,
+            "consistency": project,
+            "faithfulness": {
+                **faithfulness,
+                "consistency_skipped": skipped,
+                "clip_range": options.clip_range,
+            },
+            "tta": options.tta,
         },
     }
+    if options.disagreement:
+        scale = normalisation.high - normalisation.low
+        disagreement = spread(passes) * np.float32(scale)
+        span = float(np.ptp(np.asarray(volume.data, np.float64)))
+        meta["upscale"]["disagreement"] = {
+            "passes": len(passes),
+            "statistic": "standard deviation across passes, intensity units",
+            **summary(disagreement, span),
+        }
+        meta["disagreement"] = volume.with_data(disagreement, plan.affine_out, meta={})
     return volume.with_data(data, plan.affine_out, meta=meta)
 
 
@@ -360,6 +418,7 @@ def _upscale_planes(
     plan: UpscalePlan,
     model: SliceModel,
     progress: ProgressCallback | None,
+    flips: tuple[tuple[bool, bool], ...] = NO_FLIP,
 ) -> list[np.ndarray]:
     """The normalised volume upscaled by ``model`` in each plane containing the thick axis.
 
@@ -367,20 +426,21 @@ def _upscale_planes(
         thick: (X, Y, Z) normalised intensities.
         plan: the output grid.
         model: the slice model.
-        progress: called with (slices done, slices in both planes).
+        progress: called with (slices done, slices in all passes).
+        flips: flips of each plane's stack (:mod:`mrisr.disagreement`), each one pass.
 
     Returns:
-        One (X, Y, Z) array on the output grid per plane (see :func:`slicing_axes`).
+        One (X, Y, Z) array on the output grid per plane and flip (see :func:`slicing_axes`).
 
     Raises:
         RuntimeError: the model returned slices of the wrong shape.
     """
     planes = slicing_axes(plan.axis)
-    total = sum(thick.shape[a] for a in planes)
+    total = sum(thick.shape[a] for a in planes) * len(flips)
     done = 0
     restacked = []
-    for slice_axis in planes:
-        stack = to_slice_stack(thick, plan.axis, slice_axis)
+    for slice_axis, flip in ((a, f) for a in planes for f in flips):
+        stack = flip_stack(to_slice_stack(thick, plan.axis, slice_axis), flip)
 
         def report(n: int, _total: int, offset: int = done) -> None:
             if progress is not None:
@@ -393,7 +453,7 @@ def _upscale_planes(
                 f"slice model {model.name!r} returned shape {upscaled.shape}, "
                 f"expected {expected_shape}"
             )
-        restacked.append(from_slice_stack(upscaled, plan.axis, slice_axis))
+        restacked.append(from_slice_stack(flip_stack(upscaled, flip), plan.axis, slice_axis))
         done += stack.shape[0]
         if progress is not None:
             progress(done, total)
@@ -416,10 +476,12 @@ def upscale_file(
 
     The one upscale flow: check the outputs -> load the scan once -> plan once
     -> choose the model once (the default one depends on the planned factor)
-    -> :func:`upscale_volume` -> write image and sidecar. Both outputs are
-    checked before any work starts, and written atomically; if the sidecar
-    cannot be written the image is removed again, so a failure never leaves
-    half an output. The input is never modified.
+    -> :func:`upscale_volume` -> write image, disagreement map
+    (:func:`mrisr.io.outputs.disagreement_path`, unless
+    ``disagreement=False``) and sidecar. All outputs are checked before any
+    work starts, and written atomically; if one cannot be written the others
+    are removed again, so a failure never leaves part of an output set. The
+    input is never modified.
 
     Args:
         input_path: NIfTI, MGH, NRRD, MHA file or DICOM folder.
@@ -452,7 +514,7 @@ def upscale_file(
     options = UpscaleOptions.build(options, settings)
     input_path = named_path(input_path)  # "." and ".." name the folder they are
     output, sidecar = check_upscale_outputs(
-        input_path, output_path, overwrite=overwrite, dtype=options.dtype
+        input_path, output_path, overwrite=overwrite, options=options
     )
     volume = load_volume(input_path)
     with naming_input(input_path):
@@ -472,15 +534,22 @@ def upscale_file(
 
 
 def check_upscale_outputs(
-    input_path: Path, output_path: str | Path | None, *, overwrite: bool, dtype: str = "float32"
+    input_path: Path,
+    output_path: str | Path | None,
+    *,
+    overwrite: bool,
+    options: UpscaleOptions | None = None,
 ) -> tuple[Path, Path]:
     """The output image and sidecar paths of a scan, refused now if they cannot be written.
+
+    The disagreement map (when ``options.disagreement``) is checked with them.
 
     Args:
         input_path: the scan.
         output_path: the output image; default :func:`default_output_path`.
         overwrite: allow replacing existing outputs.
-        dtype: the output voxel type (``UpscaleOptions.dtype``).
+        options: the upscale settings (output voxel type, disagreement map);
+            default :class:`UpscaleOptions`'s defaults.
 
     Returns:
         (output image path, sidecar path).
@@ -488,17 +557,21 @@ def check_upscale_outputs(
     Raises:
         InputError: the input does not exist.
         OutputError: see :func:`mrisr.io.outputs.check_outputs`; an unwritable
-            extension or one that cannot store ``dtype``; a sidecar that belongs
+            extension or one that cannot store the dtype; a sidecar that belongs
             to another image.
     """
     from mrisr.io import output_format
     from mrisr.io.files import check_sidecar_owner
 
+    options = options if options is not None else UpscaleOptions()
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     # An unwritable extension, or an integer type it cannot scale, fails now, not after the work.
-    check_output_dtype(output, dtype, output_format(output))
+    check_output_dtype(output, options.dtype, output_format(output))
     sidecar = sidecar_path(output)
-    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    outputs = [output, sidecar]
+    if options.disagreement:
+        outputs.append(disagreement_path(output))
+    check_outputs(input_path, outputs, overwrite=overwrite)
     check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
     return output, sidecar
 
@@ -539,6 +612,14 @@ def upscale_and_write(
     """
     result = upscale_volume(volume, model, plan=plan, options=options, progress=progress)
     provenance = {**_provenance(result, input_path, output, options), **(sidecar_fields or {})}
+    extras = {}
+    if options.disagreement:
+        spread_path = disagreement_path(output)
+        extras[spread_path] = result.meta["disagreement"]
+        provenance["disagreement"] = {
+            **provenance["disagreement"],
+            "file": str(spread_path.resolve()),
+        }
     write_image_and_sidecar(
         result,
         output,
@@ -546,6 +627,7 @@ def upscale_and_write(
         provenance,
         overwrite=overwrite,
         dtype=options.dtype,
+        extras=extras,
     )
     return result
 

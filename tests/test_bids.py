@@ -183,12 +183,16 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
         "logs/mrisr_summary.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.nii.gz",
+        "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-srdisagreement_T2w.nii.gz",
         "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-sr_T2w.json",
         "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-sr_T2w.nii.gz",
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-srdisagreement_T2w.nii.gz",
         "sub-02/anat/sub-02_run-1_desc-sr_T2w.json",
         "sub-02/anat/sub-02_run-1_desc-sr_T2w.nii.gz",
+        "sub-02/anat/sub-02_run-1_desc-srdisagreement_T2w.nii.gz",
         "sub-02/anat/sub-02_run-2_desc-sr_FLAIR.json",
         "sub-02/anat/sub-02_run-2_desc-sr_FLAIR.nii.gz",
+        "sub-02/anat/sub-02_run-2_desc-srdisagreement_FLAIR.nii.gz",
     ]
     assert files_under(out) == expected  # nothing for sub-03, not even its folder
     # Every file the validator would read matches one of the schema's derivative rules.

@@ -174,7 +174,7 @@ def test_a_bad_scan_is_recorded_and_the_others_go_on(study, tmp_path):
     failed = records[2]
     assert "bad.nii.gz" in failed.error and "truncated" in failed.error and failed.output is None
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["s1_sr.json", "s1_sr.nii.gz", "s2_sr.json", "s2_sr.nii.gz", "s3_sr.json", "s3_sr.nii.gz"]  # fmt: skip
+    assert written == [f"s{i}_sr{end}" for i in (1, 2, 3) for end in (".json", ".nii.gz", "_disagreement.nii.gz")]  # fmt: skip
 
 
 def test_a_cohort_output_equals_the_single_scan_output(study, tmp_path):
@@ -293,7 +293,11 @@ def test_stopping_early_reads_no_further(study, tmp_path):
     first = next(many)
     many.close()
     assert first.status == "done"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s1_sr.json", "s1_sr.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "s1_sr.json",
+        "s1_sr.nii.gz",
+        "s1_sr_disagreement.nii.gz",
+    ]
 
 
 # ------------------------------------------------------------------ command line
@@ -347,7 +351,11 @@ def test_one_scan_keeps_its_output_path_and_messages(study, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote {tmp_path / 'o' / 'x.nii.gz'}" in result.output
     assert "summary" not in result.output
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.json", "x.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "x.json",
+        "x.nii.gz",
+        "x_disagreement.nii.gz",
+    ]
 
 
 # ------------------------------------------------------------------ torchrun

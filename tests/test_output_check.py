@@ -18,6 +18,7 @@ from mrisr.checkpoint import save_model
 from mrisr.errors import CheckpointError, OutputError
 from mrisr.inference import GeneratorSliceModel
 from mrisr.interpolation import CubicSliceModel
+from mrisr.io.outputs import disagreement_path
 from mrisr.output_check import check_model_output
 from mrisr.upscale import upscale_file
 
@@ -55,7 +56,8 @@ def test_a_sidecar_of_another_image_is_never_replaced(
     message = str(caught.value)
     assert "x.json" in message and first in message and "-o" in message
     assert (out / "x.json").read_bytes() == record  # the first image's provenance is kept
-    assert listing(out) == sorted([first, "x.json"])  # nothing else was written
+    # Nothing else was written: the first image, its disagreement map and sidecar.
+    assert listing(out) == sorted([first, disagreement_path(out / first).name, "x.json"])
 
 
 def test_own_sidecar_or_an_orphan_may_be_replaced(tmp_path: Path, scan: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.device import DEVICE_HELP
+from mrisr.cli import options as opt
 
 NAME = "bids"
 
@@ -29,31 +29,20 @@ def command(
         list[str] | None,
         typer.Option(help="Anatomical suffix to upscale; repeatable. Default: T2w and FLAIR."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="'cubic', a bundled model name, a run folder or a .safetensors file; "
-            "default: the bundled model for each scan's factor."
-        ),
-    ] = None,
-    factor: Annotated[
-        float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")
-    ] = None,
-    fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
-    consistency: Annotated[
-        bool, typer.Option(help="Make the result's thick slices equal the input's.")
-    ] = False,
-    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the network.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 16,
-    force: Annotated[
-        bool, typer.Option(help="Allow a factor outside the model's trained range.")
-    ] = False,
+    model: opt.Model = None,
+    factor: opt.Factor = None,
+    fusion: opt.Fusion = "mean",
+    consistency: opt.Consistency = None,
+    consistency_profile: opt.ConsistencyProfile = "mean",
+    clip_range: opt.ClipRange = True,
+    disagreement: opt.Disagreement = True,
+    tta: opt.Tta = False,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 16,
+    force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Redo scans already done.")] = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(help="K/N: only the K-th of N disjoint shares of the scans (array jobs)."),
-    ] = None,
+    shard: opt.Shard = None,
 ) -> None:
     from mrisr.bids import (
         DEFAULT_SUFFIXES,
@@ -69,7 +58,15 @@ def command(
     from mrisr.upscale import UpscaleOptions
 
     shard_k_n = parse_shard(shard) if shard is not None else None
-    options = UpscaleOptions(fusion=fusion, consistency=consistency, force=force)
+    options = UpscaleOptions(
+        fusion=fusion,
+        consistency=consistency,
+        force=force,
+        clip_range=clip_range,
+        disagreement=disagreement,
+        tta=tta,
+        consistency_profile=consistency_profile,  # type: ignore[arg-type]
+    )
     scans = find_anatomical_scans(
         bids_dir,
         participant_labels=participant_label or (),

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from mrisr.cli import options as opt
 from mrisr.cli.common import console, output
 from mrisr.device import DEVICE_HELP
 
@@ -32,7 +33,10 @@ def command(
     profile: Annotated[
         str, typer.Option(help="Simulated slice profile: mean or gaussian.")
     ] = "mean",
-    fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
+    fusion: opt.Fusion = "mean",
+    consistency: opt.Consistency = None,
+    clip_range: opt.ClipRange = True,
+    tta: opt.Tta = False,
     mask: Annotated[
         bool, typer.Option("--mask/--no-mask", help="Compare inside a foreground mask only.")
     ] = True,
@@ -40,18 +44,18 @@ def command(
         bool, typer.Option("--json", help="Print {method: {psnr, ssim, hfen, nrmse}} on stdout.")
     ] = False,
     figure: Annotated[
-        Path | None, typer.Option(help="Write a PNG of the centre planes and error maps here.")
+        Path | None,
+        typer.Option(help="Write a PNG of the centre planes, error and disagreement maps here."),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
-    force: Annotated[
-        bool, typer.Option(help="Allow a factor outside a model's trained range.")
-    ] = False,
+    force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
     from mrisr.errors import naming_input
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
+    from mrisr.upscale import UpscaleOptions
 
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)
@@ -79,6 +83,7 @@ def command(
             fusion=fusion,  # type: ignore[arg-type]
             mask=mask,
             force=force,
+            options=UpscaleOptions(consistency=consistency, clip_range=clip_range, tta=tta),
         )
         if figure is not None:
             save_figure(figure, result, overwrite=overwrite)

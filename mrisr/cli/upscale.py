@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mrisr.cli import options as opt
 from mrisr.cli.common import progress_bar, say
-from mrisr.device import DEVICE_HELP
 
 NAME = "upscale"
 
@@ -31,63 +31,27 @@ def command(
             "-o is an output FOLDER (created when missing).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="'cubic', a bundled model name, a run folder or a .safetensors file; "
-            "default: the bundled model for the scan's factor."
-        ),
-    ] = None,
-    factor: Annotated[
-        float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")
-    ] = None,
-    axis: Annotated[
-        int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")
-    ] = None,
-    fusion: Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")] = "mean",
-    consistency: Annotated[
-        bool,
-        typer.Option(
-            help="Make the result's thick slices (box of the slice thickness) equal the input's."
-        ),
-    ] = False,
-    thickness: Annotated[
-        float | None,
-        typer.Option(
-            help="Slice thickness in mm when it differs from the spacing (gaps, overlaps); "
-            "default: the header's (DICOM, BIDS sidecar), else the spacing."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the network.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Slices per network batch.")] = 16,
-    force: Annotated[
-        bool, typer.Option(help="Allow a factor outside the model's trained range.")
-    ] = False,
+    model: opt.Model = None,
+    factor: opt.Factor = None,
+    axis: opt.Axis = None,
+    fusion: opt.Fusion = "mean",
+    consistency: opt.Consistency = None,
+    consistency_profile: opt.ConsistencyProfile = "mean",
+    clip_range: opt.ClipRange = True,
+    disagreement: opt.Disagreement = True,
+    tta: opt.Tta = False,
+    thickness: opt.Thickness = None,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 16,
+    force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-    dtype: Annotated[
-        str,
-        typer.Option(
-            help="Output voxel type: float32, int16 or uint8 (NIfTI only; integers carry "
-            "a scale factor chosen from the data's range, so nothing is clipped)."
-        ),
-    ] = "float32",
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            help="K/N: only the K-th of N disjoint shares of the sorted scans (array jobs)."
-        ),
-    ] = None,
-    summary: Annotated[
-        Path | None,
-        typer.Option(
-            help="JSON summary of several scans; default mrisr_summary.json in the -o folder "
-            "(else the current folder)."
-        ),
-    ] = None,
+    dtype: opt.Dtype = "float32",
+    shard: opt.Shard = None,
+    summary: opt.Summary = None,
 ) -> None:
     from mrisr.cohort import distributed_env, is_single_scan
-    from mrisr.io.outputs import named_path
+    from mrisr.io.outputs import disagreement_path, named_path
     from mrisr.models import ModelRequest
     from mrisr.upscale import UpscaleOptions, upscale_file
 
@@ -95,7 +59,15 @@ def command(
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
     options = UpscaleOptions(
-        fusion=fusion, consistency=consistency, thickness_mm=thickness, force=force, dtype=dtype
+        fusion=fusion,
+        consistency=consistency,
+        thickness_mm=thickness,
+        force=force,
+        dtype=dtype,
+        clip_range=clip_range,
+        disagreement=disagreement,
+        tta=tta,
+        consistency_profile=consistency_profile,  # type: ignore[arg-type]
     )
     if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
         _many(scans, output, request, options, factor, axis, overwrite, shard, summary)
@@ -113,7 +85,10 @@ def command(
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    say(f"wrote {written} ({_stored(written, sidecar)})\nwrote {sidecar}")
+    say(f"wrote {written} ({_stored(written, sidecar)})")
+    if disagreement:
+        say(f"wrote {disagreement_path(written)}")
+    say(f"wrote {sidecar}")
 
 
 def _stored(image: Path, sidecar: Path) -> str:

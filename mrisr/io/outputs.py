@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,32 @@ def default_output_path(input_path: str | Path) -> Path:
     return path.parent / f"{stem(path)}_sr.nii.gz"
 
 
+def disagreement_path(output_path: str | Path) -> Path:
+    """The disagreement map beside an output image, in the same folder and format.
+
+    ``x_sr.nii.gz`` -> ``x_sr_disagreement.nii.gz``. A BIDS derivative name
+    (``sub-01_..._desc-sr_T2w.nii.gz``) keeps its entities and suffix and
+    gets ``desc-srdisagreement`` instead, so that the map's name is valid
+    BIDS too. See :mod:`mrisr.disagreement`.
+    """
+    path = Path(output_path)
+    ending = suffix(path)
+    if ending not in READ_FORMATS:
+        return path.with_name(f"{path.stem}_disagreement{path.suffix}")
+    name = stem(path)
+    bids = _BIDS_DESC.fullmatch(name)
+    if bids:
+        return path.parent / f"{bids['head']}{bids['desc']}disagreement{bids['tail']}{ending}"
+    return path.parent / f"{name}_disagreement{ending}"
+
+
+#: A BIDS file name's stem with a ``desc`` entity: ``sub-X_[...]_desc-LABEL[_...]_SUFFIX``.
+_BIDS_DESC = re.compile(
+    r"(?P<head>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_desc-)(?P<desc>[A-Za-z0-9]+)"
+    r"(?P<tail>(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+)"
+)
+
+
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
     path = named_path(output_path)
@@ -103,8 +130,9 @@ def write_image_and_sidecar(
     *,
     overwrite: bool,
     dtype: Any = "float32",
+    extras: dict[Path, Volume] | None = None,
 ) -> Storage:
-    """Save the image, then its provenance sidecar; no image is left without its sidecar.
+    """Save the image, any extra images (the disagreement map), then the sidecar: all or none.
 
     Args:
         result: the volume to save.
@@ -113,24 +141,33 @@ def write_image_and_sidecar(
         provenance: what the sidecar records (JSON-ready, numpy values allowed);
             ``output_storage`` (type and scale factor) is added.
         overwrite: replace existing files.
-        dtype: on-disk voxel type (see :mod:`mrisr.io.storage`).
+        dtype: on-disk voxel type of the image (see :mod:`mrisr.io.storage`);
+            extras are written as float32.
+        extras: ``{path: volume}`` written after the image, before the sidecar.
 
     Returns:
-        How the voxels were stored.
+        How the image's voxels were stored.
 
     Raises:
-        OutputError: either file exists (without ``overwrite``) or cannot be
-            written; the image is removed again when the sidecar fails.
+        OutputError: a file exists (without ``overwrite``) or cannot be
+            written; the files already written by this call are removed again,
+            so no partial set is left.
     """
     from mrisr.io.load_save import output_format, save_volume
 
     storage = choose_storage(result.data, dtype, output_format(output), output)
-    save_volume(result, output, overwrite=overwrite, dtype=storage)
     provenance = {**provenance, "output_storage": storage.to_dict()}
+    written: list[Path] = []
     try:
+        save_volume(result, output, overwrite=overwrite, dtype=storage)
+        written.append(output)
+        for path, volume in (extras or {}).items():
+            save_volume(volume, path, overwrite=overwrite)
+            written.append(path)
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     except BaseException:
-        output.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return storage
 

@@ -94,12 +94,43 @@ def _scans_in(path: Path, *, named: bool) -> list[Path]:
 
 
 def _is_mrisr_output(path: Path) -> bool:
-    """Whether ``path`` is an image mrisr wrote: its sidecar records ``mrisr_version``."""
+    """Whether ``path`` is an image mrisr wrote: an upscaled scan or its disagreement map.
+
+    An upscaled scan's sidecar records ``mrisr_version``; a disagreement map has
+    no sidecar of its own, but the sidecar of the scan it sits beside lists it.
+    """
+    recorded = _mrisr_record(sidecar_path(path))
+    if recorded is not None:
+        return True
+    for image in _images_of_map(path):
+        recorded = _mrisr_record(sidecar_path(image))
+        listed = (recorded or {}).get("disagreement") or {}
+        if isinstance(listed, dict) and Path(str(listed.get("file", ""))) == path.resolve():
+            return True
+    return False
+
+
+def _mrisr_record(sidecar: Path) -> dict | None:
+    """The provenance mrisr wrote in ``sidecar``, or None (missing, unreadable, someone else's)."""
     try:
-        recorded = json.loads(sidecar_path(path).read_text())
+        recorded = json.loads(sidecar.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(recorded, dict) and "mrisr_version" in recorded and "input" in recorded
+        return None
+    if isinstance(recorded, dict) and "mrisr_version" in recorded and "input" in recorded:
+        return recorded
+    return None
+
+
+def _images_of_map(path: Path) -> list[Path]:
+    """The outputs whose disagreement map would be named ``path`` (see ``disagreement_path``)."""
+    ending = suffix(path)
+    name = path.name[: len(path.name) - len(ending)] if ending else path.name
+    candidates = []
+    if name.endswith("_disagreement"):
+        candidates.append(path.parent / (name[: -len("_disagreement")] + ending))
+    if "disagreement_" in name and "_desc-" in name:  # BIDS: desc-<label>disagreement
+        candidates.append(path.parent / (name.replace("disagreement_", "_", 1) + ending))
+    return [c for c in candidates if c.absolute() != path.absolute()]
 
 
 def is_single_scan(paths: Sequence[str | Path]) -> bool:

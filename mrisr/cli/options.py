@@ -1,0 +1,88 @@
+"""Command-line options that several commands share, each spelled once.
+
+``mrisr upscale``, ``mrisr bids`` and ``mrisr evaluate`` take the same model,
+device and upscale settings; their help texts and defaults live here, so the
+commands cannot drift apart. Each alias is a typer ``Annotated`` type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrisr.device import DEVICE_HELP
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        help="'cubic', a bundled model name, a run folder or a .safetensors file; "
+        "default: the bundled model for each scan's factor."
+    ),
+]
+Factor = Annotated[float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")]
+Axis = Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")]
+Fusion = Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")]
+Consistency = Annotated[
+    bool | None,
+    typer.Option(
+        "--consistency/--no-consistency",
+        help="Make the result's thick slices (box of the slice thickness) equal the input's; "
+        "default: wherever the slice thickness allows it (the sidecar says when skipped).",
+        show_default=False,
+    ),
+]
+ConsistencyProfile = Annotated[
+    str,
+    typer.Option(
+        help="Slice profile of the consistency projection: mean (box) or gaussian "
+        "(FWHM the slice thickness), when the scan's profile is known."
+    ),
+]
+ClipRange = Annotated[
+    bool,
+    typer.Option(
+        "--clip-range/--no-clip-range",
+        help="Keep the output within the input's intensity range, zero background at zero.",
+    ),
+]
+Disagreement = Annotated[
+    bool,
+    typer.Option(
+        "--disagreement/--no-disagreement",
+        help="Write <output>_disagreement beside the output: where the passes disagree.",
+    ),
+]
+Tta = Annotated[
+    bool, typer.Option(help="Test-time augmentation: flipped passes too (4x the work).")
+]
+Thickness = Annotated[
+    float | None,
+    typer.Option(
+        help="Slice thickness in mm when it differs from the spacing (gaps, overlaps); "
+        "default: the header's (DICOM, BIDS sidecar), else the spacing."
+    ),
+]
+Device = Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for the network.")]
+BatchSize = Annotated[int, typer.Option(help="Slices per network batch.")]
+Force = Annotated[bool, typer.Option(help="Allow a factor outside the model's trained range.")]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        help="Output voxel type: float32, int16 or uint8 (NIfTI only; integers carry "
+        "a scale factor chosen from the data's range, so nothing is clipped)."
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(help="K/N: only the K-th of N disjoint shares of the sorted scans (array jobs)."),
+]
+Summary = Annotated[
+    Path | None,
+    typer.Option(
+        help="JSON summary of several scans; default mrisr_summary.json in the -o folder "
+        "(else the current folder)."
+    ),
+]
