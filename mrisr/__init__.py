@@ -61,6 +61,9 @@ _PUBLIC_NAMES = {
     "save_volume": "mrisr.io",
     "validate_volume": "mrisr.io",
     # These import torch (load_slice_model only for a network).
+    "AdaptSettings": "mrisr.adapt",
+    "AdaptationResult": "mrisr.adapt",
+    "adapt_model": "mrisr.adapt",
     "GeneratorSliceModel": "mrisr.inference",
     "load_slice_model": "mrisr.models",
     "load_model": "mrisr.checkpoint",
@@ -81,6 +84,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__",
+    "AdaptSettings",
+    "AdaptationResult",
     "CheckpointError",
     "ConfigError",
     "CubicSliceModel",
@@ -96,6 +101,7 @@ __all__ = [
     "UpscaleOptions",
     "UpscalePlan",
     "Volume",
+    "adapt_model",
     "compare_volumes",
     "detect_thick_axis",
     "evaluate",

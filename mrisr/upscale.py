@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from mrisr.io.outputs import (
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
+
+if TYPE_CHECKING:
+    from mrisr.adapt import AdaptSettings
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +223,8 @@ class UpscaleOptions:
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
             sidecar), else the spacing. Recorded, and used by ``consistency``.
         force: allow a factor outside the model's trained range.
+        adapt: fine-tune the model on the scan's own in-plane slices first
+            (:class:`mrisr.adapt.AdaptSettings`: budget, seed, save path), or None.
 
     Raises:
         ConfigError: an unknown fusion. (A thickness is checked against the
@@ -230,6 +235,7 @@ class UpscaleOptions:
     consistency: bool = False
     thickness_mm: float | None = None
     force: bool = False
+    adapt: AdaptSettings | None = None
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -396,6 +402,7 @@ def upscale_file(
     options: UpscaleOptions | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    adapt_progress: ProgressCallback | None = None,
     **settings: Any,
 ) -> tuple[Path, Path]:
     """Load, upscale and save a scan with a JSON provenance sidecar beside it.
@@ -419,6 +426,7 @@ def upscale_file(
         options: see :class:`UpscaleOptions`.
         overwrite: replace existing outputs.
         progress: called with (slices done, slices in all).
+        adapt_progress: called with (done, total) while adapting (``options.adapt``).
         **settings: fields of :class:`UpscaleOptions` replacing those of ``options``.
 
     Returns:
@@ -440,17 +448,33 @@ def upscale_file(
     output = Path(output_path) if output_path is not None else default_output_path(input_path)
     output_format(output)  # an unwritable extension fails now, not after the work
     sidecar = sidecar_path(output)
-    check_outputs(input_path, [output, sidecar], overwrite=overwrite)
+    adapt = options.adapt
+    saved_model = [adapt.save_path] if adapt is not None and adapt.save_path else []
+    check_outputs(input_path, [output, sidecar, *saved_model], overwrite=overwrite)
+    if adapt is not None:
+        from mrisr.adapt import adapt_for_upscale, check_adaptable, refuse_without_network
+
+        refuse_without_network(model)
 
     volume = load_volume(input_path)
     plan = plan_upscale(volume, factor=factor, axis=axis)
-    result = upscale_volume(
-        volume,
-        choose_model(model, plan.factor),
-        plan=plan,
-        options=options,
-        progress=progress,
-    )
+    if adapt is not None:
+        check_adaptable(volume, plan)
+    chosen = choose_model(model, plan.factor)
+    adaptation = None
+    if adapt is not None:
+        chosen, adaptation = adapt_for_upscale(
+            volume,
+            plan,
+            chosen,
+            adapt,
+            thickness_mm=options.thickness_mm,
+            force=options.force,
+            progress=adapt_progress,
+        )
+    result = upscale_volume(volume, chosen, plan=plan, options=options, progress=progress)
+    if adaptation is not None:
+        result.meta["upscale"]["adaptation"] = adaptation
     write_image_and_sidecar(
         result, output, sidecar, _provenance(result, input_path, output), overwrite=overwrite
     )
