@@ -70,6 +70,10 @@ MIN_PATCH_FOREGROUND = 0.2
 #: Adapted weights are kept only when they raise the held-out PSNR by more than this (dB).
 KEEP_MARGIN_DB = 0.01
 
+#: An image estimate of the slice width within this much (x spacing) of the searched
+#: range's ends is not trusted (see :func:`scan_profile`).
+BOUND_MARGIN = 0.02
+
 #: Called with (done, total) while adapting: steps, or whole seconds for a time budget.
 AdaptProgress = Callable[[int, int], None]
 
@@ -172,8 +176,9 @@ def scan_profile(
     A given or header thickness is a box of that width (what a slice thickness
     means for a 2D acquisition); otherwise the profile is estimated by
     :func:`mrisr.slice_profile.estimate_slice_profile`, and where that cannot
-    measure (too little signal, too few slices) contiguous box slices are
-    assumed, with a warning.
+    measure (too little signal, too few slices) or its best width lies on the
+    edge of the searched range (no minimum found: measured wrong on the spine
+    fixtures), contiguous box slices are assumed, with a warning.
 
     Args:
         volume: the thick-slice scan.
@@ -187,7 +192,7 @@ def scan_profile(
         ConfigError: a given thickness that is not a positive number.
     """
     from mrisr.consistency import slice_thickness
-    from mrisr.slice_profile import estimate_slice_profile
+    from mrisr.slice_profile import FWHM_RANGE, estimate_slice_profile
 
     known = slice_thickness(volume, plan, thickness_mm)
     spacing = known["slice_spacing_mm"]
@@ -200,6 +205,17 @@ def scan_profile(
     except InputError as error:
         log.warning("slice profile not estimated (%s); assuming contiguous slices", error)
         return ScanProfile("mean", spacing, spacing, "spacing", {"error": str(error)})
+    low, high = FWHM_RANGE
+    if not low + BOUND_MARGIN < estimate.fwhm_over_spacing < high - BOUND_MARGIN:
+        # The best match sits on the edge of the searched widths: no minimum was
+        # found, which on small scans (the spine fixtures) means a wrong width,
+        # and a wrong width makes the adapted model worse than none.
+        log.warning(
+            "slice profile estimate %.2f x the spacing lies on the edge of the searched range; "
+            "assuming contiguous slices (pass --thickness if you know it)",
+            estimate.fwhm_over_spacing,
+        )
+        return ScanProfile("mean", spacing, spacing, "spacing", estimate.to_dict())
     return ScanProfile(estimate.profile, estimate.fwhm_mm, spacing, "estimated", estimate.to_dict())
 
 
