@@ -19,7 +19,8 @@ import pytest
 from mrisr.errors import ConfigError, InputError
 from mrisr.simulate import simulate_volume
 from mrisr.slice_profile import SliceProfileEstimate, estimate_slice_profile, rms_width
-from mrisr.volume import Volume, load_volume
+from mrisr.io import load_volume
+from mrisr.volume import Volume
 
 #: Central crops of held-out brains: big enough to measure, small enough for seconds.
 CROPS = {
