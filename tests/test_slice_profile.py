@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from mrisr.errors import ConfigError, InputError
+from mrisr.io import load_volume
 from mrisr.simulate import simulate_volume
 from mrisr.slice_profile import SliceProfileEstimate, estimate_slice_profile, rms_width
-from mrisr.io import load_volume
 from mrisr.volume import Volume
 
 #: Central crops of held-out brains: big enough to measure, small enough for seconds.
