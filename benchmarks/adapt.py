@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     volumes = {name: load(name) for name in names}
     budgets = args.steps
     rows = []
+    command = " ".join(sys.argv[1:] if argv is None else argv)
     for name, volume in volumes.items():
         for factor in args.factors:
             for axis in args.axes:
@@ -187,16 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(volume=name, axis=axis, factor=factor, shape=volume.shape)
                 rows.append(row)
                 print(_line(row, budgets), flush=True)
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"rows": rows, "budgets": budgets, "threads": args.threads, "command": command},
-                default=lambda v: list(v) if isinstance(v, tuple) else float(v),
-            )
-        )
-    text = report(rows, budgets, args, command)
-    args.out.write_text(text)
+                # Written after every case, so that a long run interrupted leaves its results.
+                save(rows, budgets, args, command)
     print(f"wrote {args.out}")
     return 0
 
@@ -238,6 +231,18 @@ def _line(row: dict, budgets: list[int]) -> str:
             f"{a['seconds']:.0f} s)"
         )
     return "; ".join(parts)
+
+
+def save(rows: list[dict], budgets: list[int], args, command: str) -> None:
+    """The page (and the raw rows with --json) for the rows so far."""
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"rows": rows, "budgets": budgets, "threads": args.threads, "command": command},
+                default=lambda v: list(v) if isinstance(v, tuple) else float(v),
+            )
+        )
+    args.out.write_text(report(rows, budgets, args, command))
 
 
 def _keys(row: dict) -> dict:
