@@ -101,6 +101,22 @@ def test_scan_profile_is_estimated_when_nothing_says_it():
     assert profile.to_dict()["estimate"] is not None
 
 
+@pytest.mark.parametrize(
+    ("ratio", "source", "used"), [(0.5, "spacing", 1.0), (1.2, "estimated", 1.2)]
+)
+def test_only_plausible_image_estimates_are_used(monkeypatch, ratio, source, used):
+    import mrisr.slice_profile as slice_profile
+
+    def fake(volume, axis=None, *, profile=None):
+        return slice_profile.SliceProfileEstimate("mean", ratio * 4.0, 4.0, ratio, "image", 0.0)
+
+    monkeypatch.setattr(slice_profile, "estimate_slice_profile", fake)
+    chosen = scan_profile(_scan(), plan_upscale(_scan()))
+    assert chosen.source == source
+    assert chosen.fwhm_over_spacing == pytest.approx(used)
+    assert chosen.estimate["fwhm_over_spacing"] == ratio
+
+
 # --------------------------------------------------------------- adaptation
 
 
