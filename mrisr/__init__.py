@@ -62,6 +62,9 @@ _PUBLIC_NAMES = {
     "save_volume": "mrisr.io",
     "validate_volume": "mrisr.io",
     # These import torch (load_slice_model only for a network).
+    "AdaptSettings": "mrisr.adapt",
+    "AdaptationResult": "mrisr.adapt",
+    "adapt_model": "mrisr.adapt",
     "GeneratorSliceModel": "mrisr.inference",
     "load_slice_model": "mrisr.models",
     "load_model": "mrisr.checkpoint",
@@ -82,6 +85,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__",
+    "AdaptSettings",
+    "AdaptationResult",
     "CheckpointError",
     "ConfigError",
     "CubicSliceModel",
@@ -97,6 +102,7 @@ __all__ = [
     "UpscaleOptions",
     "UpscalePlan",
     "Volume",
+    "adapt_model",
     "compare_volumes",
     "detect_thick_axis",
     "evaluate",

@@ -314,12 +314,24 @@ class CohortSettings:
         axis: thick axis; None: detected for each scan.
         options: see :class:`~mrisr.upscale.UpscaleOptions`.
         overwrite: redo finished scans and replace their outputs.
+
+    Raises:
+        ConfigError: options with per-scan adaptation (one scan at a time).
     """
 
     factor: float | None = None
     axis: int | None = None
     options: UpscaleOptions = field(default_factory=UpscaleOptions)
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.options.adapt is not None:
+            raise ConfigError(
+                "per-scan adaptation (--adapt) works on one scan at a time",
+                expected="one scan with --adapt, or several without it",
+                fix="adapt on one scan of the protocol with --save-adapted PATH, then upscale "
+                "the rest with --model PATH",
+            )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from mrisr.output_check import check_model_output
 from mrisr.simulate import PROFILES, Profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
+
+if TYPE_CHECKING:
+    from mrisr.adapt import AdaptSettings
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +245,9 @@ class UpscaleOptions:
             (``volume.meta["slice_thickness_mm"]``, from DICOM or a BIDS
             sidecar), else the spacing. Recorded, and used by ``consistency``.
         force: allow a factor outside the model's trained range.
+        adapt: fine-tune the model on the scan's own in-plane slices first
+            (:class:`mrisr.adapt.AdaptSettings`: budget, seed, save path), or None.
+            One scan at a time: :mod:`mrisr.cohort` refuses it.
         dtype: the output file's voxel type, ``float32``, ``int16`` or
             ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
@@ -254,6 +260,7 @@ class UpscaleOptions:
     consistency: bool | None = None
     thickness_mm: float | None = None
     force: bool = False
+    adapt: AdaptSettings | None = None
     dtype: str = "float32"
     clip_range: bool = True
     disagreement: bool = True
@@ -470,6 +477,7 @@ def upscale_file(
     options: UpscaleOptions | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    adapt_progress: ProgressCallback | None = None,
     **settings: Any,
 ) -> tuple[Path, Path]:
     """Load, upscale and save a scan with a JSON provenance sidecar beside it.
@@ -495,6 +503,7 @@ def upscale_file(
         options: see :class:`UpscaleOptions`.
         overwrite: replace existing outputs.
         progress: called with (slices done, slices in all).
+        adapt_progress: called with (done, total) while adapting (``options.adapt``).
         **settings: fields of :class:`UpscaleOptions` replacing those of ``options``.
 
     Returns:
@@ -516,10 +525,27 @@ def upscale_file(
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options
     )
+    if options.adapt is not None:
+        from mrisr.adapt import adapt_for_upscale, check_adaptable, refuse_without_network
+
+        refuse_without_network(model)
     volume = load_volume(input_path)
     with naming_input(input_path):
         plan = plan_upscale(volume, factor=factor, axis=axis)
+        if options.adapt is not None:
+            check_adaptable(volume, plan)
         chosen = choose_model(model, plan.factor)
+    adaptation = None
+    if options.adapt is not None:
+        chosen, adaptation = adapt_for_upscale(
+            volume,
+            plan,
+            chosen,
+            options.adapt,
+            thickness_mm=options.thickness_mm,
+            force=options.force,
+            progress=adapt_progress,
+        )
     upscale_and_write(
         volume,
         plan,
@@ -529,6 +555,7 @@ def upscale_file(
         options=options,
         overwrite=overwrite,
         progress=progress,
+        sidecar_fields={"adaptation": adaptation} if adaptation is not None else None,
     )
     return output, sidecar
 
@@ -571,6 +598,8 @@ def check_upscale_outputs(
     outputs = [output, sidecar]
     if options.disagreement:
         outputs.append(disagreement_path(output))
+    if options.adapt is not None and options.adapt.save_path is not None:
+        outputs.append(Path(options.adapt.save_path))
     check_outputs(input_path, outputs, overwrite=overwrite)
     check_sidecar_owner(sidecar, output)  # x.nii.gz and x.mgz would share x.json
     return output, sidecar

@@ -391,3 +391,12 @@ def test_two_torchrun_ranks_share_the_scans_and_rank_0_writes_the_summary(study,
     by_scan = {Path(s["scan"]).name: s["rank"] for s in summary["scans"]}
     assert by_scan == {"s1.nii.gz": 0, "s2.nii.gz": 1, "bad.nii.gz": 0, "s3.nii.gz": 1}
     assert sorted(p.name for p in out.glob("*_sr.nii.gz")) == ["s1_sr.nii.gz", "s2_sr.nii.gz", "s3_sr.nii.gz"]  # fmt: skip
+
+
+def test_adaptation_is_refused_for_a_cohort():
+    from mrisr.adapt import AdaptSettings
+    from mrisr.cohort import CohortSettings
+    from mrisr.upscale import UpscaleOptions
+
+    with pytest.raises(ConfigError, match="one scan at a time.*--save-adapted"):
+        CohortSettings(options=UpscaleOptions(adapt=AdaptSettings(steps=5)))

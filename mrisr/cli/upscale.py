@@ -46,6 +46,24 @@ def command(
     batch_size: opt.BatchSize = 16,
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            help="Fine-tune the model on the scan's own in-plane slices first; kept only "
+            "when it improves held-out in-plane patches."
+        ),
+    ] = False,
+    adapt_seconds: Annotated[
+        float | None, typer.Option(help="Adaptation time budget in seconds; default 90.")
+    ] = None,
+    adapt_steps: Annotated[
+        int | None,
+        typer.Option(help="Adaptation budget in steps (deterministic; overrides --adapt-seconds)."),
+    ] = None,
+    save_adapted: Annotated[
+        Path | None,
+        typer.Option(help="Write the adapted model to this .safetensors file (for --model)."),
+    ] = None,
     dtype: opt.Dtype = "float32",
     shard: opt.Shard = None,
     summary: opt.Summary = None,
@@ -58,7 +76,9 @@ def command(
     # Loaded inside upscale_file, after the scan is planned: the default model
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
+    adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = UpscaleOptions(
+        adapt=adapting,
         fusion=fusion,
         consistency=consistency,
         thickness_mm=thickness,
@@ -75,6 +95,8 @@ def command(
     scan = scans[0]
     with progress_bar("slices") as bar:
         task = bar.add_task(f"upscaling {named_path(scan).name}", total=None)
+        tuning = bar.add_task("adapting", total=None, visible=adapting is not None)
+        unit = "steps" if adapt_steps is not None else "s"
         written, sidecar = upscale_file(
             scan,
             output,
@@ -84,11 +106,52 @@ def command(
             options=options,
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            adapt_progress=lambda done, total: bar.update(
+                tuning, completed=done, total=total, description=f"adapting ({unit})"
+            ),
         )
     say(f"wrote {written} ({_stored(written, sidecar)})")
     if disagreement:
         say(f"wrote {disagreement_path(written)}")
     say(f"wrote {sidecar}")
+    if adapting is not None:
+        _report_adaptation(sidecar)
+
+
+def _adapt_settings(
+    adapt: bool, seconds: float | None, steps: int | None, save: Path | None
+) -> object | None:
+    """The adaptation settings, or None; budget options without --adapt are refused."""
+    from mrisr.errors import ConfigError
+
+    if not adapt:
+        given = [
+            name
+            for name, value in (
+                ("--adapt-seconds", seconds),
+                ("--adapt-steps", steps),
+                ("--save-adapted", save),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} given without --adapt", fix="add --adapt, or drop them"
+            )
+        return None
+    from mrisr.adapt import AdaptSettings
+
+    return AdaptSettings(steps=steps, seconds=seconds, save_path=save)
+
+
+def _report_adaptation(sidecar: Path) -> None:
+    """One line on what the adaptation did, read back from the sidecar."""
+    import json
+
+    record = json.loads(sidecar.read_text()).get("adaptation", {})
+    say(f"adaptation: {record.get('reason')} ({record.get('steps')} steps)")
+    if record.get("saved_to"):
+        say(f"wrote {record['saved_to']}")
 
 
 def _stored(image: Path, sidecar: Path) -> str:

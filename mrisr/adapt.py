@@ -1,0 +1,497 @@
+"""Per-scan adaptation: fine-tune a trained slice model on the scan's own in-plane detail.
+
+The planes perpendicular to a thick-slice scan's thick axis are sharp. Cut
+patches from them, pick one in-plane axis as the rows and degrade the rows
+with the scan's own slice profile at the scan's factor
+(:func:`mrisr.simulate.slice_profile_matrix`, the forward model mrisr trains
+with), and the (degraded, original) patches are training pairs that match
+this scan exactly, in the generator's layout (rows = the axis to upsample).
+This is the self-supervision of SMORE and ECLARE (Zhao et al., IEEE TMI 2021;
+Remedios et al., 2025); unlike them, mrisr starts from its pretrained model,
+so a minute of fine-tuning with the training step of ``mrisr train``
+(:func:`mrisr.training.step.pixel_step`, L1) is enough.
+
+It never makes things worse on what it can measure: part of the in-plane
+slices is held out (whole slices, disjoint from the training ones), the
+model's PSNR on pairs cut from them is measured before and after, and the
+adapted weights are kept only when they improve it; otherwise the original
+model is returned and the record says so.
+
+The slice profile comes from, in order: a thickness the user gives, the
+header's (DICOM, BIDS sidecar), or an estimate from the image
+(:func:`mrisr.slice_profile.estimate_slice_profile`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mrisr.adapt_pairs import InPlanePairs, ScanProfile, check_adaptable, scan_profile
+from mrisr.errors import ConfigError
+from mrisr.simulate import PROFILES
+from mrisr.volume import Volume
+
+if TYPE_CHECKING:
+    import torch
+
+    from mrisr.inference import GeneratorSliceModel
+    from mrisr.upscale import SliceModel, UpscalePlan
+
+__all__ = [
+    "AdaptSettings",
+    "AdaptationResult",
+    "InPlanePairs",
+    "ScanProfile",
+    "adapt_model",
+    "adapt_for_upscale",
+    "check_adaptable",
+    "check_model",
+    "held_out_psnr",
+    "refuse_without_network",
+    "save_adapted",
+    "scan_profile",
+]
+
+log = logging.getLogger(__name__)
+
+#: Training budget when neither steps nor seconds are given (about 1-2 minutes on
+#: 2 CPU cores with the bundled model; see docs/adaptation.md).
+DEFAULT_SECONDS = 90.0
+#: Adam learning rate of the fine-tuning (measured: see docs/adaptation.md).
+LEARNING_RATE = 1e-4
+#: Pairs per step.
+BATCH_SIZE = 8
+#: Adapted weights are kept only when they raise the held-out PSNR by more than this (dB).
+KEEP_MARGIN_DB = 0.01
+
+#: Called with (done, total) while adapting: steps, or whole seconds for a time budget.
+AdaptProgress = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How much to adapt, and what to keep.
+
+    Attributes:
+        steps: training steps (deterministic; takes precedence over ``seconds``).
+        seconds: training time in seconds; default :data:`DEFAULT_SECONDS`
+            when ``steps`` is not given either.
+        seed: seeds the pairs drawn and torch.
+        save_path: where to write the adapted model (a ``.safetensors`` file),
+            or None.
+
+    Raises:
+        ConfigError: a budget of zero or less, or a save path that is not
+            ``.safetensors``.
+    """
+
+    steps: int | None = None
+    seconds: float | None = None
+    seed: int = 0
+    save_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1
+        ):
+            raise ConfigError(
+                f"adaptation budget must be at least 1 step, got {self.steps!r}",
+                fix="pass --adapt-steps 1 or more, or leave it out",
+            )
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ConfigError(
+                f"adaptation budget must be a positive number of seconds, got {self.seconds!r}",
+                fix="pass --adapt-seconds > 0, or leave it out",
+            )
+        if self.save_path is not None and Path(self.save_path).suffix != ".safetensors":
+            raise ConfigError(
+                "is not a .safetensors path",
+                path=self.save_path,
+                expected="a model file name ending in .safetensors",
+                fix="name it e.g. --save-adapted protocol.safetensors",
+            )
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """``{"steps": n}`` or ``{"seconds": s}``: the budget in force."""
+        if self.steps is not None:
+            return {"steps": int(self.steps)}
+        return {"seconds": float(self.seconds if self.seconds is not None else DEFAULT_SECONDS)}
+
+
+# ---------------------------------------------------------------- adaptation
+
+
+@dataclass
+class AdaptationResult:
+    """What :func:`adapt_model` returns.
+
+    Attributes:
+        model: the slice model to upscale with: the adapted copy when it
+            improved the held-out PSNR, else the original model.
+        kept: whether the adapted weights were kept.
+        record: JSON-ready record (budget, steps, seconds, held-out PSNR
+            before/after, kept, profile and its source, pairs).
+    """
+
+    model: SliceModel
+    kept: bool
+    record: dict[str, Any]
+
+
+def check_model(model: Any) -> None:
+    """Refuse a model that cannot be adapted (cubic interpolation, anything without a network).
+
+    Raises:
+        ConfigError: the model holds no trainable generator.
+    """
+    if getattr(model, "generator", None) is None or not hasattr(model, "description"):
+        name = getattr(model, "name", type(model).__name__)
+        raise ConfigError(
+            f"model {name!r} has no network to adapt",
+            expected="a trained model (bundled, run folder or .safetensors file)",
+            fix="drop --adapt, or pass --model with a trained model (default: bundled)",
+        )
+
+
+def adapt_model(
+    volume: Volume,
+    model: GeneratorSliceModel,
+    *,
+    plan: UpscalePlan | None = None,
+    profile: ScanProfile | None = None,
+    settings: AdaptSettings | None = None,
+    thickness_mm: float | None = None,
+    progress: AdaptProgress | None = None,
+    **budget: Any,
+) -> AdaptationResult:
+    """Fine-tune a copy of ``model`` on ``volume``'s own in-plane slices; keep it if it helps.
+
+    Args:
+        volume: the thick-slice scan (not modified).
+        model: a :class:`mrisr.inference.GeneratorSliceModel` (not modified).
+        plan: the scan's upscale plan; default :func:`mrisr.upscale.plan_upscale`.
+        profile: its slice profile; default :func:`scan_profile` (given
+            ``thickness_mm``, header, or estimated).
+        settings: budget and seed (:class:`AdaptSettings`).
+        thickness_mm: the slice thickness in mm, when known.
+        progress: called with (done, total) steps, or (seconds, budget
+            seconds) for a time budget.
+        **budget: ``steps=``, ``seconds=``, ``seed=`` replacing ``settings``' fields.
+
+    Returns:
+        The :class:`AdaptationResult`.
+
+    Raises:
+        ConfigError: a model without a network, or a budget <= 0.
+        InputError: a scan too small to cut patches from.
+    """
+    import torch
+
+    from mrisr.training.step import build_learner, pixel_step
+
+    check_model(model)
+    settings = _settings(settings, budget)
+    if plan is None:
+        from mrisr.upscale import plan_upscale
+
+        plan = plan_upscale(volume)
+    check_adaptable(volume, plan)
+    if profile is None:
+        profile = scan_profile(volume, plan, thickness_mm)
+    if profile.profile not in PROFILES:
+        raise ConfigError(
+            f"unknown slice profile {profile.profile!r}", expected=f"one of {PROFILES}"
+        )
+    pairs = InPlanePairs(volume, plan, profile, seed=settings.seed)
+    started = time.perf_counter()
+    learner = build_learner(
+        _recipe(model.description),
+        device=model.device,
+        gan=False,
+        ema_decay=0.999,
+        seed=settings.seed,
+    )
+    learner.generator.load_state_dict(model.generator.state_dict())
+    learner.ema.load_state_dict(model.generator.state_dict())
+    held = [
+        (_tensor(lr, learner.device), _tensor(hr, learner.device)) for lr, hr in pairs.held_out()
+    ]
+    before = held_out_psnr(model.generator, held)
+    learner.generator.train()
+    steps = 0
+    limit = settings.budget
+    train_start = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - train_start
+        if steps >= limit.get("steps", math.inf) or elapsed >= limit.get("seconds", math.inf):
+            break
+        lr, hr = pairs.batch(steps, BATCH_SIZE)
+        losses = pixel_step(learner, _tensor(lr, learner.device), _tensor(hr, learner.device))
+        steps += 1
+        if progress is not None:
+            if "steps" in limit:
+                progress(steps, limit["steps"])
+            else:
+                spent = time.perf_counter() - train_start
+                progress(min(int(spent), int(limit["seconds"])), int(math.ceil(limit["seconds"])))
+        if steps % 50 == 0 and not math.isfinite(float(losses["pixel"])):
+            break
+    train_seconds = time.perf_counter() - train_start
+    adapted = learner.ema.eval()
+    finite = all(bool(torch.isfinite(p).all()) for p in adapted.parameters())
+    after = held_out_psnr(adapted, held) if finite else -math.inf
+    finite = finite and math.isfinite(after)
+    kept = finite and after > before + KEEP_MARGIN_DB
+    from mrisr.checkpoint import weights_sha256
+
+    record = {
+        "budget": limit,
+        "steps": steps,
+        "train_seconds": round(train_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+        "seed": settings.seed,
+        "learning_rate": LEARNING_RATE,
+        "batch_size": BATCH_SIZE,
+        "weights": "ema",
+        "held_out_psnr_before": before,
+        "held_out_psnr_after": after if math.isfinite(after) else None,
+        "held_out_gain_db": (after - before) if math.isfinite(after) else None,
+        "kept": kept,
+        "adapted_weights_sha256": weights_sha256(adapted.state_dict()),
+        "reason": _reason(kept, finite, before, after),
+        "slice_profile": profile.to_dict(),
+        "pairs": pairs.describe(),
+        "base_model": {
+            "name": model.name,
+            "weights_sha256": model.description.get("weights_sha256"),
+        },
+    }
+    log.info("adaptation: %s", record["reason"])
+    if not kept:
+        return AdaptationResult(model, False, record)
+    return AdaptationResult(_adapted_model(model, adapted, record), True, record)
+
+
+def held_out_psnr(generator: Any, held: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """PSNR (dB, peak 1 in normalised intensities) of ``generator`` on held-out pairs.
+
+    Args:
+        generator: ``forward(lr (B, 1, rows, P), out_rows) -> (B, 1, out_rows, P)``.
+        held: [(lr, hr), ...] batches.
+
+    Returns:
+        ``10 log10(1 / MSE)`` over every pixel of every batch.
+    """
+    import torch
+
+    was_training = generator.training
+    generator.eval()
+    errors, count = 0.0, 0
+    with torch.inference_mode():
+        for lr, hr in held:
+            out = generator(lr, hr.shape[-2]).float()
+            errors += float(((out - hr) ** 2).sum())
+            count += hr.numel()
+    generator.train(was_training)
+    mse = errors / max(count, 1)
+    if not math.isfinite(mse):
+        return -math.inf  # a diverged network: worse than anything
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
+    """Write the model ``result`` chose as a normal model file (``--model PATH`` then uses it).
+
+    When the adaptation was not kept this is the original model's weights
+    (the description says so).
+
+    Args:
+        result: from :func:`adapt_model`.
+        path: a ``.safetensors`` file (replaced if it exists).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: non-finite weights, or a path that is not ``.safetensors``.
+        OutputError: the file cannot be written.
+    """
+    import torch
+
+    from mrisr.checkpoint import save_model
+
+    model = result.model
+    generator = model.generator  # type: ignore[attr-defined]
+    if not all(bool(torch.isfinite(p).all()) for p in generator.state_dict().values()):
+        raise ConfigError(
+            "the adapted model has non-finite weights and was not saved",
+            path=path,
+            fix="adapt again with fewer steps, or use the original model",
+        )
+    description = dict(model.description)  # type: ignore[attr-defined]
+    description["adaptation"] = result.record
+    name = description["generator"]["name"]
+    if not result.kept:
+        log.warning("adaptation was not kept: %s holds the original model's weights", path)
+    return save_model(path, generator.to("cpu"), name=name, description=description)
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSettings:
+    from dataclasses import replace
+
+    base = settings if settings is not None else AdaptSettings()
+    unknown = sorted(set(budget) - {"steps", "seconds", "seed"})
+    if unknown:
+        raise ConfigError(
+            f"unknown adaptation setting(s) {', '.join(unknown)}",
+            expected="steps, seconds, seed",
+        )
+    return replace(base, **budget) if budget else base
+
+
+def _recipe(description: dict[str, Any]) -> Any:
+    """A pixel-loss recipe for the model's own generator, at :data:`LEARNING_RATE`."""
+    from mrisr.recipes import LossWeights, ResolvedRecipe
+
+    betas = (description.get("training") or {}).get("betas") or (0.9, 0.99)
+    return ResolvedRecipe(
+        recipe=str(description.get("recipe") or "adapt"),
+        generator=description["generator"]["name"],
+        generator_kwargs=dict(description["generator"]["config"]),
+        discriminator=None,
+        discriminator_kwargs={},
+        pixel_loss="l1",
+        adversarial_loss=None,
+        weights=LossWeights(),
+        perceptual_layers={},
+        perceptual_criterion="l1",
+        lr_pretrain=LEARNING_RATE,
+        lr_g=LEARNING_RATE,
+        lr_d=LEARNING_RATE,
+        betas=(float(betas[0]), float(betas[1])),
+    )
+
+
+def _tensor(array: np.ndarray, device: Any) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+
+def _reason(kept: bool, finite: bool, before: float, after: float) -> str:
+    if not finite:
+        return "training diverged (non-finite weights): kept the original model"
+    change = f"held-out PSNR {before:.2f} -> {after:.2f} dB ({after - before:+.2f} dB)"
+    if kept:
+        return f"{change}: kept the adapted model"
+    return f"{change}: no gain above {KEEP_MARGIN_DB:g} dB, kept the original model"
+
+
+def _adapted_model(model: GeneratorSliceModel, adapted: Any, record: dict[str, Any]) -> Any:
+    """A :class:`GeneratorSliceModel` running ``adapted``, described as an adaptation of ``model``."""
+    import copy
+
+    from mrisr.inference import GeneratorSliceModel
+
+    description = dict(model.description)
+    description["weights_sha256"] = record["adapted_weights_sha256"]
+    description["adaptation"] = {
+        k: record[k] for k in ("steps", "held_out_psnr_before", "held_out_psnr_after")
+    }
+    description["adapted_from"] = model.description.get("weights_sha256")
+    return GeneratorSliceModel(
+        copy.deepcopy(adapted),
+        description,
+        name=f"{model.name}+adapted",
+        device=model.device,
+        batch_size=model.batch_size,
+        tile_cols=model.tile_cols,
+        tile_overlap=model.tile_overlap,
+    )
+
+
+# ------------------------------------------------------------- upscale flow
+
+
+def refuse_without_network(model: Any) -> None:
+    """Refuse, before the scan is read, a ``--model`` that names cubic interpolation.
+
+    Args:
+        model: what :func:`mrisr.upscale.upscale_file` was given as ``model``.
+
+    Raises:
+        ConfigError: ``"cubic"`` (also inside a :class:`mrisr.models.ModelRequest`)
+            or a loaded model without a network.
+    """
+    spec = getattr(model, "spec", model)
+    if isinstance(spec, str) and spec.strip().lower() == "cubic":
+        raise ConfigError(
+            "--adapt needs a trained model, and --model cubic is interpolation",
+            expected="a bundled model, a run folder or a .safetensors file",
+            fix="drop --adapt, or leave --model out to adapt the bundled model",
+        )
+    if model is not None and not isinstance(model, (str, Path)) and not hasattr(model, "spec"):
+        check_model(model)
+
+
+def adapt_for_upscale(
+    volume: Volume,
+    plan: UpscalePlan,
+    model: SliceModel,
+    settings: AdaptSettings,
+    *,
+    thickness_mm: float | None = None,
+    force: bool = False,
+    progress: AdaptProgress | None = None,
+) -> tuple[SliceModel, dict[str, Any]]:
+    """The upscale flow's adaptation step: checks, :func:`adapt_model`, the optional model file.
+
+    Args:
+        volume: the loaded scan.
+        plan: its plan.
+        model: the chosen model.
+        settings: budget, seed and save path.
+        thickness_mm: the user's slice thickness (``--thickness``).
+        force: allow a factor outside the model's range.
+        progress: see :func:`adapt_model`.
+
+    Returns:
+        (the model to upscale with, the record for the sidecar).
+
+    Raises:
+        ConfigError: no network, a factor outside the model's range, non-finite weights to save.
+        InputError: a scan too small to adapt on.
+        OutputError: the model file cannot be written.
+    """
+    from mrisr.upscale import check_factor_range
+
+    check_model(model)
+    check_adaptable(volume, plan)
+    check_factor_range(model, plan.factor, force=force)
+    result = adapt_model(
+        volume,
+        model,  # type: ignore[arg-type]
+        plan=plan,
+        settings=settings,
+        thickness_mm=thickness_mm,
+        progress=progress,
+    )
+    record = dict(result.record)
+    if settings.save_path is not None:
+        record["saved_to"] = str(save_adapted(result, settings.save_path).resolve())
+    return result.model, record

@@ -1,0 +1,259 @@
+"""Per-scan adaptation: pairs from the scan's own slices, the training step, never worse, files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+from typer.testing import CliRunner
+
+import mrisr.adapt as adapt
+from mrisr.adapt import (
+    InPlanePairs,
+    ScanProfile,
+    adapt_model,
+    save_adapted,
+    scan_profile,
+)
+from mrisr.checkpoint import save_model
+from mrisr.cli import app
+from mrisr.errors import ConfigError, InputError
+from mrisr.inference import GeneratorSliceModel
+from mrisr.interpolation import CubicSliceModel
+from mrisr.io import save_volume
+from mrisr.networks import build_generator
+from mrisr.simulate import simulate_thick_slices
+from mrisr.upscale import plan_upscale
+from mrisr.volume import Volume
+
+DESCRIPTION = {"factor_range": [2.0, 6.0], "recipe": "esrgan"}
+
+
+def _scan(shape=(40, 36, 10), spacing=(1.0, 1.0, 4.0), seed=0) -> Volume:
+    """A smooth blobby thick-slice scan with a zero background border."""
+    rng = np.random.default_rng(seed)
+    data = gaussian_filter(rng.normal(size=shape), (2, 2, 0.6)).astype(np.float32)
+    data = np.clip(data * 5 + 1, 0, None)
+    data[:3], data[-3:] = 0, 0
+    return Volume(data, np.diag([*spacing, 1.0]), None)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    generator = build_generator("rrdbnet", size="small")
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return save_model(path, generator, name="rrdbnet", description=DESCRIPTION)
+
+
+@pytest.fixture
+def model(model_file) -> GeneratorSliceModel:
+    return GeneratorSliceModel.from_file(model_file, device="cpu")
+
+
+def _weights(generator) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy().copy() for t in generator.state_dict().values()]
+
+
+# ------------------------------------------------------------------- pairs
+
+
+def test_pairs_match_the_forward_model_and_hold_out_disjoint_slices():
+    scan = _scan()
+    plan = plan_upscale(scan)
+    pairs = InPlanePairs(scan, plan, ScanProfile("mean", 4.0, 4.0, "given"))
+    assert set(pairs.train_slices).isdisjoint(pairs.held_out_slices)
+    assert pairs.held_out_slices
+    direction = pairs.directions[0]
+    assert direction.patch / direction.rows_lr == pytest.approx(4.0)
+    # An aligned patch inside the slice: LR = block means of the HR rows, as simulate does.
+    lr, hr = direction.pair(pairs.train_slices[0], 8, 0)
+    expected = simulate_thick_slices(hr[:, :, None], 0, 4.0)[:, :, 0]
+    np.testing.assert_allclose(lr, expected, atol=1e-5)
+    lr_batch, hr_batch = pairs.batch(0, 3)
+    assert lr_batch.shape == (3, 1, direction.rows_lr, direction.patch)
+    assert hr_batch.shape == (3, 1, direction.patch, direction.patch)
+    again = pairs.batch(0, 3)
+    np.testing.assert_array_equal(again[0], lr_batch)
+    # Steps alternate the in-plane axis used as rows.
+    assert pairs.batch(1, 1)[1].shape[-1] == pairs.directions[1].patch
+
+
+@pytest.mark.parametrize(
+    ("thickness", "meta", "source", "fwhm"),
+    [(3.0, {}, "given", 3.0), (None, {"slice_thickness_mm": 3.5}, "header", 3.5)],
+)
+def test_scan_profile_sources(thickness, meta, source, fwhm):
+    scan = _scan()
+    scan = scan.with_data(scan.data, scan.affine, meta=meta)
+    profile = scan_profile(scan, plan_upscale(scan), thickness)
+    assert (profile.source, profile.fwhm_mm, profile.spacing_mm) == (source, fwhm, 4.0)
+
+
+def test_scan_profile_is_estimated_when_nothing_says_it():
+    profile = scan_profile(_scan(), plan_upscale(_scan()))
+    assert profile.source in ("estimated", "spacing")
+    assert profile.to_dict()["estimate"] is not None
+
+
+@pytest.mark.parametrize(
+    ("ratio", "source", "used"), [(0.5, "spacing", 1.0), (1.2, "estimated", 1.2)]
+)
+def test_only_plausible_image_estimates_are_used(monkeypatch, ratio, source, used):
+    import mrisr.slice_profile as slice_profile
+
+    def fake(volume, axis=None, *, profile=None):
+        return slice_profile.SliceProfileEstimate("mean", ratio * 4.0, 4.0, ratio, "image", 0.0)
+
+    monkeypatch.setattr(slice_profile, "estimate_slice_profile", fake)
+    chosen = scan_profile(_scan(), plan_upscale(_scan()))
+    assert chosen.source == source
+    assert chosen.fwhm_over_spacing == pytest.approx(used)
+    assert chosen.estimate["fwhm_over_spacing"] == ratio
+
+
+# --------------------------------------------------------------- adaptation
+
+
+def test_adaptation_is_deterministic_and_leaves_the_model_alone(model):
+    scan = _scan()
+    original = _weights(model.generator)
+    profile = ScanProfile("mean", 4.0, 4.0, "given")
+    first = adapt_model(scan, model, profile=profile, steps=3, seed=1)
+    second = adapt_model(scan, model, profile=profile, steps=3, seed=1)
+    other = adapt_model(scan, model, profile=profile, steps=3, seed=2)
+    assert first.record["adapted_weights_sha256"] == second.record["adapted_weights_sha256"]
+    assert first.record["held_out_psnr_after"] == second.record["held_out_psnr_after"]
+    assert first.record["adapted_weights_sha256"] != other.record["adapted_weights_sha256"]
+    for before, after in zip(original, _weights(model.generator), strict=True):
+        np.testing.assert_array_equal(before, after)
+    record = first.record
+    assert record["steps"] == 3 and record["budget"] == {"steps": 3}
+    assert record["slice_profile"]["source"] == "given"
+    json.dumps(record)  # JSON-ready
+
+
+def test_worse_weights_are_not_kept(model, monkeypatch):
+    monkeypatch.setattr(adapt, "LEARNING_RATE", 1.0)  # wrecks the network
+    result = adapt_model(
+        _scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=3, seed=0
+    )
+    assert not result.kept and result.model is model
+    assert "kept the original model" in result.record["reason"]
+
+
+def test_better_weights_are_kept_and_saved_as_a_normal_model(model, monkeypatch, tmp_path):
+    monkeypatch.setattr(adapt, "KEEP_MARGIN_DB", -math.inf)  # keep whatever came out
+    scan = _scan()
+    result = adapt_model(scan, model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=2)
+    assert result.kept and result.model is not model
+    assert result.model.describe()["weights_sha256"] == result.record["adapted_weights_sha256"]
+    path = save_adapted(result, tmp_path / "adapted.safetensors")
+    reloaded = GeneratorSliceModel.from_file(path, device="cpu")
+    stack = np.random.default_rng(0).random((2, 5, 12)).astype(np.float32)
+    np.testing.assert_allclose(
+        reloaded.upscale_slices(stack, 20), result.model.upscale_slices(stack, 20), atol=1e-6
+    )
+    assert reloaded.description["adaptation"]["kept"] is True
+
+
+def test_non_finite_weights_are_never_saved(model, monkeypatch, tmp_path):
+    monkeypatch.setattr(adapt, "KEEP_MARGIN_DB", -math.inf)
+    result = adapt_model(_scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=1)
+    with torch.no_grad():
+        next(result.model.generator.parameters()).fill_(float("nan"))
+    target = tmp_path / "bad.safetensors"
+    with pytest.raises(ConfigError, match="non-finite"):
+        save_adapted(result, target)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("budget", "error"),
+    [
+        ({"steps": 0}, ConfigError),
+        ({"steps": -3}, ConfigError),
+        ({"seconds": 0.0}, ConfigError),
+        ({"seconds": -1.0}, ConfigError),
+        ({"seconds": float("nan")}, ConfigError),
+    ],
+)
+def test_bad_budgets_are_refused(model, budget, error):
+    with pytest.raises(error, match="budget"):
+        adapt_model(_scan(), model, **budget)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((12, 12, 6), (1.0, 1.0, 4.0)), ((40, 36, 1), (1.0, 1.0, 4.0)), ((20, 20, 3), (1, 1, 15.0))],
+)
+def test_scans_too_small_are_refused(model, shape, spacing):
+    scan = _scan(shape, spacing)
+    with pytest.raises(InputError, match="too small"):
+        adapt_model(scan, model, plan=plan_upscale(scan, axis=2), steps=1)
+
+
+def test_cubic_cannot_be_adapted():
+    with pytest.raises(ConfigError, match="no network"):
+        adapt_model(_scan(), CubicSliceModel(), steps=1)
+
+
+# ---------------------------------------------------------------------- CLI
+
+runner = CliRunner()
+
+
+def _scan_file(tmp_path: Path) -> Path:
+    path = tmp_path / "scan.nii.gz"
+    save_volume(_scan(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--adapt", "--model", "cubic"], "cubic"),
+        (["--adapt", "--adapt-steps", "0"], "budget"),
+        (["--adapt", "--adapt-seconds", "-5"], "budget"),
+        (["--adapt-steps", "3"], "without --adapt"),
+        (["--adapt", "--save-adapted", "x.pt"], ".safetensors"),
+    ],
+)
+def test_cli_refuses_bad_adaptation_before_work(tmp_path, extra, message):
+    scan = _scan_file(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    result = runner.invoke(app, ["upscale", str(scan), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_cli_refuses_a_scan_too_small_to_adapt(tmp_path, model_file):
+    path = tmp_path / "small.nii.gz"
+    save_volume(_scan((12, 12, 6)), path)
+    result = runner.invoke(app, ["upscale", str(path), "--adapt", "--model", str(model_file)])
+    assert result.exit_code == 2 and "too small" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.nii.gz"]
+
+
+def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
+    scan = _scan_file(tmp_path)
+    saved = tmp_path / "protocol.safetensors"
+    args = ["upscale", str(scan), "--model", str(model_file), "--device", "cpu"]
+    result = runner.invoke(
+        app, [*args, "--adapt", "--adapt-steps", "2", "--save-adapted", str(saved)]
+    )
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "scan_sr.json").read_text())
+    record = sidecar["adaptation"]
+    assert record["steps"] == 2 and record["budget"] == {"steps": 2}
+    assert record["slice_profile"]["source"] in ("estimated", "spacing")
+    assert {"held_out_psnr_before", "held_out_psnr_after", "kept"} <= set(record)
+    assert saved.is_file()
+    again = runner.invoke(app, [*args, "--model", str(saved), "-o", str(tmp_path / "b.nii.gz")])
+    assert again.exit_code == 0, again.output
