@@ -14,7 +14,7 @@ from the image. :func:`check_adaptable` refuses scans too small for this.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,14 +73,7 @@ class ScanProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description for a provenance sidecar."""
-        return {
-            "profile": self.profile,
-            "fwhm_mm": self.fwhm_mm,
-            "spacing_mm": self.spacing_mm,
-            "fwhm_over_spacing": self.fwhm_over_spacing,
-            "source": self.source,
-            "estimate": self.estimate,
-        }
+        return {**asdict(self), "fwhm_over_spacing": self.fwhm_over_spacing}
 
 
 def scan_profile(

@@ -51,7 +51,7 @@ the width does, so :attr:`SliceProfileEstimate.profile` is a weak guess while
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -121,16 +121,7 @@ class SliceProfileEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description for a provenance sidecar."""
-        return {
-            "profile": self.profile,
-            "fwhm_mm": self.fwhm_mm,
-            "spacing_mm": self.spacing_mm,
-            "fwhm_over_spacing": self.fwhm_over_spacing,
-            "rms_width_mm": self.rms_width_mm,
-            "gap_mm": self.gap_mm,
-            "source": self.source,
-            "score": self.score,
-        }
+        return {**asdict(self), "rms_width_mm": self.rms_width_mm, "gap_mm": self.gap_mm}
 
 
 def estimate_slice_profile(

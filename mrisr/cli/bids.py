@@ -44,6 +44,7 @@ def command(
     overwrite: Annotated[bool, typer.Option(help="Redo scans already done.")] = False,
     shard: opt.Shard = None,
 ) -> None:
+    arguments = dict(locals())
     from mrisr.bids import (
         DEFAULT_SUFFIXES,
         LOG_FOLDER,
@@ -55,18 +56,9 @@ def command(
     from mrisr.cli.cohort_report import run_and_report, summary_path
     from mrisr.cohort import distributed_env, parse_shard
     from mrisr.models import ModelRequest
-    from mrisr.upscale import UpscaleOptions
 
     shard_k_n = parse_shard(shard) if shard is not None else None
-    options = UpscaleOptions(
-        fusion=fusion,
-        consistency=consistency,
-        force=force,
-        clip_range=clip_range,
-        disagreement=disagreement,
-        tta=tta,
-        consistency_profile=consistency_profile,  # type: ignore[arg-type]
-    )
+    options = opt.upscale_options(arguments)
     scans = find_anatomical_scans(
         bids_dir,
         participant_labels=participant_label or (),

@@ -7,12 +7,16 @@ commands cannot drift apart. Each alias is a typer ``Annotated`` type.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mrisr.device import DEVICE_HELP
+
+if TYPE_CHECKING:
+    from mrisr.upscale import UpscaleOptions
 
 Model = Annotated[
     str | None,
@@ -86,3 +90,32 @@ Summary = Annotated[
         "(else the current folder)."
     ),
 ]
+
+
+#: Command parameters named otherwise than their :class:`~mrisr.upscale.UpscaleOptions` field.
+_FIELD_OF_PARAMETER = {"thickness": "thickness_mm"}
+
+
+def upscale_options(arguments: dict[str, Any], **given: Any) -> UpscaleOptions:
+    """The :class:`~mrisr.upscale.UpscaleOptions` a command's parameters spell.
+
+    Every parameter named like a field (``fusion``, ``consistency``, ``tta``...;
+    ``thickness`` for ``thickness_mm``) is taken, so a new field needs no new
+    line in each command.
+
+    Args:
+        arguments: the command's parameters (its ``locals()`` at the start).
+        **given: fields set by the command itself (they win over ``arguments``).
+
+    Returns:
+        The options.
+
+    Raises:
+        ConfigError: a value the options refuse (an unknown fusion, dtype, profile).
+    """
+    from mrisr.upscale import UpscaleOptions
+
+    names = {f.name for f in fields(UpscaleOptions)}
+    chosen = {_FIELD_OF_PARAMETER.get(k, k): v for k, v in arguments.items()}
+    settings = {k: v for k, v in chosen.items() if k in names and k not in given}
+    return UpscaleOptions(**settings, **given)

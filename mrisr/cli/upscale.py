@@ -68,27 +68,17 @@ def command(
     shard: opt.Shard = None,
     summary: opt.Summary = None,
 ) -> None:
+    arguments = dict(locals())
     from mrisr.cohort import distributed_env, is_single_scan
     from mrisr.io.outputs import disagreement_path, named_path
     from mrisr.models import ModelRequest
-    from mrisr.upscale import UpscaleOptions, upscale_file
+    from mrisr.upscale import upscale_file
 
     # Loaded inside upscale_file, after the scan is planned: the default model
     # depends on the factor. "cubic" never imports torch.
     request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
-    options = UpscaleOptions(
-        adapt=adapting,
-        fusion=fusion,
-        consistency=consistency,
-        thickness_mm=thickness,
-        force=force,
-        dtype=dtype,
-        clip_range=clip_range,
-        disagreement=disagreement,
-        tta=tta,
-        consistency_profile=consistency_profile,  # type: ignore[arg-type]
-    )
+    options = opt.upscale_options(arguments, adapt=adapting)
     if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
         _many(scans, output, request, options, factor, axis, overwrite, shard, summary)
         return
