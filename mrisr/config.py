@@ -349,11 +349,6 @@ class ScheduleConfig:
                     f"schedule.{name} must be an integer, got {getattr(self, name)!r}"
                 )
 
-    @property
-    def total_steps(self) -> int:
-        """Steps of both stages."""
-        return self.steps + self.gan_steps
-
 
 @dataclass(frozen=True)
 class TrainConfig:

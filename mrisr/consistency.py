@@ -3,8 +3,9 @@
 A thick slice is the average of the thin voxels it covers (its slice profile,
 :mod:`mrisr.simulate`). This module knows a scan's slice thickness and spacing
 along the thick axis (:func:`slice_thickness`) and projects an upscaled volume
-onto the set of volumes whose re-simulated thick slices equal the input exactly
-(:func:`enforce_consistency`), the data-consistency step of model-based
+onto the set of volumes whose re-simulated thick slices equal the input exactly,
+alternating with the input's intensity range (:func:`constrain_to_input`): the
+data-consistency step of model-based
 reconstruction (e.g. Schlemper et al., "A deep cascade of convolutional neural
 networks for dynamic MR image reconstruction", IEEE TMI 2018).
 """
@@ -32,7 +33,7 @@ MAX_CONSISTENCY_OVERLAP = 1.5
 
 
 def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
-    """The slice profile's width in output voxels for :func:`enforce_consistency`.
+    """The slice profile's width in output voxels for :func:`constrain_to_input`.
 
     Raises:
         ConfigError: a thickness under one output voxel (nothing to average),
@@ -136,66 +137,6 @@ def slice_thickness(
         "slice_spacing_mm": spacing,
         "slice_thickness_source": source,
     }
-
-
-def enforce_consistency(
-    upscaled: np.ndarray,
-    thick: np.ndarray,
-    axis: int,
-    thickness: float | None = None,
-    *,
-    profile: Profile = "mean",
-) -> np.ndarray:
-    """Project ``upscaled`` so that re-simulating its thick slices gives ``thick`` exactly.
-
-    Uses the slice model ``W`` (n_in x n_out) of :func:`mrisr.simulate.slice_profile_matrix`
-    and the smallest (least-squares) correction that satisfies ``W @ x == thick``
-    along ``axis``: ``x + W.T @ inv(W @ W.T) @ (thick - W @ x)``.
-
-    Args:
-        upscaled: (X, Y, Z) result on the fine grid.
-        thick: (X, Y, Z) measured slices (``n_in`` along ``axis``).
-        axis: the thick axis.
-        thickness: the profile's full width in output voxels; default the spacing.
-        profile: ``"mean"`` (box) or ``"gaussian"`` (FWHM ``thickness``).
-
-    Returns:
-        A new float32 array shaped like ``upscaled``.
-    """
-    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
-    forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
-    correction = forward.T @ np.linalg.inv(forward @ forward.T)
-    residual = thick - apply_along_axis(forward, upscaled, axis)
-    return upscaled + apply_along_axis(correction, residual, axis)
-
-
-def consistency_residual(
-    upscaled: np.ndarray,
-    thick: np.ndarray,
-    axis: int,
-    thickness: float | None = None,
-    *,
-    profile: Profile = "mean",
-) -> float:
-    """How far the re-simulated result is from the measured slices, as a fraction of their range.
-
-    Args:
-        upscaled: (X, Y, Z) result on the fine grid (any intensity units).
-        thick: (X, Y, Z) measured slices, same units.
-        axis: the thick axis.
-        thickness: profile width in output voxels; default the spacing.
-        profile: the slice profile used to re-simulate.
-
-    Returns:
-        ``max |W @ upscaled - thick| / (max(thick) - min(thick))``; 0 for a
-        constant input.
-    """
-    n_out, n_in = upscaled.shape[axis], thick.shape[axis]
-    forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
-    again = apply_along_axis(forward, np.asarray(upscaled, np.float64), axis)
-    measured = np.asarray(thick, np.float64)
-    span = float(measured.max() - measured.min())
-    return float(np.abs(again - measured).max() / span) if span > 0 else 0.0
 
 
 def background_mask(
