@@ -345,7 +345,8 @@ def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
     name = description["generator"]["name"]
     if not result.kept:
         log.warning("adaptation was not kept: %s holds the original model's weights", path)
-    return save_model(path, generator.to("cpu"), name=name, description=description)
+    # save_model stores CPU copies; moving the generator itself would break it for upscaling on GPU.
+    return save_model(path, generator, name=name, description=description)
 
 
 # ------------------------------------------------------------------- helpers
@@ -480,8 +481,7 @@ def adapt_for_upscale(
     """
     from mrisr.upscale import check_factor_range
 
-    check_model(model)
-    check_adaptable(volume, plan)
+    # Before the minutes of adapting (upscale_volume checks it again, cheaply).
     check_factor_range(model, plan.factor, force=force)
     result = adapt_model(
         volume,

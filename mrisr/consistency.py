@@ -215,7 +215,8 @@ def constrain_to_input(
     x = np.array(upscaled, np.float32, copy=True)
     forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
     correction = forward.T @ np.linalg.inv(forward @ forward.T)
-    span = float(measured.max() - measured.min())
+    low, high = float(measured.min()), float(measured.max())
+    span = high - low
 
     def residual(volume: np.ndarray) -> float:
         if span <= 0:
@@ -223,9 +224,8 @@ def constrain_to_input(
         difference = apply_along_axis(forward, volume, axis) - measured
         return float(np.abs(difference).max() / span)
 
-    low, high = float(measured.min()), float(measured.max())
     zero = background_mask(measured, axis, n_out, thickness) if clip else None
-    before = residual(x)
+    before = after = residual(x)
     rounds = 0
     for rounds in range(1, (max_iterations if project and clip else 1) + 1):  # noqa: B007
         if project:
@@ -233,11 +233,12 @@ def constrain_to_input(
         if clip:
             np.clip(x, low, high, out=x)
             x[zero] = 0.0
-        if not (project and clip) or residual(x) <= tolerance:
+        after = residual(x)
+        if not (project and clip) or after <= tolerance:
             break
     return x, {
         "residual_before": before,
-        "residual_after": residual(x),
+        "residual_after": after,
         "residual_profile": profile,
         "iterations": rounds,
         "range": [low, high] if clip else None,

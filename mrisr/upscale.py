@@ -392,7 +392,7 @@ def upscale_volume(
     if options.disagreement:
         scale = normalisation.high - normalisation.low
         disagreement = spread(passes) * np.float32(scale)
-        span = float(np.ptp(np.asarray(volume.data, np.float64)))
+        span = float(volume.data.max()) - float(volume.data.min())
         meta["upscale"]["disagreement"] = {
             "passes": len(passes),
             "statistic": "standard deviation across passes, intensity units",

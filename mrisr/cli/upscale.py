@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,12 +101,13 @@ def command(
                 tuning, completed=done, total=total, description=f"adapting ({unit})"
             ),
         )
-    say(f"wrote {written} ({_stored(written, sidecar)})")
+    record = json.loads(sidecar.read_text())
+    say(f"wrote {written} ({_stored(written, record)})")
     if disagreement:
         say(f"wrote {disagreement_path(written)}")
     say(f"wrote {sidecar}")
     if adapting is not None:
-        _report_adaptation(sidecar)
+        _report_adaptation(record)
 
 
 def _adapt_settings(
@@ -134,23 +136,19 @@ def _adapt_settings(
     return AdaptSettings(steps=steps, seconds=seconds, save_path=save)
 
 
-def _report_adaptation(sidecar: Path) -> None:
-    """One line on what the adaptation did, read back from the sidecar."""
-    import json
-
-    record = json.loads(sidecar.read_text()).get("adaptation", {})
+def _report_adaptation(provenance: dict[str, Any]) -> None:
+    """One line on what the adaptation did, from the sidecar's record."""
+    record = provenance.get("adaptation", {})
     say(f"adaptation: {record.get('reason')} ({record.get('steps')} steps)")
     if record.get("saved_to"):
         say(f"wrote {record['saved_to']}")
 
 
-def _stored(image: Path, sidecar: Path) -> str:
+def _stored(image: Path, provenance: dict[str, Any]) -> str:
     """``"29.6 MB, float32"``: the output's size on disk and how its voxels are stored."""
-    import json
-
     from mrisr.io.storage import Storage
 
-    record = json.loads(sidecar.read_text()).get("output_storage", {})
+    record = provenance.get("output_storage", {})
     storage = Storage(
         record.get("dtype", "float32"), record.get("scl_slope", 1.0), record.get("scl_inter", 0.0)
     )

@@ -31,9 +31,9 @@ from mrisr.io.storage import Storage, choose_storage, stored_values
 from mrisr.io.validation import REEXPORT, validate_volume
 from mrisr.volume import Volume
 
-#: The writer of each output format: (volume, on-disk voxels, affine, target file).
+#: The writer of each output format without a scale factor: (volume, on-disk voxels,
+#: affine, target file). NIfTI's writer also takes the scale factor (see save_volume).
 _WRITERS: dict[str, Callable[[Volume, np.ndarray, np.ndarray, Path], None]] = {
-    "nifti": write_nifti,
     "mgh": write_mgh,
     "nrrd": write_itk,
     "metaimage": write_itk,
@@ -173,7 +173,7 @@ def save_volume(
 
     def write(temporary: Path) -> None:
         stored = stored_values(data, storage)
-        if kind == "nifti":
+        if kind == "nifti":  # the one format with a scale factor (io.storage refuses the others)
             write_nifti(volume, stored, affine, temporary, scaling=(storage.slope, storage.inter))
         else:
             _WRITERS[kind](volume, stored, affine, temporary)

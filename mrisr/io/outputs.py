@@ -187,5 +187,6 @@ def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> 
     # A NIfTI's BIDS/dcm2niix sidecar (scan.json) is input too: it may hold the slice thickness.
     for output in outputs:
         check_output(output, overwrite=overwrite, inputs=[input_path, sidecar_path(input_path)])
-    for output in outputs:  # a read-only folder fails now, not after minutes of work
+    # A read-only folder fails now, not after minutes of work: one probe per folder.
+    for output in {Path(output).absolute().parent: output for output in outputs}.values():
         check_writable(output)

@@ -278,7 +278,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     """
     from mrisr.losses import build_perceptual_loss
     from mrisr.networks.discriminators import MIN_PATCH
-    from mrisr.recipes import get_recipe, resolve
+    from mrisr.recipes import resolve
 
     if config.out is None:
         raise ConfigError(
@@ -305,10 +305,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
         check_crop(config.data.val_crop, config.data.factor)
     perceptual = None
     if spec:
-        recipe = get_recipe(config.model.recipe)
-        perceptual = build_perceptual_loss(
-            spec, recipe.perceptual_layers, recipe.perceptual_criterion
-        )
+        perceptual = build_perceptual_loss(spec, plan.perceptual_layers, plan.perceptual_criterion)
     return plan, perceptual
 
 
