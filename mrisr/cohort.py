@@ -363,11 +363,12 @@ def is_done(job: ScanJob, models: ModelCache, settings: CohortSettings) -> bool:
         return False
     try:
         recorded = json.loads(sidecar.read_text())
+        # The cheap comparisons first: hashing a large input or DICOM folder is not.
         same = (
-            recorded["input"]["sha256"] == file_sha256(job.input)
-            and _voxel_options(recorded["options"]) == _voxel_options(asdict(settings.options))
+            _voxel_options(recorded["options"]) == _voxel_options(asdict(settings.options))
             and settings.factor in (None, recorded["factor"])
             and settings.axis in (None, recorded["axis"])
+            and recorded["input"]["sha256"] == file_sha256(job.input)
         )
         if not same:
             return False

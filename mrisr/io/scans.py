@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mrisr.errors import InputError
-from mrisr.io.files import READ_FORMATS, READABLE, suffix
-from mrisr.io.outputs import sidecar_path
+from mrisr.io.files import READ_FORMATS, READABLE, stem, suffix
+from mrisr.io.outputs import disagreement_path, sidecar_path
 
 #: Characters that make an argument a glob pattern (expanded by mrisr, not the shell).
 GLOB_CHARACTERS = frozenset("*?[")
@@ -74,8 +74,10 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
 def _scans_in(path: Path, *, named: bool) -> list[Path]:
     """The scans one path stands for (see :func:`expand_scans`)."""
     if not path.is_dir():
+        if named:  # a file the user named is a scan, whatever made it
+            return [path]
         image = suffix(path) in READ_FORMATS and not _is_mrisr_output(path)
-        return [path] if named or (path.is_file() and image) else []
+        return [path] if path.is_file() and image else []
     children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     files = [p for p in children if p.is_file()]
     images = [p for p in files if suffix(p) in READ_FORMATS]
@@ -123,14 +125,14 @@ def _mrisr_record(sidecar: Path) -> dict | None:
 
 def _images_of_map(path: Path) -> list[Path]:
     """The outputs whose disagreement map would be named ``path`` (see ``disagreement_path``)."""
-    ending = suffix(path)
-    name = path.name[: len(path.name) - len(ending)] if ending else path.name
+    ending, name = suffix(path), stem(path)
     candidates = []
     if name.endswith("_disagreement"):
         candidates.append(path.parent / (name[: -len("_disagreement")] + ending))
-    if "disagreement_" in name and "_desc-" in name:  # BIDS: desc-<label>disagreement
+    if "disagreement_" in name:  # BIDS: desc-<label>disagreement
         candidates.append(path.parent / (name.replace("disagreement_", "_", 1) + ending))
-    return [c for c in candidates if c.absolute() != path.absolute()]
+    # The one naming rule decides: only an image whose map would be named ``path``.
+    return [c for c in candidates if disagreement_path(c) == path]
 
 
 def is_single_scan(paths: Sequence[str | Path]) -> bool:
