@@ -226,7 +226,10 @@ def _train(
             run_log.write({"event": "validation", "step": done, "stage": stage, **last_val})
             emit(TrainEvent("validation", done, total, stage, last_val))
         saving = stage_end or _every(done, config.schedule.save_every)
-        stopping = stop.requested(procs.world)
+        # Under DDP asking every rank is an all-reduce (a GPU sync): only on steps all
+        # ranks agree on, so a stop comes at most log_every steps late.
+        poll = procs.world == 1 or saving or _every(done, config.schedule.log_every)
+        stopping = poll and stop.requested(procs.world)
         if main and (saving or stopping):
             _save(run_dir, learner, description, schedule, done, last_val, procs.world)
             run_log.write({"event": "save", "step": done, "stage": stage})

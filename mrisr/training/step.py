@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -454,12 +456,18 @@ def _adam(
 
 def _resize_rows(hr: Tensor, rows: int) -> Tensor:
     """HR patches averaged along rows to ``rows`` rows with the box slice profile."""
-    from mrisr.simulate import slice_profile_matrix
-
     if rows == hr.shape[-2]:
         return hr
-    matrix = torch.from_numpy(slice_profile_matrix(hr.shape[-2], rows)).to(hr.device, torch.float32)
+    matrix = torch.from_numpy(_box_profile(hr.shape[-2], rows)).to(hr.device)
     return torch.einsum("oh,bchw->bcow", matrix, hr.float())
+
+
+@functools.lru_cache(maxsize=64)
+def _box_profile(n_in: int, n_out: int) -> np.ndarray:
+    """:func:`mrisr.simulate.slice_profile_matrix` as float32, built once per size (every step asks)."""
+    from mrisr.simulate import slice_profile_matrix
+
+    return slice_profile_matrix(n_in, n_out).astype(np.float32)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, rate: float) -> None:
