@@ -12,7 +12,7 @@ ESRGAN's 23 RRDBs x 64 channels), and a custom size given as JSON, measures:
   networks, losses and loss weights are the ones :func:`mrisr.training.train`
   builds (:func:`mrisr.recipes.resolve`, :mod:`mrisr.losses`), and the step is
   its own (:mod:`mrisr.training.step`). The patches are random: the cost does not depend on
-  the voxel values, and drawing real pairs (:class:`mrisr.training.data.PairDataset`)
+  the voxel values, and drawing real pairs (:class:`mrisr.training.pairs.PairDataset`)
   is left out so that the network is what is timed;
 * upscale time and peak memory of a 256 x 256 x 64 scan at 4x through
   :func:`mrisr.upscale.upscale_volume` with a

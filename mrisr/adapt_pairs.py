@@ -22,7 +22,7 @@ import numpy as np
 from mrisr.errors import InputError
 from mrisr.intensity import fit_normalisation
 from mrisr.simulate import slice_profile_matrix
-from mrisr.training.data import FOREGROUND_LEVEL, lr_rows, pair_margin
+from mrisr.training.pairs import FOREGROUND_LEVEL, lr_rows, pair_margin
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:

@@ -36,6 +36,8 @@ Size = Literal["small", "full"]
 #: (``mrisr.networks.ConfiguredNetwork.sizes``; ``full`` is the paper's network).
 SIZES: tuple[str, ...] = ("small", "full")
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
+#: ``data.profile`` values: a fixed profile, or ``mixed`` (either, drawn per batch).
+TRAINING_PROFILES: tuple[str, ...] = (*PROFILES, "mixed")
 #: The weighted loss terms, the fields of :class:`LossConfig` and of
 #: :class:`mrisr.recipes.LossWeights`.
 LOSS_TERMS: tuple[str, ...] = (
@@ -122,7 +124,8 @@ class DataConfig:
         factor_range: (low, high) to draw a factor per batch uniformly from
             instead of the single ``factor``; ``factor`` must lie inside it.
         axes: thick axes to simulate (0, 1, 2); each gives two pair kinds.
-        profile: slice profile of the simulation, ``mean`` (box) or ``gaussian``.
+        profile: slice profile of the simulation, ``mean`` (box), ``gaussian``,
+            or ``mixed`` (one of the two drawn per batch; validation uses ``mean``).
         patch_size: high-resolution patch side in voxels (rows = thick axis).
         batch_size: pairs per step per process.
         workers: DataLoader worker processes (0 = in the training process).
@@ -133,6 +136,24 @@ class DataConfig:
         allow_anisotropic: train on volumes whose voxels are more than 1.3x
             anisotropic (treated as isotropic); by default they are refused,
             since their coarse axis is no high-resolution truth.
+        factor_focus: (low, high) sub-range of ``factor_range`` drawn more
+            often: a batch's factor is uniform in it with probability
+            ``focus_weight``, else log-uniform over the whole range. None:
+            uniform over the range.
+        focus_weight: that probability.
+        thickness_range: (low, high) slice thickness (box width or Gaussian
+            FWHM) as a multiple of the slice spacing, drawn per batch; below 1
+            leaves gaps, above 1 overlaps. None: the spacing (1).
+        noise_snr: (low, high) signal-to-noise ratio of Rician noise added to
+            the LR patch (mean foreground of the HR patch / noise sigma), drawn
+            per pair. None: no noise.
+        bias_field: largest coefficient of MONAI's smooth polynomial bias field
+            (``RandBiasField``), applied to the HR window before simulation, so
+            LR and HR share it. 0: none.
+        gamma_range: (low, high) intensity gamma (MONAI ``RandAdjustContrast``),
+            applied like the bias field. None: none.
+        degrade_fraction: fraction of pairs that get each of noise, bias field
+            and gamma (independently), so that clean pairs stay in every batch.
     """
 
     volumes: str | None = None
@@ -147,6 +168,13 @@ class DataConfig:
     min_foreground: float = 0.3
     val_crop: int = 64
     allow_anisotropic: bool = False
+    factor_focus: tuple[float, float] | None = None
+    focus_weight: float = 0.5
+    thickness_range: tuple[float, float] | None = None
+    noise_snr: tuple[float, float] | None = None
+    bias_field: float = 0.0
+    gamma_range: tuple[float, float] | None = None
+    degrade_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         _check_range("data", "factor", self.factor, 1.0, 32.0, low_open=True)
@@ -178,7 +206,7 @@ class DataConfig:
                 f"data.axes must be distinct thick axes out of 0, 1, 2, got {list(self.axes)!r}",
                 fix="e.g. axes: [0, 1, 2]",
             )
-        _check_choice("data", "profile", self.profile, PROFILES)
+        _check_choice("data", "profile", self.profile, TRAINING_PROFILES)
         _check_range("data", "patch_size", self.patch_size, 8, 1024)
         if self.patch_size < 2 * self.max_factor:
             raise ConfigError(
@@ -190,6 +218,36 @@ class DataConfig:
         _check_range("data", "workers", self.workers, 0, 256)
         _check_range("data", "min_foreground", self.min_foreground, 0.0, 1.0)
         _check_range("data", "val_crop", self.val_crop, 8, 4096)
+        self._check_degradations()
+
+    def _check_degradations(self) -> None:
+        """Refuse degradation settings outside their meaningful ranges."""
+        for name, value, low, high in (
+            ("factor_focus", self.factor_focus, 1.0, 32.0),
+            ("thickness_range", self.thickness_range, 0.1, 4.0),
+            ("noise_snr", self.noise_snr, 1.0, 10_000.0),
+            ("gamma_range", self.gamma_range, 0.1, 10.0),
+        ):
+            if value is None:
+                continue
+            if len(value) != 2 or value[0] > value[1]:
+                raise ConfigError(
+                    f"data.{name} must be [low, high] with low <= high, got {list(value)!r}",
+                    fix=f"set data.{name} to two numbers, the smaller first",
+                )
+            _check_range("data", f"{name}[0]", value[0], low, high)
+            _check_range("data", f"{name}[1]", value[1], low, high)
+        if self.factor_focus is not None:
+            low, high = self.factor_bounds
+            if not low <= self.factor_focus[0] <= self.factor_focus[1] <= high:
+                raise ConfigError(
+                    f"data.factor_focus {list(self.factor_focus)} is not inside the factors "
+                    f"trained for [{low:g}, {high:g}]",
+                    fix="set data.factor_range to cover it, or narrow data.factor_focus",
+                )
+        _check_range("data", "focus_weight", self.focus_weight, 0.0, 1.0)
+        _check_range("data", "bias_field", self.bias_field, 0.0, 1.0)
+        _check_range("data", "degrade_fraction", self.degrade_fraction, 0.0, 1.0)
 
     @property
     def factor_bounds(self) -> tuple[float, float]:
@@ -215,6 +273,10 @@ class ModelConfig:
         generator_kwargs: constructor arguments overriding the size's.
         discriminator: discriminator name overriding the recipe's.
         discriminator_kwargs: constructor arguments overriding the recipe's.
+        init_from: a model to start the generator (and its EMA) from instead
+            of cubic interpolation: a bundled model's name or a model file
+            (``mrisr train --init-from fast``: fine-tune the default model on
+            your data). Its network and configuration must match this run's.
     """
 
     recipe: str = "esrgan"
@@ -223,6 +285,7 @@ class ModelConfig:
     generator_kwargs: Mapping[str, Any] = field(default_factory=dict)
     discriminator: str | None = None
     discriminator_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         # Recipe and network names are checked against their tables in

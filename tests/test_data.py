@@ -15,16 +15,12 @@ from mrisr.intensity import fit_normalisation
 from mrisr.simulate import simulate_thick_slices
 from mrisr.slices import PAIR_KINDS, to_slice_stack
 from mrisr.training.data import (
-    PairDataset,
     TrainingVolume,
-    extract_pair,
     find_volumes,
     load_training_volumes,
-    lr_rows,
-    make_loader,
-    pair_margin,
     split_validation,
 )
+from mrisr.training.pairs import PairDataset, extract_pair, lr_rows, make_loader, pair_margin
 
 
 def save_nifti(path: Path, data: np.ndarray) -> Path:
@@ -96,6 +92,7 @@ def test_lr_rows_larger_than_hr_rows_are_refused(rng):
 # ----------------------------------------------- LR patch == simulate_thick_slices
 
 
+@pytest.mark.parametrize("thickness", [1.0, 0.6, 1.4])  # contiguous, gaps, overlap
 @pytest.mark.parametrize("profile", ["mean", "gaussian"])
 @pytest.mark.parametrize(("thick", "cut"), PAIR_KINDS)
 @pytest.mark.parametrize(
@@ -107,22 +104,26 @@ def test_lr_rows_larger_than_hr_rows_are_refused(rng):
     ],
 )
 def test_lr_patch_equals_the_thick_slice_simulation_of_the_same_rows(
-    rng, profile, thick, cut, n, rows_hr, rows_lr, row0
+    rng, profile, thickness, thick, cut, n, rows_hr, rows_lr, row0
 ):
     factor = rows_hr / rows_lr
     # Only the thick axis needs n voxels; the others are small and of unequal sizes.
     shape = [11, 13, 12]
     shape[thick] = n
     data = rng.random(shape).astype(np.float32)
-    m_hr, _ = pair_margin(rows_hr, rows_lr)
+    m_hr, _ = pair_margin(rows_hr, rows_lr, thickness)
     assert 0 <= row0 - m_hr and row0 + rows_hr + m_hr <= n, "window must lie inside the volume"
     assert (row0 / factor).is_integer()
     other = 3 - thick - cut
     index, col0, cols = 4, 2, shape[other] - 4
 
-    lr, hr = extract_pair(data, thick, cut, index, row0, col0, rows_hr, cols, rows_lr, profile)
+    lr, hr = extract_pair(
+        data, thick, cut, index, row0, col0, rows_hr, cols, rows_lr, profile, thickness
+    )
 
-    thick_volume = simulate_thick_slices(data, thick, factor, profile=profile)
+    thick_volume = simulate_thick_slices(
+        data, thick, factor, profile=profile, thickness=thickness * factor
+    )
     assert thick_volume.shape[thick] == round(n / factor)
     lr0 = round(row0 / factor)
     expected_lr = to_slice_stack(thick_volume, thick, cut)[index, lr0 : lr0 + rows_lr]

@@ -28,7 +28,8 @@ from mrisr.models import load_slice_model
 from mrisr.networks.common import bicubic_rows as cubic_rows
 from mrisr.simulate import simulate_volume
 from mrisr.training import TrainEvent, run_training
-from mrisr.training.data import PairDataset, find_volumes, load_training_volumes
+from mrisr.training.data import find_volumes, load_training_volumes
+from mrisr.training.pairs import PairDataset
 from mrisr.training.state_file import load_training_state
 from mrisr.upscale import plan_upscale, upscale_volume
 from mrisr.volume import Volume
@@ -686,3 +687,53 @@ def test_settings_that_cannot_train_are_refused_before_any_step(volumes, tmp_pat
     with pytest.raises(ConfigError, match=words):
         run_training(make_config(volumes, tmp_path / "run", **settings), callback=events.append)
     assert events == [] and not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------- --init-from
+
+
+def test_init_from_starts_the_generator_and_ema_from_a_model_file(quick_run, volumes, tmp_path):
+    from mrisr.checkpoint import load_model
+    from mrisr.config import ModelConfig
+    from mrisr.recipes import resolve
+    from mrisr.training.state import initialise_from_model
+    from mrisr.training.step import build_learner
+
+    _, result, _ = quick_run
+    model_file = result.run_dir / "model.safetensors"
+    plan = resolve(TrainConfig(model=ModelConfig(size="small")), perceptual_available=False)
+    learner = build_learner(plan, device="cpu", gan=False, seed=1)
+    record = initialise_from_model(learner, str(model_file))
+    saved = load_model(model_file)[0].state_dict()
+    assert same_weights(learner.generator.state_dict(), saved)
+    assert same_weights(learner.ema.state_dict(), saved)
+    assert record["step"] == 6 and len(record["sha256"]) == 64
+
+    # A run started from it records where it started and trains on from there.
+    config = make_config(
+        volumes, tmp_path / "tuned", schedule__steps=2, model__init_from=str(model_file)
+    )
+    tuned = run_training(config)
+    description = load_model(tuned.run_dir / "model.safetensors")[1]
+    assert description["init_from"] == str(model_file)
+    assert not same_weights(tuned.generator.state_dict(), saved)
+
+
+def test_init_from_a_different_network_or_cubic_is_refused_before_any_step(quick_run, tmp_path):
+    from mrisr.config import ModelConfig
+    from mrisr.recipes import resolve
+    from mrisr.training.state import initialise_from_model
+    from mrisr.training.step import build_learner
+
+    _, result, _ = quick_run
+    wider = resolve(
+        TrainConfig(model=ModelConfig(size="small", generator_kwargs={"num_feat": 24})),
+        perceptual_available=False,
+    )
+    with pytest.raises(ConfigError, match="configuration"):
+        initialise_from_model(
+            build_learner(wider, device="cpu", gan=False), str(result.run_dir / "model.safetensors")
+        )
+    small = resolve(TrainConfig(model=ModelConfig(size="small")), perceptual_available=False)
+    with pytest.raises(ConfigError, match="not a rrdbnet generator"):
+        initialise_from_model(build_learner(small, device="cpu", gan=False), "cubic")

@@ -55,7 +55,12 @@ Generator = _option(str, "Generator overriding the recipe's. [model.generator]")
 Discriminator = _option(str, "Discriminator overriding the recipe's. [model.discriminator]")
 ValVolume = _option(str, "Held-out volume name, auto (last by name) or none. [data.val_volume]")
 Axes = _option(str, "Thick axes to simulate, e.g. 0,1,2. [data.axes]")
-Profile = _option(str, "Slice profile: mean or gaussian. [data.profile]")
+Profile = _option(str, "Slice profile: mean, gaussian or mixed (drawn per batch). [data.profile]")
+InitFrom = _option(
+    str,
+    "Start the generator from this model (bundled name or file) instead of cubic "
+    "interpolation: fine-tune it on your volumes. [model.init_from]",
+)
 PatchSize = _option(int, "HR patch side in voxels. [data.patch_size]")
 BatchSize = _option(int, "Pairs per step (per process). [data.batch_size]")
 Workers = _option(int, "DataLoader worker processes. [data.workers]")
@@ -98,6 +103,7 @@ def command(
     gan_steps: GanSteps = None,
     recipe: Recipe = None,
     size: Size = None,
+    init_from: InitFrom = None,
     generator: Generator = None,
     discriminator: Discriminator = None,
     val_volume: ValVolume = None,
@@ -139,6 +145,7 @@ def command(
         "schedule.gan_steps": gan_steps,
         "model.recipe": recipe,
         "model.size": size,
+        "model.init_from": init_from,
         "model.generator": generator,
         "model.discriminator": discriminator,
         "data.val_volume": val_volume,

@@ -42,18 +42,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mrisr.config import TrainConfig, save_config, to_dict
+from mrisr.config import PROFILES, TrainConfig, save_config, to_dict
 from mrisr.device import resolve_device
 from mrisr.errors import ConfigError
 from mrisr.recipes import ResolvedRecipe
-from mrisr.training.data import TrainingData, load_training_data, lr_rows, make_loader
+from mrisr.training.data import TrainingData, load_training_data
 from mrisr.training.interrupt import StopSignals, TrainingInterrupted
+from mrisr.training.pairs import lr_rows, make_loader
 from mrisr.training.state import (
     CONFIG_FILE,
     MODEL_FILE,
     PSNR_MODEL_FILE,
     STATE_FILE,
     RunLog,
+    initialise_from_model,
     open_run,
     restore_learner,
     save_models,
@@ -173,6 +175,8 @@ def _train(
 
     # ---------------------------------------------------------------- 3. networks
     learner = _learner(config, plan, perceptual, schedule, procs)
+    if config.model.init_from and saved is None:
+        log.info("generator starts from %s", initialise_from_model(learner, config.model.init_from))
     last_val: dict[str, float] = {}
     if saved is not None:
         last_val = restore_learner(
@@ -385,12 +389,24 @@ def describe_run(
             "held_out": data.held_out_name,
             "pair_kinds": [list(k) for k in data.kinds],
             "profile": config.data.profile,
+            "degradations": {
+                name: getattr(config.data, name)
+                for name in (
+                    "factor_focus",
+                    "thickness_range",
+                    "noise_snr",
+                    "bias_field",
+                    "gamma_range",
+                    "degrade_fraction",
+                )
+            },
             "patch_size": config.data.patch_size,
             "batch_size": config.data.batch_size,
             "processes": world,
             "spacing_note": "training volumes treated as isotropic",
         },
         "training": plan.to_dict(),
+        "init_from": config.model.init_from,
         "seed": config.seed,
     }
 
@@ -463,7 +479,8 @@ def _validation(config: TrainConfig, data: TrainingData) -> Validation | None:
         data.held_out,
         factor=config.data.factor,
         axes=config.data.axes,
-        profile=config.data.profile,
+        # A mixed profile is validated with the box, the profile runs are compared on.
+        profile=config.data.profile if config.data.profile in PROFILES else "mean",
         crop=config.data.val_crop,
         batch_size=max(config.data.batch_size, 16),
     )

@@ -131,6 +131,54 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
         )
 
 
+def initialise_from_model(learner: Learner, source: str) -> dict[str, Any]:
+    """Start ``learner``'s generator and EMA from a model instead of cubic interpolation.
+
+    Fine-tuning: a bundled model's name or a model file (what ``--model``
+    takes) whose generator has exactly this run's network and configuration.
+
+    Args:
+        learner: as built by :func:`mrisr.training.step.build_learner`.
+        source: ``model.init_from``.
+
+    Returns:
+        What the run's description records: the model's name or path, its
+        file's SHA-256, its step and factor range.
+
+    Raises:
+        ConfigError: ``source`` is ``cubic`` or names a network other than this run's.
+        CheckpointError: a model file that is missing or damaged.
+    """
+    from mrisr.models import load_slice_model
+
+    model = load_slice_model(source, device="cpu")
+    generator = getattr(model, "generator", None)
+    theirs = (getattr(model, "description", None) or {}).get("generator", {})
+    ours = learner.plan.generator
+    if generator is None or theirs.get("name") != ours:
+        raise ConfigError(
+            f"cannot start training from {source!r}: it is not a {ours} generator",
+            expected=f"a model file or bundled model whose generator is {ours}",
+            fix="pass --init-from a model trained with the same recipe and size, or drop it",
+        )
+    try:
+        learner.generator.load_state_dict(generator.state_dict())
+        learner.ema.load_state_dict(generator.state_dict())
+    except RuntimeError as error:
+        raise ConfigError(
+            f"cannot start training from {source!r}: its network's configuration "
+            f"{theirs.get('config')} differs from this run's "
+            f"({str(error).splitlines()[0][:200]})",
+            fix="use the same --size and generator settings as that model, or drop --init-from",
+        ) from error
+    return {
+        "model": str(source),
+        "sha256": model.file_sha256,
+        "step": model.description.get("step"),
+        "factor_range": model.description.get("factor_range"),
+    }
+
+
 def restore_learner(
     learner: Learner, state: Mapping[str, Any], *, stage: str, steps_in_stage: int
 ) -> dict[str, float]:
