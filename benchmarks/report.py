@@ -1,15 +1,23 @@
 """Regenerate docs/benchmarks.md: quality of the bundled models against cubic, and speed.
 
 Quality: thick slices are simulated (block mean) from held-out real volumes
-along each axis at 2x, 3.3x and 4x; cubic B-spline interpolation and each
-bundled model upscale them back; PSNR, SSIM and HFEN are measured inside the
-truth's foreground mask (mrisr.evaluation). None of these volumes was trained on:
+along each axis at 2x and 4x (--factors); cubic B-spline interpolation and each
+bundled model upscale them back with the defaults of ``mrisr upscale``; PSNR,
+SSIM and HFEN are measured inside the truth's foreground mask
+(mrisr.evaluation). Volumes larger than --crop voxels along an axis are cut to
+their central --crop voxels first, to keep the run within half an hour on two
+cores. None of these volumes was trained on:
 
-* ixi002_t2       T2w brain, skull-stripped (0.94 x 0.94 x 1.25 mm)
-* mr_gd_t1        contrast-enhanced T1w brain, skull-stripped; the training
-                  run's validation volume (monitored, never trained on)
-* spine_t1w_1mm   T1w cervical spine with neck tissue (anatomy not in training)
-* spine_t2_1mm    T2w cervical spine with neck tissue (anatomy not in training)
+* ixi002_t2        T2w brain, skull-stripped (0.94 x 0.94 x 1.25 mm)
+* mr_gd_t1         contrast-enhanced T1w brain, skull-stripped; the training
+                   run's validation volume (monitored, never trained on)
+* ds002748_sub-56  T1w brain, skull-stripped, a person not trained on
+* mne_ecog_t1      whole head with skull (FreeSurfer-conformed T1), held out
+* spine_t1w_1mm    T1w cervical spine with neck tissue
+* spine_t2_1mm     T2w cervical spine with neck tissue
+
+``--baseline NAME=FILE`` adds a model file (say, the previous release's
+``fast``) as another column, measured in the same run.
 
 Speed: upscaling a 256 x 256 x 64 scan (the central 64 slices of ixi002_t2,
 labelled 0.94 x 0.94 x 5 mm) 4x along the slices, cubic and each model, each
@@ -20,6 +28,7 @@ Usage::
 
     python benchmarks/report.py                       # writes docs/benchmarks.md
     python benchmarks/report.py --quick --out /tmp/b.md   # spine volumes, axis 2, factor 4
+    python benchmarks/report.py --baseline previous=old/fast.safetensors
 """
 
 from __future__ import annotations
@@ -42,8 +51,16 @@ DATA = REPO.parent / "shared" / "data"
 HELD_OUT = {
     "ixi002_t2": "train/ixi002_t2.nii.gz",
     "mr_gd_t1": "train/mr_gd_t1.nii.gz",
+    "ds002748_sub-56": "train/ds002748_sub-56_t1w_brain.nii.gz",
+    "mne_ecog_t1": "train/mne_ecog_t1_fs_1mm.nii.gz",
     "spine_t1w_1mm": "fixtures/spine_t1w_1mm.nii.gz",
     "spine_t2_1mm": "fixtures/spine_t2_1mm.nii.gz",
+}
+#: The groups the targets are stated for.
+GROUPS = {
+    "brains": ("ixi002_t2", "mr_gd_t1", "ds002748_sub-56"),
+    "whole head": ("mne_ecog_t1",),
+    "spine": ("spine_t1w_1mm", "spine_t2_1mm"),
 }
 SPEED_VOLUME = "train/ixi002_t2.nii.gz"
 SPEED_SPACING_MM = (0.9375, 0.9375, 5.0)
@@ -97,8 +114,15 @@ def measure_speed(methods: list[str], data_dir: Path, repeats: int, threads: int
     return rows
 
 
+def central_crop(volume, size: int):
+    """``volume`` cut to its central ``size`` voxels along every longer axis (affine kept right)."""
+    starts = [max((n - size) // 2, 0) for n in volume.shape]
+    stops = [start + min(n, size) for start, n in zip(starts, volume.shape, strict=True)]
+    return volume.crop(tuple(slice(a, b) for a, b in zip(starts, stops, strict=True)))
+
+
 def measure_quality(
-    models: dict, volumes: dict[str, Path], axes: list[int], factors: list[float]
+    models: dict, volumes: dict[str, Path], axes: list[int], factors: list[float], crop: int
 ) -> list[dict]:
     """One row per (volume, axis, factor): each method's PSNR, SSIM, HFEN."""
     from mrisr.evaluation import evaluate
@@ -106,7 +130,7 @@ def measure_quality(
 
     rows = []
     for name, path in volumes.items():
-        truth = load_volume(path)
+        truth = central_crop(load_volume(path), crop)
         for axis in axes:
             for factor in factors:
                 result = evaluate(truth, axis=axis, factor=factor, models=models)
@@ -159,6 +183,26 @@ def summary_table(rows: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
+def group_table(rows: list[dict], methods: list[str]) -> list[str]:
+    """Mean PSNR gain over cubic per volume group (:data:`GROUPS`), factor and model."""
+    models = [m for m in methods if m != "cubic"]
+    factors = sorted({r["factor"] for r in rows})
+    head = ["group", "factor", *(f"{m} mean gain (dB)" for m in models)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, names in GROUPS.items():
+        for factor in factors:
+            sel = [r for r in rows if r["volume"] in names and r["factor"] == factor]
+            if not sel:
+                continue
+            cells = [group, f"{factor:g}"]
+            cells += [
+                f"{statistics.mean(r[m]['psnr'] - r['cubic']['psnr'] for r in sel):+.2f}"
+                for m in models
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def speed_table(rows: list[dict]) -> list[str]:
     base = statistics.median(rows[0]["seconds"])
     lines = [
@@ -174,7 +218,7 @@ def speed_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def model_lines(methods: list[str]) -> list[str]:
+def model_lines(methods: list[str], files: dict[str, Path]) -> list[str]:
     from mrisr.checkpoint import read_description
     from mrisr.models import bundled_models
 
@@ -182,7 +226,7 @@ def model_lines(methods: list[str]) -> list[str]:
     for name in methods:
         if name == "cubic":
             continue
-        d = read_description(bundled_models()[name])
+        d = read_description(files.get(name) or bundled_models()[name])
         data = d.get("training_data", {})
         lines.append(
             f"- `{name}`: {d.get('recipe')} recipe, stage {d.get('stage')}, step {d.get('step')}, "
@@ -197,7 +241,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--models", nargs="+", help="bundled model names (default: all)")
-    parser.add_argument("--factors", nargs="+", type=float, default=[2.0, 3.3, 4.0])
+    parser.add_argument("--factors", nargs="+", type=float, default=[2.0, 4.0])
+    parser.add_argument("--crop", type=int, default=192, help="central crop per axis (voxels)")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="NAME=FILE: a model file to compare"
+    )
     parser.add_argument("--axes", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per speed row")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
@@ -224,6 +272,11 @@ def main() -> None:
     models = {"cubic": CubicSliceModel()}
     for name in names:
         models[name] = load_slice_model(name, device="cpu", threads=args.threads)
+    files = {}
+    for spec in args.baseline:
+        name, _, path = spec.partition("=")
+        files[name] = Path(path)
+        models[name] = load_slice_model(path, device="cpu", threads=args.threads)
     methods = list(models)
     volumes = {n: args.data / p for n, p in HELD_OUT.items()}
     axes, factors = args.axes, args.factors
@@ -235,11 +288,19 @@ def main() -> None:
         sys.exit(f"missing held-out volumes: {', '.join(missing)} (see --data)")
 
     started = time.perf_counter()
-    quality = measure_quality(models, volumes, axes, factors)
-    speed = measure_speed(methods, args.data, args.repeats, args.threads)
+    quality = measure_quality(models, volumes, axes, factors, args.crop)
+    speed = measure_speed(
+        [m if m not in files else str(files[m]) for m in methods],
+        args.data,
+        args.repeats,
+        args.threads,
+    )
+    names_of = {str(path): name for name, path in files.items()}
+    for row in speed:
+        row["method"] = names_of.get(row["method"], row["method"])
     minutes = (time.perf_counter() - started) / 60
 
-    command = "python benchmarks/report.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/report.py", *sys.argv[1:]])
     threads = args.threads or torch.get_num_threads()
     lines = [
         "# Benchmarks",
@@ -250,16 +311,22 @@ def main() -> None:
         "",
         "## Models",
         "",
-        *model_lines(methods),
+        *model_lines(methods, files),
         "",
         "## Quality on held-out volumes",
         "",
         "Thick slices are simulated by block mean from each volume along the axis "
         "and factor given; each method upscales them back to the original grid "
-        "(mean fusion of the two planes that contain the thick axis). PSNR and SSIM "
+        "with the defaults of `mrisr upscale` (mean fusion of the two planes that "
+        "contain the thick axis, data consistency, range clip). PSNR and SSIM "
         "use the truth's intensity range; all metrics are computed inside the "
-        "truth's foreground mask. HFEN: lower is better. None of these volumes was "
-        "trained on (mr_gd_t1 was the training run's validation volume).",
+        f"truth's foreground mask, on the central {args.crop} voxels per axis at most. "
+        "HFEN: lower is better. None of these volumes was trained on (mr_gd_t1 was "
+        "the training run's validation volume).",
+        "",
+        "Mean PSNR gain over cubic per group of volumes (every axis):",
+        "",
+        *group_table(quality, methods),
         "",
         "Mean over volumes and axes:",
         "",
