@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ElementTree
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -68,8 +70,6 @@ from train_default_models import (
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "gpu_recipe.md"
 STAGES = ("cuda_tests", "compile", "train", "upscale", "evaluate")
-#: Factors (thick/thin) of the install decision: fast's and the new model's mean over these.
-GPU_FACTORS = (2.0, 4.0)
 #: The upscale-speed scan: 256 x 256 x 64 at 4x gives a 256-cube output.
 SPEED_FACTOR = 4.0
 SMOKE_SPEED_SHAPE = (48, 48, 12)
@@ -81,7 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="CPU mode: every stage, tiny sizes")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "train")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "gpu_recipe")
-    parser.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=2.5, help="training time budget")
+    parser.add_argument(
+        "--factors", nargs="+", type=float, default=[4.0], help="evaluation factors (all 3 axes)"
+    )
     parser.add_argument("--size", default=None, help="generator size (default full; smoke small)")
     parser.add_argument("--generator-kwargs", type=json.loads, default={}, help="JSON overrides")
     parser.add_argument("--batch", type=int, help="patches per step (default 64; smoke 2)")
@@ -95,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="probe",
         help="probe: time a few steps with and without torch.compile and use it if it pays",
     )
-    parser.add_argument("--probe-seconds", type=float, default=120, help="limit of the probe")
+    parser.add_argument("--probe-seconds", type=float, default=90, help="limit of the probe")
     parser.add_argument("--repeats", type=int, help="timed in-memory upscales (3; smoke 1)")
     parser.add_argument("--install-name", default="full", help="bundled name of the new model")
     parser.add_argument(
@@ -103,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to skip")
     parser.add_argument("--pack-data", type=Path, help="copy the volumes a run needs here; exit")
+    parser.add_argument(
+        "--unpack-model", nargs=2, type=Path, metavar=("PARTS", "FILE"), help="join parts; exit"
+    )
     parser.add_argument("--probe-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.size = args.size or ("small" if args.smoke else "full")
@@ -188,6 +194,7 @@ def stage_cuda_tests(args: argparse.Namespace, device: str) -> dict[str, Any]:
     env = {**os.environ, "MRISR_SHARED_DATA": str(args.data.resolve().parent)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     (args.out / "cuda_tests.log").write_text(done.stdout + done.stderr)
+    print(done.stdout[-1500:], flush=True)
     suite = ElementTree.parse(xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     cases = []
@@ -374,10 +381,13 @@ def stage_train(args: argparse.Namespace, probe: dict[str, Any]) -> dict[str, An
     volumes = args.out / "volumes"
     link_volumes(data, volumes)
     step_s = (probe.get("compiled") if probe.get("use_compile") else probe.get("eager")) or {}
-    if args.steps is None:
+    if args.steps is None and args.smoke:
+        args.steps = 4
+    elif args.steps is None and "step_s" in step_s:
         # Pair drawing and validation add to the probe's pure step time: aim at 70 % of it.
-        seconds = step_s.get("step_s", 0.5)
-        args.steps = 4 if args.smoke else max(100, int(0.7 * args.minutes * 60 / seconds))
+        args.steps = max(100, int(0.7 * args.minutes * 60 / step_s["step_s"]))
+    elif args.steps is None:
+        args.steps = 10**6  # no step time measured: the time budget alone ends the run
     config = train_config(args, volumes, run_dir, bool(probe.get("use_compile")))
     budget = args.minutes * 60
     started = time.perf_counter()
@@ -524,7 +534,7 @@ def stage_evaluate(args: argparse.Namespace, device: str, model_file: str) -> di
         "fast": load_slice_model("fast", device=device),
         "new": load_slice_model(model_file, device=device),
     }
-    axes, factors = ([2], [4.0]) if args.smoke else ([0, 1, 2], list(GPU_FACTORS))
+    axes, factors = ([2], [4.0]) if args.smoke else ([0, 1, 2], args.factors)
     rows = measure_quality(models, held_out(args), axes, factors)
     summary = {}
     for name in ("fast", "new"):
@@ -593,6 +603,8 @@ def install_if_better(
     return {
         "installed": True,
         "install_path": str(installed),
+        "sha256": hashlib.sha256(installed.read_bytes()).hexdigest(),
+        "parts": pack_model(installed, args.out / "model_parts"),
         "defaults_after_install": defaults,
         "install_reason": f"new - fast = {margin:+.3f} dB above {args.install_margin:g}",
     }
@@ -724,6 +736,44 @@ def pack_data(data: Path, folder: Path) -> None:
     )
 
 
+#: Files that come back from the device machine are at most 16 MiB each.
+PART_BYTES = 15 * 2**20
+
+
+def pack_model(model: Path, folder: Path) -> list[str]:
+    """Split ``model`` into compressed parts of at most ``PART_BYTES`` in ``folder``.
+
+    A full-size model (about 64 MiB of float32) exceeds what a device run may send back;
+    its bytes regrouped by position in each 4-byte float (sign and exponent together)
+    compress to about 85 %, which fits. ``--unpack-model`` reverses it and checks sha256.
+    """
+    raw = model.read_bytes()
+    words = np.frombuffer(raw + b"\0" * (-len(raw) % 4), np.uint8).reshape(-1, 4)
+    head = f"{len(raw)} {hashlib.sha256(raw).hexdigest()}\n".encode()
+    stream = head + zlib.compress(words.T.tobytes(), 6)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, start in enumerate(range(0, len(stream), PART_BYTES)):
+        names.append(f"{model.stem}.part{index:02d}")
+        (folder / names[-1]).write_bytes(stream[start : start + PART_BYTES])
+    return names
+
+
+def unpack_model(folder: Path, target: Path) -> None:
+    """Join the parts ``pack_model`` wrote in ``folder`` into ``target`` (sha256 checked)."""
+    from mrisr.io.files import write_atomic
+
+    stream = b"".join(p.read_bytes() for p in sorted(folder.glob("*.part[0-9][0-9]")))
+    head, _, body = stream.partition(b"\n")
+    size, digest = head.decode().split()
+    words = np.frombuffer(zlib.decompress(body), np.uint8).reshape(4, -1).T
+    raw = words.tobytes()[: int(size)]
+    if hashlib.sha256(raw).hexdigest() != digest:
+        sys.exit(f"{folder}: the joined parts do not match the model's sha256 {digest}")
+    write_atomic(target, lambda temporary: temporary.write_bytes(raw), overwrite=False)
+    print(f"wrote {target} ({len(raw) / 2**20:.1f} MiB, sha256 {digest})")
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -734,6 +784,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.pack_data:
         pack_data(args.data, args.pack_data)
+        return {}
+    if args.unpack_model:
+        unpack_model(*args.unpack_model)
         return {}
     import torch
 
