@@ -118,3 +118,27 @@ def test_pack_and_unpack_model_round_trip(recipe, tmp_path, monkeypatch):
     with pytest.raises((zlib.error, SystemExit)):  # refused either way: never a wrong model
         recipe.unpack_model(tmp_path / "parts", tmp_path / "bad.safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_cuda_tests_stage_reads_pytest_results(recipe, tmp_path, monkeypatch):
+    # The GPU-only stage, on a toy suite: a CUDA test that passes, one module that
+    # cannot be imported (as SimpleITK's are on the GPU image) and one test not selected.
+    suite = tmp_path / "repo" / "tests"
+    suite.mkdir(parents=True)
+    (suite / "test_ok.py").write_text(
+        "def test_cuda_ok():\n    pass\n\ndef test_other():\n    pass\n"
+    )
+    (suite / "test_bad.py").write_text("import not_installed_here\n")
+    monkeypatch.setattr(recipe, "REPO", tmp_path / "repo")
+    args = recipe.parse_args(["--out", str(tmp_path), "--data", str(tmp_path / "data" / "train")])
+    record = recipe.stage_cuda_tests(args, "cuda")
+    assert (record["passed"], record["failed"], record["errors"]) == (1, 0, 0)
+    assert record["cases"] == [{"test": "tests.test_ok::test_cuda_ok", "outcome": "passed"}]
+    assert record["uncollected"] == [
+        "tests.test_bad: E   ModuleNotFoundError: No module named 'not_installed_here'"
+    ]
+
+    (suite / "test_ok.py").write_text("def test_cuda_broken():\n    assert False\n")
+    with pytest.raises(RuntimeError, match="'failed': 1"):
+        recipe.stage_cuda_tests(args, "cuda")
+    assert recipe.stage_cuda_tests(args, "cpu")["status"] == "skipped"
