@@ -363,6 +363,7 @@ def train_config(args: argparse.Namespace, volumes: Path, run_dir: Path, compile
 
 def stage_train(args: argparse.Namespace, probe: dict[str, Any]) -> dict[str, Any]:
     """Train with the recipe; stop at the time budget at the latest (a saved, usable model)."""
+    from mrisr.checkpoint import read_description
     from mrisr.training import (
         LOG_FILE,
         MODEL_FILE,
@@ -379,6 +380,8 @@ def stage_train(args: argparse.Namespace, probe: dict[str, Any]) -> dict[str, An
     else:
         data = args.data
     volumes = args.out / "volumes"
+    if volumes.exists():
+        shutil.rmtree(volumes)  # links of an earlier volume list must not linger
     link_volumes(data, volumes)
     step_s = (probe.get("compiled") if probe.get("use_compile") else probe.get("eager")) or {}
     if args.steps is None and args.smoke:
@@ -409,8 +412,6 @@ def stage_train(args: argparse.Namespace, probe: dict[str, Any]) -> dict[str, An
     log = [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines()]
     rates = [e["patches_per_s"] for e in log if e.get("event") == "train"]
     checks = [e for e in log if e.get("event") == "validation"]
-    from mrisr.checkpoint import read_description
-
     description = read_description(model)
     return {
         "model": str(model),
