@@ -536,7 +536,7 @@ def stage_evaluate(args: argparse.Namespace, device: str, model_file: str) -> di
         "new": load_slice_model(model_file, device=device),
     }
     axes, factors = ([2], [4.0]) if args.smoke else ([0, 1, 2], args.factors)
-    rows = measure_quality(models, held_out(args), axes, factors)
+    rows = measure_quality(models, held_out(args), axes, factors, crop=192)
     summary = {}
     for name in ("fast", "new"):
         gains = [r[name]["psnr"] - r["cubic"]["psnr"] for r in rows]
