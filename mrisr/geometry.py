@@ -107,9 +107,11 @@ def counts_for_spacing(
     """Voxel counts that keep each axis's field of view at (about) ``spacing_mm`` per voxel.
 
     Along an axis of ``n`` voxels of ``s`` mm the field of view is ``n * s`` mm;
-    it is kept exactly, so the count is :func:`output_slice_count` of
-    ``n`` at factor ``s / spacing_mm`` and the voxel size ``n * s / count``
-    comes within half a voxel's worth of ``spacing_mm``.
+    it is kept exactly, so the count is ``n * s / spacing_mm`` rounded (halves
+    up, as :func:`output_slice_count`) and the voxel size ``n * s / count``
+    comes within half a voxel's worth of ``spacing_mm``. The ratio is rounded
+    to 1e-6 voxels first, so that float noise in an affine's column norms
+    (0.99999994 mm for 1 mm) cannot flip an exact half.
 
     Args:
         affine: (4, 4) voxel-to-world matrix.
@@ -121,7 +123,7 @@ def counts_for_spacing(
     """
     sizes = voxel_sizes(affine)
     return tuple(  # type: ignore[return-value]
-        output_slice_count(int(n), float(s) / spacing_mm)
+        max(1, round_half_up(round(int(n) * float(s) / spacing_mm, 6)))
         for n, s in zip(shape[:3], sizes, strict=True)
     )
 

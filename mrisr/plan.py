@@ -187,9 +187,11 @@ def plan_upscale(
         )
     elif axis not in (0, 1, 2):
         raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
+    n_in = volume.shape[axis]
     shape_grid, affine_grid = volume.shape, np.asarray(volume.affine, np.float64)
     if spacing_mm is not None:
-        shape_grid = _in_plane_counts(volume, axis, spacing_mm, source)
+        counts = _spacing_counts(volume, axis, spacing_mm, source)
+        shape_grid = tuple(n_in if a == axis else counts[a] for a in range(3))
         affine_grid = regridded_affine(volume.affine, volume.shape, shape_grid)
         factor = float(voxel_sizes(volume.affine)[axis]) / spacing_mm
     elif factor is None:
@@ -203,8 +205,8 @@ def plan_upscale(
             )
     if not (np.isfinite(factor) and factor > 1.0):
         raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
-    n_in = volume.shape[axis]
-    n_out = output_slice_count(n_in, factor)
+    # With a spacing every axis is counted alike (the thick one too).
+    n_out = counts[axis] if spacing_mm is not None else output_slice_count(n_in, factor)
     affine_out = resampled_affine(affine_grid, axis, n_in, n_out)
     shape_out = list(shape_grid)
     shape_out[axis] = n_out
@@ -228,10 +230,10 @@ def _sizes(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in voxel_sizes(affine))  # type: ignore[return-value]
 
 
-def _in_plane_counts(
+def _spacing_counts(
     volume: Volume, axis: int, spacing_mm: float, source: str | None
 ) -> tuple[int, int, int]:
-    """The grid with the in-plane axes at ``spacing_mm`` and the thick axis as it is.
+    """Voxel counts of the output grid at ``spacing_mm`` (:func:`counts_for_spacing`).
 
     Raises:
         ConfigError: ``spacing_mm`` not finer than the slice spacing (nothing
@@ -241,7 +243,9 @@ def _in_plane_counts(
     sizes = voxel_sizes(volume.affine)
     text = " x ".join(f"{s:.3g}" for s in sizes)
     thick = float(sizes[axis])
-    if spacing_mm >= thick:
+    counts = counts_for_spacing(volume.affine, volume.shape, spacing_mm)
+    # Finer, and by enough to add at least one slice to the field of view.
+    if spacing_mm >= thick or counts[axis] <= volume.shape[axis]:
         raise ConfigError(
             f"--spacing {spacing_mm:g} mm is not finer than the slice spacing {thick:.3g} mm "
             f"along the thick axis {axis} (spacing {text} mm): nothing to super-resolve",
@@ -249,8 +253,6 @@ def _in_plane_counts(
             expected=f"a spacing below {thick:.3g} mm",
             fix=f"pass --spacing below {thick:.3g} mm, or omit --spacing",
         )
-    counts = list(counts_for_spacing(volume.affine, volume.shape, spacing_mm))
-    counts[axis] = volume.shape[axis]
     in_plane = [a for a in range(3) if a != axis]
     if any(counts[a] > volume.shape[a] for a in in_plane):
         coarsest = max(float(sizes[a]) for a in in_plane)
@@ -264,7 +266,7 @@ def _in_plane_counts(
             fix=f"omit --spacing for an output at the in-plane spacing ({finest:.3g} mm), or "
             f"pass --spacing of at least {coarsest:.3g} mm",
         )
-    return tuple(counts)  # type: ignore[return-value]
+    return counts
 
 
 def resample_in_plane(volume: Volume, plan: UpscalePlan) -> Volume:
