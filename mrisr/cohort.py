@@ -314,17 +314,24 @@ class CohortSettings:
         axis: thick axis; None: detected for each scan.
         options: see :class:`~mrisr.upscale.UpscaleOptions`.
         overwrite: redo finished scans and replace their outputs.
+        spacing_mm: isotropic output spacing in mm instead of ``factor``
+            (:func:`~mrisr.plan.plan_upscale`).
 
     Raises:
-        ConfigError: options with per-scan adaptation (one scan at a time).
+        ConfigError: options with per-scan adaptation (one scan at a time), or
+            a spacing with a factor or not a positive number.
     """
 
     factor: float | None = None
     axis: int | None = None
     options: UpscaleOptions = field(default_factory=UpscaleOptions)
     overwrite: bool = False
+    spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
+        from mrisr.plan import check_spacing_request
+
+        check_spacing_request(self.spacing_mm, self.factor)  # before any scan
         if self.options.adapt is not None:
             raise ConfigError(
                 "per-scan adaptation (--adapt) works on one scan at a time",
@@ -348,7 +355,7 @@ def is_done(job: ScanJob, models: ModelCache, settings: CohortSettings) -> bool:
 
     The output image and its sidecar must exist, and the sidecar must record
     the input's current SHA-256, the options (those that change voxels), the
-    factor and axis asked for (when given) and the weights of the model this
+    factor and axis asked for (when given), the same ``spacing_mm`` (or none) and the weights of the model this
     run would use at the recorded factor.
 
     Raises:
@@ -368,6 +375,7 @@ def is_done(job: ScanJob, models: ModelCache, settings: CohortSettings) -> bool:
             _voxel_options(recorded["options"]) == _voxel_options(asdict(settings.options))
             and settings.factor in (None, recorded["factor"])
             and settings.axis in (None, recorded["axis"])
+            and settings.spacing_mm == recorded.get("spacing_mm")
             and recorded["input"]["sha256"] == file_sha256(job.input)
         )
         if not same:
@@ -403,7 +411,11 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
     )
     volume = load_volume(job.input)
     return _Prepared(
-        False, volume, plan_upscale(volume, factor=settings.factor, axis=settings.axis)
+        False,
+        volume,
+        plan_upscale(
+            volume, factor=settings.factor, axis=settings.axis, spacing_mm=settings.spacing_mm
+        ),
     )
 
 
@@ -469,6 +481,7 @@ def upscale_many(
     output_dir: str | Path | None = None,
     factor: float | None = None,
     axis: int | None = None,
+    spacing_mm: float | None = None,
     options: UpscaleOptions | None = None,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
@@ -491,6 +504,7 @@ def upscale_many(
             missing); default beside each scan.
         factor: upsampling factor; default isotropic voxels for each scan.
         axis: thick axis; default detected for each scan.
+        spacing_mm: isotropic output spacing in mm instead of ``factor``.
         options: see :class:`~mrisr.upscale.UpscaleOptions`.
         overwrite: redo finished scans, replacing their outputs.
         shard: (K, N): only the K-th of N shares of the sorted scans (:func:`take_shard`).
@@ -505,7 +519,9 @@ def upscale_many(
             what concerns them all (nothing found, a bad shard, two scans
             sharing an output). Errors of one scan are recorded, not raised.
     """
-    common = CohortSettings(factor, axis, UpscaleOptions.build(options, settings), overwrite)
+    common = CohortSettings(
+        factor, axis, UpscaleOptions.build(options, settings), overwrite, spacing_mm
+    )
     jobs = list(enumerate(scan_jobs(scans, None if output_dir is None else Path(output_dir))))
     if shard is not None:
         jobs = take_shard(jobs, *shard)

@@ -75,6 +75,59 @@ def resampled_affine(affine: np.ndarray, axis: int, n_in: int, n_out: int) -> np
     return np.asarray(affine, dtype=np.float64) @ scale
 
 
+def regridded_affine(
+    affine: np.ndarray, shape_in: Sequence[int], shape_out: Sequence[int]
+) -> np.ndarray:
+    """Affine of the field-of-view-aligned grid with ``shape_out`` voxels, every axis at once.
+
+    :func:`resampled_affine` along each axis in turn; the per-axis changes
+    touch different rows of the matrix, so their order does not matter.
+
+    Args:
+        affine: (4, 4) voxel-to-world matrix of the input grid.
+        shape_in: (3,) voxel counts of the input grid.
+        shape_out: (3,) voxel counts of the output grid.
+
+    Returns:
+        A new (4, 4) float64 affine (the input's, unchanged, when the shapes agree).
+
+    Raises:
+        GeometryError: a voxel count below 1.
+    """
+    result = np.asarray(affine, dtype=np.float64).copy()
+    for axis in range(3):
+        if int(shape_out[axis]) != int(shape_in[axis]):
+            result = resampled_affine(result, axis, int(shape_in[axis]), int(shape_out[axis]))
+    return result
+
+
+def counts_for_spacing(
+    affine: np.ndarray, shape: Sequence[int], spacing_mm: float
+) -> tuple[int, int, int]:
+    """Voxel counts that keep each axis's field of view at (about) ``spacing_mm`` per voxel.
+
+    Along an axis of ``n`` voxels of ``s`` mm the field of view is ``n * s`` mm;
+    it is kept exactly, so the count is ``n * s / spacing_mm`` rounded (halves
+    up, as :func:`output_slice_count`) and the voxel size ``n * s / count``
+    comes within half a voxel's worth of ``spacing_mm``. The ratio is rounded
+    to 1e-6 voxels first, so that float noise in an affine's column norms
+    (0.99999994 mm for 1 mm) cannot flip an exact half.
+
+    Args:
+        affine: (4, 4) voxel-to-world matrix.
+        shape: (3,) voxel counts.
+        spacing_mm: the wanted voxel size in mm (> 0).
+
+    Returns:
+        (3,) voxel counts.
+    """
+    sizes = voxel_sizes(affine)
+    return tuple(  # type: ignore[return-value]
+        max(1, round_half_up(round(int(n) * float(s) / spacing_mm, 6)))
+        for n, s in zip(shape[:3], sizes, strict=True)
+    )
+
+
 def voxel_centre_world(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """World coordinates (mm) of the centre of a volume of ``shape`` voxels."""
     centre = (np.asarray(shape[:3], dtype=np.float64) - 1.0) / 2.0

@@ -6,13 +6,16 @@ their rows -> restack each plane (and flipped passes, with test-time
 augmentation) -> fuse -> undo the normalisation -> data consistency and the
 input's intensity range -> the disagreement map of the passes, on the
 field-of-view-aligned grid of :mod:`mrisr.geometry`.
+
+:class:`UpscalePlan` and :func:`plan_upscale` live in :mod:`mrisr.plan` and
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,16 +24,8 @@ import numpy as np
 
 from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
 from mrisr.disagreement import NO_FLIP, flip_stack, flips_for, spread, summary
-from mrisr.errors import ConfigError, GeometryError, naming_input
+from mrisr.errors import ConfigError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
-from mrisr.geometry import (
-    MIN_ANISOTROPY,
-    detect_thick_axis,
-    isotropic_factor,
-    output_slice_count,
-    resampled_affine,
-    voxel_sizes,
-)
 from mrisr.intensity import fit_normalisation
 from mrisr.io.outputs import (
     check_outputs,
@@ -43,12 +38,27 @@ from mrisr.io.outputs import (
 from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
+from mrisr.plan import UpscalePlan, check_spacing_request, plan_upscale, working_grid
 from mrisr.simulate import PROFILES, Profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
     from mrisr.adapt import AdaptSettings
+
+__all__ = [
+    "GRID_FACTS",
+    "ProgressCallback",
+    "SliceModel",
+    "UpscaleOptions",
+    "UpscalePlan",
+    "check_factor_range",
+    "check_upscale_outputs",
+    "plan_upscale",
+    "upscale_and_write",
+    "upscale_file",
+    "upscale_volume",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,112 +87,6 @@ class SliceModel(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (name, architecture, weights hash...)."""
         ...
-
-
-@dataclass(frozen=True)
-class UpscalePlan:
-    """Where the output grid goes, decided before any voxel is computed.
-
-    Attributes:
-        axis: the thick axis (0, 1 or 2).
-        factor: the requested factor.
-        n_in: input slices along ``axis``.
-        n_out: output slices along ``axis`` (``round(n_in * factor)``).
-        shape_in: input shape (X, Y, Z).
-        shape_out: output shape.
-        spacing_in: (3,) input voxel sizes in mm.
-        spacing_out: (3,) output voxel sizes in mm.
-        affine_out: (4, 4) output affine.
-    """
-
-    axis: int
-    factor: float
-    n_in: int
-    n_out: int
-    shape_in: tuple[int, int, int]
-    shape_out: tuple[int, int, int]
-    spacing_in: tuple[float, float, float]
-    spacing_out: tuple[float, float, float]
-    affine_out: np.ndarray = field(repr=False)
-
-    @property
-    def effective_factor(self) -> float:
-        """``n_out / n_in``: the factor the grid really has after rounding."""
-        return self.n_out / self.n_in
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description."""
-        return {
-            "axis": self.axis,
-            "factor": self.factor,
-            "effective_factor": self.effective_factor,
-            "shape_in": list(self.shape_in),
-            "shape_out": list(self.shape_out),
-            "spacing_in_mm": list(self.spacing_in),
-            "spacing_out_mm": list(self.spacing_out),
-        }
-
-
-def plan_upscale(
-    volume: Volume,
-    *,
-    factor: float | None = None,
-    axis: int | None = None,
-    min_anisotropy: float = MIN_ANISOTROPY,
-) -> UpscalePlan:
-    """Decide the thick axis, the factor and the output grid.
-
-    Args:
-        volume: the thick-slice scan.
-        factor: upsampling factor along the thick axis; default the one that
-            makes voxels isotropic at the finest in-plane spacing.
-        axis: the thick axis; default detected from the spacing.
-        min_anisotropy: passed to :func:`mrisr.geometry.detect_thick_axis`.
-
-    Returns:
-        The :class:`UpscalePlan`.
-
-    Raises:
-        ConfigError: an axis other than 0, 1 or 2, or a factor that is not a
-            finite number > 1.
-        GeometryError: no thick axis (isotropic, or two thick axes), or the
-            default factor on an axis no thicker than the in-plane spacing.
-    """
-    source = str(volume.source) if volume.source is not None else None
-    if axis is None:
-        zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
-        axis = detect_thick_axis(
-            volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
-        )
-    elif axis not in (0, 1, 2):
-        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
-    if factor is None:
-        factor = isotropic_factor(volume.affine, axis)
-        if factor <= 1.0:
-            raise GeometryError(
-                f"axis {axis} is not thicker than the in-plane spacing "
-                f"({' x '.join(f'{s:.3g}' for s in volume.spacing)} mm)",
-                path=source,
-                fix="pass --factor explicitly, or the right --axis",
-            )
-    if not (np.isfinite(factor) and factor > 1.0):
-        raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
-    n_in = volume.shape[axis]
-    n_out = output_slice_count(n_in, factor)
-    affine_out = resampled_affine(volume.affine, axis, n_in, n_out)
-    shape_out = list(volume.shape)
-    shape_out[axis] = n_out
-    return UpscalePlan(
-        axis=axis,
-        factor=float(factor),
-        n_in=n_in,
-        n_out=n_out,
-        shape_in=volume.shape,
-        shape_out=tuple(shape_out),  # type: ignore[arg-type]
-        spacing_in=tuple(float(s) for s in voxel_sizes(volume.affine)),  # type: ignore[arg-type]
-        spacing_out=tuple(float(s) for s in voxel_sizes(affine_out)),  # type: ignore[arg-type]
-        affine_out=affine_out,
-    )
 
 
 def check_factor_range(model: SliceModel, factor: float, *, force: bool = False) -> None:
@@ -306,6 +210,7 @@ def upscale_volume(
     plan: UpscalePlan | None = None,
     factor: float | None = None,
     axis: int | None = None,
+    spacing_mm: float | None = None,
     options: UpscaleOptions | None = None,
     progress: ProgressCallback | None = None,
     **settings: Any,
@@ -321,6 +226,9 @@ def upscale_volume(
             :func:`plan_upscale`). With ``plan``, leave it out or give the plan's.
         axis: thick axis; default detected. With ``plan``, leave it out or give
             the plan's.
+        spacing_mm: isotropic output spacing in mm instead of ``factor``: the
+            in-plane axes are area-averaged down to it first (see
+            :mod:`mrisr.plan`). With ``plan``, leave it out or give the plan's.
         options: fusion, consistency, thickness, force, clip_range,
             disagreement, tta (:class:`UpscaleOptions`).
         progress: called with (slices done, slices in all).
@@ -330,7 +238,7 @@ def upscale_volume(
 
     Returns:
         A new float32 Volume on the upsampled grid, same header; its
-        ``meta["upscale"]`` holds the plan, model, normalisation, fusion and
+        ``meta["upscale"]`` holds the plan (with the in-plane resampling), model, normalisation, fusion and
         ``faithfulness`` (residuals before/after consistency and clipping),
         and ``meta["disagreement"]`` (unless ``disagreement=False``) is the
         disagreement map: a float32 :class:`Volume` on exactly the result's
@@ -338,16 +246,21 @@ def upscale_volume(
 
     Raises:
         ConfigError: unknown fusion, a plan that is not this volume's or
-            disagrees with ``factor``/``axis``, a factor outside the model's
-            range (without ``force``), or an unusable thickness.
+            disagrees with ``factor``/``axis``/``spacing_mm``, a bad
+            ``spacing_mm``, a factor outside the model's range (without
+            ``force``), or an unusable thickness.
         GeometryError: no thick axis to upscale (see :func:`plan_upscale`).
         RuntimeError: the model returned slices of the wrong shape.
     """
     options = UpscaleOptions.build(options, settings)
     if plan is None:
-        plan = plan_upscale(volume, factor=factor, axis=axis)
+        plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     else:
-        _check_plan(plan, volume, factor=factor, axis=axis)
+        _check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+    grid = plan.to_dict()
+    # With --spacing the model, consistency and range all work on the scan
+    # downsampled in-plane: the "input" the output must reproduce.
+    volume, plan = working_grid(volume, plan)
     with naming_input(volume.source):
         # Every check before the first voxel is computed.
         check_factor_range(model, plan.factor, force=options.force)
@@ -375,7 +288,7 @@ def upscale_volume(
     meta = {
         **kept,
         "upscale": {
-            **plan.to_dict(),
+            **grid,
             **thickness,
             "model": model.describe(),
             "normalisation": normalisation.to_dict(),
@@ -403,20 +316,29 @@ def upscale_volume(
 
 
 def _check_plan(
-    plan: UpscalePlan, volume: Volume, *, factor: float | None, axis: int | None
+    plan: UpscalePlan,
+    volume: Volume,
+    *,
+    factor: float | None,
+    axis: int | None,
+    spacing_mm: float | None,
 ) -> None:
-    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``."""
+    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``/spacing."""
     if tuple(plan.shape_in) != tuple(volume.shape):
         raise ConfigError(
             f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
             path=volume.source,
             fix="pass plan=plan_upscale(volume, ...) of this volume, or leave plan out",
         )
-    if (factor is not None and factor != plan.factor) or (axis is not None and axis != plan.axis):
+    if (
+        (factor is not None and factor != plan.factor)
+        or (axis is not None and axis != plan.axis)
+        or (spacing_mm is not None and spacing_mm != plan.spacing_mm)
+    ):
         raise ConfigError(
-            f"factor={factor}, axis={axis} disagree with the plan's factor "
-            f"{plan.factor:g}, axis {plan.axis}",
-            fix="pass either a plan or factor and axis, not both",
+            f"factor={factor}, axis={axis}, spacing_mm={spacing_mm} disagree with the plan's "
+            f"factor {plan.factor:g}, axis {plan.axis}, spacing_mm {plan.spacing_mm}",
+            fix="pass either a plan or factor, axis and spacing_mm, not both",
         )
 
 
@@ -474,6 +396,7 @@ def upscale_file(
     model: SliceModel | ModelRequest | str | Path | None = None,
     factor: float | None = None,
     axis: int | None = None,
+    spacing_mm: float | None = None,
     options: UpscaleOptions | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
@@ -500,6 +423,9 @@ def upscale_file(
             None: the bundled model for the planned factor.
         factor: upsampling factor; default: isotropic voxels.
         axis: thick axis; default detected.
+        spacing_mm: isotropic output spacing in mm (``--spacing``), instead of
+            ``factor``: in-plane axes downsampled to it, the thick axis
+            super-resolved to it (:func:`plan_upscale`).
         options: see :class:`UpscaleOptions`.
         overwrite: replace existing outputs.
         progress: called with (slices done, slices in all).
@@ -514,13 +440,15 @@ def upscale_file(
         OutputError: an output that is the input, exists (without
             ``overwrite``), lacks its folder or has an unwritable extension.
         GeometryError: no thick axis to upscale.
-        ConfigError: bad settings, no model for the factor, or a factor outside
-            the model's range (without ``force``).
+        ConfigError: bad settings (a ``spacing_mm`` with ``factor``, or one
+            the scan cannot take), no model for the factor, or a factor
+            outside the model's range (without ``force``).
         CheckpointError: a model file that is missing, unsafe or damaged.
     """
     from mrisr.io import load_volume
 
     options = UpscaleOptions.build(options, settings)
+    check_spacing_request(spacing_mm, factor)  # before anything is read
     input_path = named_path(input_path)  # "." and ".." name the folder they are
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options
@@ -531,15 +459,16 @@ def upscale_file(
         refuse_without_network(model)
     volume = load_volume(input_path)
     with naming_input(input_path):
-        plan = plan_upscale(volume, factor=factor, axis=axis)
+        plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
         if options.adapt is not None:
-            check_adaptable(volume, plan)
+            # Adapt on what the model will see: the scan on the planned in-plane grid.
+            adapt_on = working_grid(volume, plan)
+            check_adaptable(*adapt_on)
         chosen = choose_model(model, plan.factor)
     adaptation = None
     if options.adapt is not None:
         chosen, adaptation = adapt_for_upscale(
-            volume,
-            plan,
+            *adapt_on,
             chosen,
             options.adapt,
             thickness_mm=options.thickness_mm,

@@ -31,6 +31,7 @@ def command(
     ] = None,
     model: opt.Model = None,
     factor: opt.Factor = None,
+    spacing: opt.Spacing = None,
     fusion: opt.Fusion = "mean",
     consistency: opt.Consistency = None,
     consistency_profile: opt.ConsistencyProfile = "mean",
@@ -76,6 +77,7 @@ def command(
         shard=shard_k_n,
         summary=summary_path(logs, shard_k_n),
         factor=factor,
+        spacing_mm=spacing,
         options=options,
         overwrite=overwrite,
     )

@@ -20,6 +20,12 @@ def command(
     axis: Annotated[
         int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")
     ] = None,
+    spacing: Annotated[
+        float | None,
+        typer.Option(
+            "--spacing", metavar="MM", help="Planned isotropic output spacing in mm (see upscale)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     import json
@@ -34,7 +40,7 @@ def command(
 
     volume = load_volume(scan)
     with naming_input(scan):
-        plan = plan_upscale(volume, factor=factor, axis=axis)
+        plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing)
     facts = {
         "path": str(scan),
         "format": volume.meta.get("format"),
@@ -61,6 +67,11 @@ def command(
             f"  [yellow]qform and sform disagree[/] by up to {gap['max_shift_mm']:.3g} mm and "
             f"{gap['rotation_deg']:.3g} degrees; mrisr uses the sform (code {gap['sform_code']}) "
             "and writes both, each moved to the new grid (ITK, ANTs and ITK-SNAP may read the qform)"
+        )
+    if plan.resamples_in_plane:
+        output.print(
+            f"  in-plane     area average to {mm(str(n) for n in plan.shape_grid)} voxels "
+            f"(--spacing {plan.spacing_mm:g})"
         )
     output.print(
         f"  upscale plan factor {plan.factor:.4g} (effective {plan.effective_factor:.4g}) -> "

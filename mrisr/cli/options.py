@@ -26,6 +26,17 @@ Model = Annotated[
     ),
 ]
 Factor = Annotated[float | None, typer.Option(help="Upsampling factor; default: isotropic voxels.")]
+Spacing = Annotated[
+    float | None,
+    typer.Option(
+        "--spacing",
+        metavar="MM",
+        help="Isotropic output voxels of MM mm instead of the in-plane spacing: the in-plane "
+        "axes are area-averaged down to MM, the thick axis super-resolved to MM (field of "
+        "view kept). Not with --factor.",
+        show_default=False,
+    ),
+]
 Axis = Annotated[int | None, typer.Option(help="Thick axis 0, 1 or 2; default: detected.")]
 Fusion = Annotated[str, typer.Option(help="Fusion of the two planes: mean or fba.")]
 Consistency = Annotated[

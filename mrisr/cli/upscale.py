@@ -34,6 +34,7 @@ def command(
     ] = None,
     model: opt.Model = None,
     factor: opt.Factor = None,
+    spacing: opt.Spacing = None,
     axis: opt.Axis = None,
     fusion: opt.Fusion = "mean",
     consistency: opt.Consistency = None,
@@ -81,7 +82,8 @@ def command(
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = opt.upscale_options(arguments, adapt=adapting)
     if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
-        _many(scans, output, request, options, factor, axis, overwrite, shard, summary)
+        grid = {"factor": factor, "axis": axis, "spacing_mm": spacing}
+        _many(scans, output, request, options, grid, overwrite, shard, summary)
         return
     scan = scans[0]
     with progress_bar("slices") as bar:
@@ -94,6 +96,7 @@ def command(
             model=request,
             factor=factor,
             axis=axis,
+            spacing_mm=spacing,
             options=options,
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -160,8 +163,7 @@ def _many(
     output: Path | None,
     request: Any,
     options: Any,
-    factor: float | None,
-    axis: int | None,
+    grid: dict[str, Any],
     overwrite: bool,
     shard: str | None,
     summary: Path | None,
@@ -173,5 +175,5 @@ def _many(
     shard_k_n = parse_shard(shard) if shard is not None else None
     jobs = scan_jobs(scans, output)
     summary = summary or summary_path(output or Path.cwd(), shard_k_n)
-    settings = {"factor": factor, "axis": axis, "options": options, "overwrite": overwrite}
+    settings = {**grid, "options": options, "overwrite": overwrite}
     run_and_report(jobs, request, shard=shard_k_n, summary=summary, **settings)

@@ -1,0 +1,333 @@
+"""The output grid of an upscale, decided before any voxel is computed, and the step onto it.
+
+:func:`plan_upscale` picks the thick axis, the factor and the output grid,
+either
+
+* along the thick axis alone (the default, or ``factor``): the in-plane grid
+  is kept, the thick axis gets ``round(n * factor)`` slices; or
+* isotropic at ``spacing_mm`` (``--spacing MM``): every axis gets
+  ``round(n * s / MM)`` voxels of (about) MM mm. The in-plane axes are
+  downsampled first, by an area average (:func:`resample_in_plane`), then the
+  model super-resolves the thick axis by ``s_thick / MM``.
+
+Every axis follows the one field-of-view convention of :mod:`mrisr.geometry`
+(docs/geometry.md): the outer voxel faces and the volume centre stay where they
+were.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mrisr.errors import ConfigError, GeometryError
+from mrisr.geometry import (
+    MIN_ANISOTROPY,
+    counts_for_spacing,
+    detect_thick_axis,
+    isotropic_factor,
+    output_slice_count,
+    regridded_affine,
+    resampled_affine,
+    voxel_sizes,
+)
+from mrisr.simulate import apply_along_axis, slice_profile_matrix
+from mrisr.volume import Volume
+
+#: How the in-plane axes reach a coarser ``--spacing``: recorded in the sidecar.
+IN_PLANE_METHOD = (
+    "area average (box of one output voxel, field-of-view aligned; "
+    "mrisr.simulate.slice_profile_matrix, profile 'mean')"
+)
+
+
+@dataclass(frozen=True)
+class UpscalePlan:
+    """Where the output grid goes, decided before any voxel is computed.
+
+    Attributes:
+        axis: the thick axis (0, 1 or 2).
+        factor: the requested factor along the thick axis.
+        n_in: input slices along ``axis``.
+        n_out: output slices along ``axis`` (``round(n_in * factor)``).
+        shape_in: input shape (X, Y, Z).
+        shape_out: output shape.
+        spacing_in: (3,) input voxel sizes in mm.
+        spacing_out: (3,) output voxel sizes in mm.
+        affine_out: (4, 4) output affine.
+        shape_grid: the shape the model works on: the input's, or with
+            ``spacing_mm`` the input resampled in-plane (thick axis unchanged).
+        affine_grid: (4, 4) affine of ``shape_grid``.
+        spacing_mm: the isotropic output spacing asked for (``--spacing``), or None.
+    """
+
+    axis: int
+    factor: float
+    n_in: int
+    n_out: int
+    shape_in: tuple[int, int, int]
+    shape_out: tuple[int, int, int]
+    spacing_in: tuple[float, float, float]
+    spacing_out: tuple[float, float, float]
+    affine_out: np.ndarray = field(repr=False)
+    shape_grid: tuple[int, int, int]
+    affine_grid: np.ndarray = field(repr=False)
+    spacing_mm: float | None = None
+
+    @property
+    def effective_factor(self) -> float:
+        """``n_out / n_in``: the factor the grid really has after rounding."""
+        return self.n_out / self.n_in
+
+    @property
+    def resamples_in_plane(self) -> bool:
+        """Whether the in-plane axes are resampled (downsampled) before the model runs."""
+        return tuple(self.shape_grid) != tuple(self.shape_in)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        record: dict[str, Any] = {
+            "axis": self.axis,
+            "factor": self.factor,
+            "effective_factor": self.effective_factor,
+            "shape_in": list(self.shape_in),
+            "shape_out": list(self.shape_out),
+            "spacing_in_mm": list(self.spacing_in),
+            "spacing_out_mm": list(self.spacing_out),
+            "spacing_mm": self.spacing_mm,
+            "in_plane_resampling": None,
+        }
+        if self.resamples_in_plane:
+            grid = voxel_sizes(self.affine_grid)
+            record["in_plane_resampling"] = {
+                "shape": list(self.shape_grid),
+                "spacing_mm": [float(s) for s in grid],
+                "method": IN_PLANE_METHOD,
+                "consistency_reference": "the input resampled in-plane to this grid",
+            }
+        return record
+
+
+def check_spacing_request(spacing_mm: float | None, factor: float | None) -> float | None:
+    """Refuse a ``--spacing`` that no scan could use, before any scan is read.
+
+    Args:
+        spacing_mm: the isotropic output spacing asked for, or None.
+        factor: the factor asked for, or None.
+
+    Returns:
+        ``spacing_mm`` as a float (None when not given).
+
+    Raises:
+        ConfigError: both a spacing and a factor, or a spacing that is not a
+            finite positive number of mm.
+    """
+    if spacing_mm is None:
+        return None
+    if factor is not None:
+        raise ConfigError(
+            f"--spacing {spacing_mm:g} and --factor {factor:g} both set the output grid",
+            expected="one of them",
+            fix="pass --spacing MM for an isotropic MM mm output, or --factor for the thick "
+            "axis alone (in-plane grid kept), not both",
+        )
+    try:
+        value = float(spacing_mm)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"--spacing must be a positive number of mm, got {spacing_mm!r}",
+            fix="pass --spacing MM, e.g. --spacing 1 for 1 mm isotropic voxels",
+        )
+    return value
+
+
+def plan_upscale(
+    volume: Volume,
+    *,
+    factor: float | None = None,
+    axis: int | None = None,
+    spacing_mm: float | None = None,
+    min_anisotropy: float = MIN_ANISOTROPY,
+) -> UpscalePlan:
+    """Decide the thick axis, the factor and the output grid.
+
+    Args:
+        volume: the thick-slice scan.
+        factor: upsampling factor along the thick axis; default the one that
+            makes voxels isotropic at the finest in-plane spacing.
+        axis: the thick axis; default detected from the spacing.
+        spacing_mm: an isotropic output spacing in mm, no finer than the
+            in-plane spacing and finer than the slice spacing: the in-plane
+            axes are downsampled to it, the thick axis upsampled by
+            ``thick spacing / spacing_mm``. Not together with ``factor``.
+        min_anisotropy: passed to :func:`mrisr.geometry.detect_thick_axis`.
+
+    Returns:
+        The :class:`UpscalePlan`.
+
+    Raises:
+        ConfigError: an axis other than 0, 1 or 2, a factor that is not a
+            finite number > 1, or a bad ``spacing_mm`` (see
+            :func:`check_spacing_request`; finer than the in-plane spacing, or
+            not finer than the slice spacing).
+        GeometryError: no thick axis (isotropic, or two thick axes), or the
+            default factor on an axis no thicker than the in-plane spacing.
+    """
+    spacing_mm = check_spacing_request(spacing_mm, factor)
+    source = str(volume.source) if volume.source is not None else None
+    if axis is None:
+        zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
+        axis = detect_thick_axis(
+            volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
+        )
+    elif axis not in (0, 1, 2):
+        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
+    n_in = volume.shape[axis]
+    shape_grid, affine_grid = volume.shape, np.asarray(volume.affine, np.float64)
+    if spacing_mm is not None:
+        counts = _spacing_counts(volume, axis, spacing_mm, source)
+        shape_grid = tuple(n_in if a == axis else counts[a] for a in range(3))
+        affine_grid = regridded_affine(volume.affine, volume.shape, shape_grid)
+        factor = float(voxel_sizes(volume.affine)[axis]) / spacing_mm
+    elif factor is None:
+        factor = isotropic_factor(volume.affine, axis)
+        if factor <= 1.0:
+            raise GeometryError(
+                f"axis {axis} is not thicker than the in-plane spacing "
+                f"({' x '.join(f'{s:.3g}' for s in volume.spacing)} mm)",
+                path=source,
+                fix="pass --factor explicitly, or the right --axis",
+            )
+    if not (np.isfinite(factor) and factor > 1.0):
+        raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
+    # With a spacing every axis is counted alike (the thick one too).
+    n_out = counts[axis] if spacing_mm is not None else output_slice_count(n_in, factor)
+    affine_out = resampled_affine(affine_grid, axis, n_in, n_out)
+    shape_out = list(shape_grid)
+    shape_out[axis] = n_out
+    return UpscalePlan(
+        axis=axis,
+        factor=float(factor),
+        n_in=n_in,
+        n_out=n_out,
+        shape_in=volume.shape,
+        shape_out=tuple(shape_out),  # type: ignore[arg-type]
+        spacing_in=_sizes(volume.affine),
+        spacing_out=_sizes(affine_out),
+        affine_out=affine_out,
+        shape_grid=tuple(int(n) for n in shape_grid),  # type: ignore[arg-type]
+        affine_grid=affine_grid,
+        spacing_mm=spacing_mm,
+    )
+
+
+def _sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in voxel_sizes(affine))  # type: ignore[return-value]
+
+
+def _spacing_counts(
+    volume: Volume, axis: int, spacing_mm: float, source: str | None
+) -> tuple[int, int, int]:
+    """Voxel counts of the output grid at ``spacing_mm`` (:func:`counts_for_spacing`).
+
+    Raises:
+        ConfigError: ``spacing_mm`` not finer than the slice spacing (nothing
+            to super-resolve), or finer than an in-plane spacing (which would
+            need in-plane upsampling, which mrisr does not do).
+    """
+    sizes = voxel_sizes(volume.affine)
+    text = " x ".join(f"{s:.3g}" for s in sizes)
+    thick = float(sizes[axis])
+    counts = counts_for_spacing(volume.affine, volume.shape, spacing_mm)
+    # Finer, and by enough to add at least one slice to the field of view.
+    if spacing_mm >= thick or counts[axis] <= volume.shape[axis]:
+        raise ConfigError(
+            f"--spacing {spacing_mm:g} mm is not finer than the slice spacing {thick:.3g} mm "
+            f"along the thick axis {axis} (spacing {text} mm): nothing to super-resolve",
+            path=source,
+            expected=f"a spacing below {thick:.3g} mm",
+            fix=f"pass --spacing below {thick:.3g} mm, or omit --spacing",
+        )
+    in_plane = [a for a in range(3) if a != axis]
+    if any(counts[a] > volume.shape[a] for a in in_plane):
+        coarsest = max(float(sizes[a]) for a in in_plane)
+        finest = min(float(sizes[a]) for a in in_plane)
+        raise ConfigError(
+            f"--spacing {spacing_mm:g} mm is finer than the in-plane spacing (spacing "
+            f"{text} mm); mrisr super-resolves the thick axis only and does not upsample "
+            "in-plane",
+            path=source,
+            expected=f"a spacing of at least {coarsest:.3g} mm",
+            fix=f"omit --spacing for an output at the in-plane spacing ({finest:.3g} mm), or "
+            f"pass --spacing of at least {coarsest:.3g} mm",
+        )
+    return counts
+
+
+def resample_in_plane(volume: Volume, plan: UpscalePlan) -> Volume:
+    """The scan on the plan's in-plane grid (``plan.shape_grid``), by an area average.
+
+    Each in-plane axis going from ``n`` to ``m <= n`` voxels is averaged with
+    the box profile of :func:`mrisr.simulate.slice_profile_matrix`: output
+    voxel ``j`` is the mean of the input over exactly the interval it covers
+    (fractional weights at its edges), centred where
+    :func:`mrisr.geometry.resampled_affine` puts it. The box suppresses what
+    the coarser grid cannot hold (anti-aliasing: "area" resampling), and it is
+    the same forward model as a thick slice, so the data-consistency step can
+    compare against this volume. The thick axis is untouched.
+
+    Args:
+        volume: the scan the plan was made for.
+        plan: its :class:`UpscalePlan`.
+
+    Returns:
+        A new float32 Volume on ``plan.affine_grid`` (the input itself when
+        the plan keeps the in-plane grid). ``meta`` is kept: the slice
+        thickness along the thick axis still holds.
+
+    Raises:
+        ConfigError: the plan was made for a volume of another shape.
+    """
+    if tuple(plan.shape_in) != tuple(volume.shape):
+        raise ConfigError(
+            f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
+            path=volume.source,
+            fix="pass plan=plan_upscale(volume, ...) of this volume",
+        )
+    if not plan.resamples_in_plane:
+        return volume
+    data = np.asarray(volume.data)
+    for a in range(3):
+        if a != plan.axis and plan.shape_grid[a] != volume.shape[a]:
+            data = apply_along_axis(
+                slice_profile_matrix(volume.shape[a], plan.shape_grid[a]), data, a
+            )
+    return volume.with_data(np.asarray(data, np.float32), plan.affine_grid)
+
+
+def working_grid(volume: Volume, plan: UpscalePlan) -> tuple[Volume, UpscalePlan]:
+    """The volume the model works on and its plan: the scan resampled in-plane, if planned.
+
+    The returned plan describes the same output grid from the resampled
+    volume (its ``shape_in``/``spacing_in`` are the in-plane grid's), so every
+    later step (consistency, adaptation, the model) sees one grid.
+
+    Args:
+        volume: the scan the plan was made for.
+        plan: its :class:`UpscalePlan`.
+
+    Returns:
+        (volume, plan): both unchanged when the plan keeps the in-plane grid.
+
+    Raises:
+        ConfigError: the plan was made for a volume of another shape.
+    """
+    resampled = resample_in_plane(volume, plan)
+    if resampled is volume:
+        return volume, plan
+    return resampled, replace(plan, shape_in=resampled.shape, spacing_in=_sizes(resampled.affine))
