@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 #: ``--consistency`` with slices this many times thicker than their spacing is
 #: refused: the overlapping box profiles make the projection ill-conditioned.
 MAX_CONSISTENCY_OVERLAP = 1.5
+#: Rounds of consistency and range steps without a 1 % fall of the residual
+#: after which the two constraints are taken not to meet (:func:`constrain_to_input`).
+STALL_ROUNDS = 10
 
 
 def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
@@ -191,6 +194,15 @@ def constrain_to_input(
     in the input's own units is exact: the projection commutes with the
     linear intensity normalisation (the profile's rows sum to 1).
 
+    The two sets need not meet on a real scan: at a non-integer factor two
+    neighbouring slices share a fine voxel, and a slice at the top of the
+    range beside one at the bottom asks that voxel for both values. POCS then
+    stalls short of the tolerance. Once the residual stops falling
+    (:data:`STALL_ROUNDS` rounds without a 1 % gain) the loop stops and ends
+    with the data-consistency step: agreeing with the measured slices is the
+    guarantee, and the report says how many voxels that left outside the
+    range and by how much (``range_exceeded_voxels``, ``range_excess``).
+
     Args:
         upscaled: (X, Y, Z) result on the fine grid, in the input's units.
         thick: (X, Y, Z) measured slices.
@@ -208,7 +220,9 @@ def constrain_to_input(
         (new float32 array, report) where the report holds ``residual_before``
         and ``residual_after`` (max |re-simulated - input| / input range, with
         ``profile`` and ``thickness``), ``iterations``, ``range`` ([min, max]
-        or None when not clipped) and ``background_voxels`` (voxels set to zero).
+        or None when not clipped), ``background_voxels`` (voxels set to zero),
+        ``range_exceeded_voxels`` and ``range_excess`` (largest excess over the
+        range as a fraction of it; 0 where the range holds).
     """
     n_out, n_in = upscaled.shape[axis], thick.shape[axis]
     measured = np.asarray(thick, np.float32)
@@ -224,18 +238,35 @@ def constrain_to_input(
         difference = apply_along_axis(forward, volume, axis) - measured
         return float(np.abs(difference).max() / span)
 
+    def project_onto_input(volume: np.ndarray) -> None:
+        volume += apply_along_axis(
+            correction, measured - apply_along_axis(forward, volume, axis), axis
+        )
+
     zero = background_mask(measured, axis, n_out, thickness) if clip else None
     before = after = residual(x)
-    rounds = 0
+    rounds, history = 0, []
     for rounds in range(1, (max_iterations if project and clip else 1) + 1):  # noqa: B007
         if project:
-            x += apply_along_axis(correction, measured - apply_along_axis(forward, x, axis), axis)
+            project_onto_input(x)
         if clip:
             np.clip(x, low, high, out=x)
             x[zero] = 0.0
         after = residual(x)
         if not (project and clip) or after <= tolerance:
             break
+        history.append(after)
+        if len(history) > STALL_ROUNDS and after > 0.99 * history[-1 - STALL_ROUNDS]:
+            break
+    exceeded, excess = 0, 0.0
+    if project and clip and after > tolerance:
+        # The sets do not meet: keep agreement with the measured slices, report the range.
+        project_onto_input(x)
+        after = residual(x)
+        outside = np.maximum(x - high, low - x)
+        outside[zero] = np.abs(x[zero])
+        exceeded = int(np.count_nonzero(outside > 0))
+        excess = float(max(outside.max(), 0.0) / span) if span > 0 else 0.0
     return x, {
         "residual_before": before,
         "residual_after": after,
@@ -243,4 +274,6 @@ def constrain_to_input(
         "iterations": rounds,
         "range": [low, high] if clip else None,
         "background_voxels": int(zero.sum()) if zero is not None else 0,
+        "range_exceeded_voxels": exceeded,
+        "range_excess": excess,
     }

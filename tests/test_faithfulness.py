@@ -294,3 +294,30 @@ def test_the_disagreement_map_is_named_beside_its_output(tmp_path, output, expec
     from mrisr.io.outputs import disagreement_path
 
     assert disagreement_path(tmp_path / output) == tmp_path / expected
+
+
+def test_where_range_and_measured_slices_cannot_both_hold_the_measured_slices_win():
+    # Factor 2.5: thick slices 1 and 2 share a fine voxel; a slice at the top of
+    # the range beside one at the bottom asks it for both values, so the range
+    # and the consistency sets do not meet. The output must still reproduce its
+    # input, and the report must say where the range gave way.
+    thick = np.zeros((4, 4, 4), np.float32)
+    thick[:, :, 1] = 100.0
+    thick[:, :, 2] = 10.0
+    thick[:, :, 3] = 50.0
+    start = np.repeat(thick, 3, axis=2)[:, :, :10]
+    out, report = constrain_to_input(start, thick, 2, thickness=None)
+    again = simulate_thick_slices(out, 2, 2.5)
+    np.testing.assert_allclose(again, thick, atol=1e-3 * 100)
+    assert report["residual_after"] <= 1e-3
+    assert report["iterations"] < 200, "a stalled loop stops early"
+    assert report["range_exceeded_voxels"] > 0 and 0 < report["range_excess"] < 1
+
+
+def test_where_the_constraints_meet_the_range_holds_exactly(rng):
+    truth = ndimage.gaussian_filter(rng.random((6, 6, 40)), 2.0).astype(np.float32)
+    thick = simulate_thick_slices(truth, 2, 2.5)
+    start = np.repeat(thick, 3, axis=2)[:, :, :40]
+    out, report = constrain_to_input(start, thick, 2, thickness=None)
+    assert report["range_exceeded_voxels"] == 0 and report["range_excess"] == 0.0
+    assert thick.min() <= out.min() and out.max() <= thick.max()
