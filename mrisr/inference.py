@@ -227,11 +227,12 @@ class GeneratorSliceModel:
 
     def _run(self, chunk: torch.Tensor, out_rows: int) -> torch.Tensor:
         """(b, H, W) float32 on the device -> (b, out_rows, W) float32 on the device."""
-        from monai.inferers import sliding_window_inference
-
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self._cuda):
             if self.tile_cols is None or chunk.shape[-1] <= self.tile_cols:
                 return self._predict(chunk, out_rows)
+            # Imported only when tiling: MONAI takes seconds to import.
+            from monai.inferers import sliding_window_inference
+
             # (b, H, W) is read as b signals of H channels over W columns: see the
             # module docstring for why rows ride as channels.
             return sliding_window_inference(
