@@ -224,25 +224,37 @@ def constrain_to_input(
     forward_t = np.ascontiguousarray(forward.T, np.float32)  # (n_out, n_in)
     correction_t = np.ascontiguousarray(correction.T, np.float32)  # (n_in, n_out)
     zero = _lines(background_mask(measured, axis, n_out, thickness), axis) if clip else None
+    background_voxels = int(zero.sum()) if zero is not None else 0
 
-    def misfit(lines: np.ndarray) -> tuple[np.ndarray, float]:
+    def misfit(lines: np.ndarray, measured_lines: np.ndarray) -> tuple[np.ndarray, float]:
         """Re-simulated minus measured slices, and its max |.| as a fraction of the range."""
-        difference = lines @ forward_t - lines_in
+        difference = lines @ forward_t - measured_lines
         return difference, float(np.abs(difference).max() / span) if span > 0 else 0.0
 
     # The misfit that ends one round is the one the next projection corrects.
-    difference, before = misfit(x)
+    difference, before = misfit(x, lines_in)
     after = before
     rounds = 0
+    everything, moving = x, None
     for rounds in range(1, (max_iterations if project and clip else 1) + 1):  # noqa: B007
         if project:
             x -= difference @ correction_t
         if clip:
             np.clip(x, low, high, out=x)
             np.copyto(x, 0.0, where=zero)
-        difference, after = misfit(x)
+        difference, after = misfit(x, lines_in)
         if not (project and clip) or after <= tolerance:
             break
+        if moving is None:
+            # A line whose misfit is exactly zero never changes again (its correction
+            # is zero, clipping is idempotent): later rounds skip such lines, most
+            # of a scan with a zero-filled background.
+            moving = np.flatnonzero(np.any(difference != 0, axis=1))
+            x, difference = x[moving], difference[moving]
+            lines_in, zero = lines_in[moving], zero[moving]
+    if moving is not None:
+        everything[moving] = x
+        x = everything
     x = np.ascontiguousarray(np.moveaxis(x.reshape(shape), -1, axis))
     return x, {
         "residual_before": before,
@@ -250,7 +262,7 @@ def constrain_to_input(
         "residual_profile": profile,
         "iterations": rounds,
         "range": [low, high] if clip else None,
-        "background_voxels": int(zero.sum()) if zero is not None else 0,
+        "background_voxels": background_voxels,
     }
 
 
