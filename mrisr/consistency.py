@@ -226,54 +226,85 @@ def constrain_to_input(
     """
     n_out, n_in = upscaled.shape[axis], thick.shape[axis]
     measured = np.asarray(thick, np.float32)
-    x = np.array(upscaled, np.float32, copy=True)
     forward = slice_profile_matrix(n_out, n_in, profile=profile, thickness=thickness)
     correction = forward.T @ np.linalg.inv(forward @ forward.T)
     low, high = float(measured.min()), float(measured.max())
     span = high - low
+    # Each step is one matrix product on the lines along the thick axis, laid out
+    # once as contiguous (lines, slices) rows: moving the axis at every step cost
+    # more than the products themselves.
+    x, shape = _lines(upscaled, axis, copy=True), _moved_shape(upscaled.shape, axis)
+    lines_in = _lines(measured, axis)
+    forward_t = np.ascontiguousarray(forward.T, np.float32)  # (n_out, n_in)
+    correction_t = np.ascontiguousarray(correction.T, np.float32)  # (n_in, n_out)
+    zero = _lines(background_mask(measured, axis, n_out, thickness), axis) if clip else None
+    background_voxels = int(zero.sum()) if zero is not None else 0
 
-    def residual(volume: np.ndarray) -> float:
-        if span <= 0:
-            return 0.0
-        difference = apply_along_axis(forward, volume, axis) - measured
-        return float(np.abs(difference).max() / span)
+    def misfit(lines: np.ndarray, measured_lines: np.ndarray) -> tuple[np.ndarray, float]:
+        """Re-simulated minus measured slices, and its max |.| as a fraction of the range."""
+        difference = lines @ forward_t - measured_lines
+        return difference, float(np.abs(difference).max() / span) if span > 0 else 0.0
 
-    def project_onto_input(volume: np.ndarray) -> None:
-        volume += apply_along_axis(
-            correction, measured - apply_along_axis(forward, volume, axis), axis
-        )
-
-    zero = background_mask(measured, axis, n_out, thickness) if clip else None
-    before = after = residual(x)
+    # The misfit that ends one round is the one the next projection corrects.
+    difference, before = misfit(x, lines_in)
+    after = before
     rounds, history = 0, []
+    everything, moving = x, None
     for rounds in range(1, (max_iterations if project and clip else 1) + 1):  # noqa: B007
         if project:
-            project_onto_input(x)
+            x -= difference @ correction_t
         if clip:
             np.clip(x, low, high, out=x)
-            x[zero] = 0.0
-        after = residual(x)
+            np.copyto(x, 0.0, where=zero)
+        difference, after = misfit(x, lines_in)
         if not (project and clip) or after <= tolerance:
             break
         history.append(after)
         if len(history) > STALL_ROUNDS and after > 0.99 * history[-1 - STALL_ROUNDS]:
             break
+        if moving is None:
+            # A line whose misfit is exactly zero never changes again (its correction
+            # is zero, clipping is idempotent): later rounds skip such lines, most
+            # of a scan with a zero-filled background.
+            moving = np.flatnonzero(np.any(difference != 0, axis=1))
+            x, difference = x[moving], difference[moving]
+            lines_in, zero = lines_in[moving], zero[moving]
     exceeded, excess = 0, 0.0
     if project and clip and after > tolerance:
         # The sets do not meet: keep agreement with the measured slices, report the range.
-        project_onto_input(x)
-        after = residual(x)
+        x -= difference @ correction_t
+        difference, after = misfit(x, lines_in)
         outside = np.maximum(x - high, low - x)
         outside[zero] = np.abs(x[zero])
         exceeded = int(np.count_nonzero(outside > 0))
         excess = float(max(outside.max(), 0.0) / span) if span > 0 else 0.0
+    if moving is not None:
+        everything[moving] = x
+        x = everything
+    x = np.ascontiguousarray(np.moveaxis(x.reshape(shape), -1, axis))
     return x, {
         "residual_before": before,
         "residual_after": after,
         "residual_profile": profile,
         "iterations": rounds,
         "range": [low, high] if clip else None,
-        "background_voxels": int(zero.sum()) if zero is not None else 0,
+        "background_voxels": background_voxels,
         "range_exceeded_voxels": exceeded,
         "range_excess": excess,
     }
+
+
+def _moved_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """``shape`` with ``axis`` moved last."""
+    return tuple(n for i, n in enumerate(shape) if i != axis) + (shape[axis],)
+
+
+def _lines(data: np.ndarray, axis: int, *, copy: bool = False) -> np.ndarray:
+    """(X, Y, Z) -> (lines, slices): every line along ``axis`` as one C-contiguous row.
+
+    The float32 result is a new array when ``copy``; bool data stays bool.
+    """
+    moved = np.moveaxis(np.asarray(data), axis, -1)
+    dtype = bool if moved.dtype == bool else np.float32
+    rows = np.array(moved, dtype=dtype, order="C", copy=True if copy else None)
+    return rows.reshape(-1, moved.shape[-1])

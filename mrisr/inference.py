@@ -39,6 +39,56 @@ log = logging.getLogger(__name__)
 
 #: Fraction of a tile shared with its neighbour.
 DEFAULT_TILE_OVERLAP = 0.25
+#: glibc's mmap and trim thresholds while a generator runs on CPU (bytes): see
+#: :func:`keep_freed_memory`.
+MALLOC_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed feature maps instead of mapping fresh pages for each layer.
+
+    A generator's feature maps on CPU are tens of MB each. glibc serves blocks
+    above its mmap threshold (at most 32 MB by default) with fresh pages that
+    the kernel zero-fills at first touch and unmaps again on ``free``, so every
+    layer pays page faults: about a fifth of the CPU time of ``mrisr upscale``
+    on a 256 x 256 x 64 scan went to them. Raising the mmap and trim thresholds
+    (``mallopt(M_MMAP_THRESHOLD)``, ``mallopt(M_TRIM_THRESHOLD)``, glibc's
+    documented tunables) keeps freed blocks in the heap for reuse; the peak
+    resident memory stays the same (measured). Process-wide, set once; skipped
+    where the user set ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``, and
+    off glibc (macOS, Windows, musl), where it does nothing.
+
+    Returns:
+        True when the thresholds were set by this call or an earlier one.
+    """
+    global _MALLOC_SET
+    if _MALLOC_SET is None:
+        _MALLOC_SET = _set_malloc_thresholds()
+    return _MALLOC_SET
+
+
+_MALLOC_SET: bool | None = None
+
+
+def _set_malloc_thresholds() -> bool:
+    """``mallopt`` both thresholds to :data:`MALLOC_THRESHOLD`; False where not glibc."""
+    import ctypes
+    import os
+    import platform
+
+    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    done = libc.mallopt(m_mmap_threshold, MALLOC_THRESHOLD) == 1
+    done = libc.mallopt(m_trim_threshold, MALLOC_THRESHOLD) == 1 and done
+    log.debug("glibc mmap/trim thresholds raised to %d bytes: %s", MALLOC_THRESHOLD, done)
+    return done
 
 
 class GeneratorSliceModel:
@@ -108,6 +158,8 @@ class GeneratorSliceModel:
         self.tile_cols = tile_cols
         self.tile_overlap = float(tile_overlap)
         self._cuda = self.device.type == "cuda"
+        if self.device.type == "cpu":
+            keep_freed_memory()
         generator = generator.to(self.device).eval()
         if self._cuda:
             generator = generator.to(memory_format=torch.channels_last)
@@ -227,11 +279,12 @@ class GeneratorSliceModel:
 
     def _run(self, chunk: torch.Tensor, out_rows: int) -> torch.Tensor:
         """(b, H, W) float32 on the device -> (b, out_rows, W) float32 on the device."""
-        from monai.inferers import sliding_window_inference
-
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self._cuda):
             if self.tile_cols is None or chunk.shape[-1] <= self.tile_cols:
                 return self._predict(chunk, out_rows)
+            # Imported only when tiling: MONAI takes seconds to import.
+            from monai.inferers import sliding_window_inference
+
             # (b, H, W) is read as b signals of H channels over W columns: see the
             # module docstring for why rows ride as channels.
             return sliding_window_inference(

@@ -24,8 +24,14 @@ from mrisr.io.files import (
     suffix,
     write_atomic,
 )
-from mrisr.io.storage import Storage, choose_storage
+from mrisr.io.storage import SCALED_FORMATS, Storage, choose_storage
 from mrisr.volume import Volume
+
+#: On-disk type of the extra images (the disagreement map) in a format with a scale
+#: factor: int16 with ``scl_slope = max|value| / 32767`` (:mod:`mrisr.io.storage`), so
+#: a stored value is within 1/65534 of the map's maximum of the computed one. A map is
+#: noise-like and barely compresses: as float32 it was about 6x the size of the image.
+EXTRA_DTYPE = "int16"
 
 
 def named_path(path: str | Path) -> Path:
@@ -141,9 +147,12 @@ def write_image_and_sidecar(
         provenance: what the sidecar records (JSON-ready, numpy values allowed);
             ``output_storage`` (type and scale factor) is added.
         overwrite: replace existing files.
-        dtype: on-disk voxel type of the image (see :mod:`mrisr.io.storage`);
-            extras are written as float32.
-        extras: ``{path: volume}`` written after the image, before the sidecar.
+        dtype: on-disk voxel type of the image (see :mod:`mrisr.io.storage`).
+        extras: ``{path: volume}`` written after the image, before the sidecar,
+            as :data:`EXTRA_DTYPE` where the format has a scale factor (NIfTI),
+            else float32. A top-level provenance entry whose ``"file"`` is an
+            extra's absolute path gets its ``"storage"`` (type, scale factor,
+            largest rounding error).
 
     Returns:
         How the image's voxels were stored.
@@ -162,14 +171,26 @@ def write_image_and_sidecar(
         save_volume(result, output, overwrite=overwrite, dtype=storage)
         written.append(output)
         for path, volume in (extras or {}).items():
-            save_volume(volume, path, overwrite=overwrite)
+            kind = output_format(path)
+            extra_dtype = EXTRA_DTYPE if kind in SCALED_FORMATS else "float32"
+            extra_storage = choose_storage(volume.data, extra_dtype, kind, path)
+            save_volume(volume, path, overwrite=overwrite, dtype=extra_storage)
             written.append(path)
+            _record_storage(provenance, path, extra_storage)
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
     return storage
+
+
+def _record_storage(provenance: dict[str, Any], path: Path, storage: Storage) -> None:
+    """Add ``storage`` to the provenance entries that name ``path`` as their ``"file"``."""
+    name = str(Path(path).resolve())
+    for key, entry in provenance.items():
+        if isinstance(entry, dict) and entry.get("file") == name:
+            provenance[key] = {**entry, "storage": storage.to_dict()}
 
 
 def check_outputs(input_path: Path, outputs: list[Path], *, overwrite: bool) -> None:

@@ -10,7 +10,6 @@ the patch and U-Net discriminators — and the intermediate activations from
 from __future__ import annotations
 
 import torch.nn.functional as F
-from monai.networks.nets import PatchDiscriminator as MonaiPatchDiscriminator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -265,6 +264,10 @@ class PatchGANDiscriminator(_Discriminator):
     """
 
     def __init__(self, num_feat: int = 64, num_layers: int = 3, norm: str = "BATCH") -> None:
+        # MONAI is imported here, not at module level: loading a generator
+        # imports this module too, and MONAI takes seconds to import.
+        from monai.networks.nets import PatchDiscriminator as MonaiPatchDiscriminator
+
         super().__init__()
         self.configure(locals())
         self.net = MonaiPatchDiscriminator(

@@ -36,10 +36,12 @@ class RDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, num_feat, H, W) -> (B, num_feat, H, W)."""
+        # In place on each conv's fresh output: the same values with fewer full-size
+        # temporaries (on CPU each new one is paged in afresh).
         feats = [x]
         for conv in self.convs[:-1]:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
-        return x + 0.2 * self.convs[-1](torch.cat(feats, dim=1))
+            feats.append(F.leaky_relu_(conv(torch.cat(feats, dim=1)), 0.2))
+        return self.convs[-1](torch.cat(feats, dim=1)).mul_(0.2).add_(x)
 
 
 class RRDB(nn.Module):
@@ -56,7 +58,7 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, num_feat, H, W) -> (B, num_feat, H, W)."""
-        return x + 0.2 * self.rdbs(x)
+        return self.rdbs(x).mul_(0.2).add_(x)
 
 
 class RRDBNet(RowSRGenerator):
