@@ -127,18 +127,26 @@ def measure_quality(
     """One row per (volume, axis, factor): each method's PSNR, SSIM, HFEN."""
     from mrisr.evaluation import evaluate
     from mrisr.io import load_volume
+    from mrisr.models import covers_factor
 
     rows = []
     for name, path in volumes.items():
         truth = central_crop(load_volume(path), crop)
         for axis in axes:
             for factor in factors:
-                result = evaluate(truth, axis=axis, factor=factor, models=models)
+                # A model is measured only where its trained range covers the factor
+                # (as `mrisr upscale` would use it); other cells read "-".
+                covering = {
+                    m: model
+                    for m, model in models.items()
+                    if model.factor_range is None or covers_factor(model.factor_range, factor)
+                }
+                result = evaluate(truth, axis=axis, factor=factor, models=covering)
                 metrics = result.to_dict()
                 rows.append({"volume": name, "axis": axis, "factor": factor, **metrics})
                 gains = ", ".join(
                     f"{m} {metrics[m]['psnr'] - metrics['cubic']['psnr']:+.2f} dB"
-                    for m in models
+                    for m in covering
                     if m != "cubic"
                 )
                 print(f"{name} axis {axis} x{factor:g}: {gains}", flush=True)
@@ -155,9 +163,18 @@ def quality_table(rows: list[dict], methods: list[str]) -> list[str]:
     for row in rows:
         c = row["cubic"]
         cells = [row["volume"], str(row["axis"]), f"{row['factor']:g}", f"{c['psnr']:.2f}"]
-        cells += [f"{row[m]['psnr']:.2f} ({row[m]['psnr'] - c['psnr']:+.2f})" for m in models]
-        cells += [f"{c['ssim']:.4f}", *(f"{row[m]['ssim']:.4f}" for m in models)]
-        cells += [f"{c['hfen']:.4f}", *(f"{row[m]['hfen']:.4f}" for m in models)]
+        cells += [
+            f"{row[m]['psnr']:.2f} ({row[m]['psnr'] - c['psnr']:+.2f})" if m in row else "-"
+            for m in models
+        ]
+        cells += [
+            f"{c['ssim']:.4f}",
+            *(f"{row[m]['ssim']:.4f}" if m in row else "-" for m in models),
+        ]
+        cells += [
+            f"{c['hfen']:.4f}",
+            *(f"{row[m]['hfen']:.4f}" if m in row else "-" for m in models),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -171,7 +188,9 @@ def summary_table(rows: list[dict], methods: list[str]) -> list[str]:
     ]
     for model in models:
         for factor in sorted({r["factor"] for r in rows}):
-            sel = [r for r in rows if r["factor"] == factor]
+            sel = [r for r in rows if r["factor"] == factor and model in r]
+            if not sel:
+                continue
             gains = [r[model]["psnr"] - r["cubic"]["psnr"] for r in sel]
             ssim_up = sum(r[model]["ssim"] > r["cubic"]["ssim"] for r in sel)
             hfen_down = sum(r[model]["hfen"] < r["cubic"]["hfen"] for r in sel)
@@ -197,6 +216,8 @@ def group_table(rows: list[dict], methods: list[str]) -> list[str]:
             cells = [group, f"{factor:g}"]
             cells += [
                 f"{statistics.mean(r[m]['psnr'] - r['cubic']['psnr'] for r in sel):+.2f}"
+                if all(m in r for r in sel)
+                else "-"
                 for m in models
             ]
             lines.append("| " + " | ".join(cells) + " |")
