@@ -737,3 +737,31 @@ def test_init_from_a_different_network_or_cubic_is_refused_before_any_step(quick
     small = resolve(TrainConfig(model=ModelConfig(size="small")), perceptual_available=False)
     with pytest.raises(ConfigError, match="not a rrdbnet generator"):
         initialise_from_model(build_learner(small, device="cpu", gan=False), "cubic")
+
+
+def test_init_from_alone_takes_the_models_network_settings(volumes, tmp_path):
+    # The bundled fast-wide has 2 RRDB blocks of 32 channels; the run's own size
+    # ("small": 1 block of 16) would not fit it, so the model's settings are taken.
+    from mrisr.models import bundled_models
+    from mrisr.training.state import adopt_init_network
+
+    if "fast-wide" not in bundled_models():
+        pytest.skip("no bundled fast-wide model")
+    config = make_config(
+        volumes, tmp_path / "mine", schedule__steps=1, model__init_from="fast-wide"
+    )
+    adopted = adopt_init_network(config)
+    assert adopted.model.generator == "rrdbnet"
+    assert adopted.model.generator_kwargs["num_block"] == 2
+    assert adopted.model.generator_kwargs["num_feat"] == 32
+    run_training(config)
+    saved = load_config(tmp_path / "mine" / "config.yaml")
+    assert saved.model.generator_kwargs["num_feat"] == 32
+    # Settings given explicitly are kept (and refused later if they do not fit).
+    own = make_config(
+        volumes,
+        tmp_path / "x",
+        model__init_from="fast-wide",
+        model__generator_kwargs={"num_feat": 8},
+    )
+    assert adopt_init_network(own) is own

@@ -55,6 +55,7 @@ from mrisr.training.state import (
     PSNR_MODEL_FILE,
     STATE_FILE,
     RunLog,
+    adopt_init_network,
     initialise_from_model,
     open_run,
     restore_learner,
@@ -167,6 +168,7 @@ def _train(
     emit = callback if (callback is not None and main) else _ignore
 
     # ----------------------------------------- 2. configuration and run folder
+    config = adopt_init_network(config)
     plan, perceptual = check_config(config)
     run_dir = Path(str(config.out))
     saved = open_run(config, resume=resume, device=device)

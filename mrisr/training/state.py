@@ -131,6 +131,43 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
         )
 
 
+def adopt_init_network(config: TrainConfig) -> TrainConfig:
+    """With ``model.init_from`` and no network settings of the run's own, take the model's.
+
+    ``mrisr train --init-from fast-wide`` then fine-tunes that model without the
+    user restating its generator and sizes; settings given explicitly win (and
+    :func:`initialise_from_model` refuses them if they do not fit).
+
+    Args:
+        config: the run's settings.
+
+    Returns:
+        ``config``, or a copy whose ``model.generator``, ``generator_kwargs`` and
+        ``size`` are the init model's.
+
+    Raises:
+        CheckpointError: the model file is missing or damaged.
+    """
+    from dataclasses import replace
+
+    from mrisr.checkpoint import read_description
+    from mrisr.models import bundled_models
+
+    model = config.model
+    source = model.init_from
+    if not source or source.strip().lower() == "cubic" or model.generator or model.generator_kwargs:
+        return config
+    description = read_description(bundled_models().get(source, source))
+    network = description["generator"]
+    adopted = replace(
+        model,
+        generator=network["name"],
+        generator_kwargs=dict(network.get("config") or {}),
+        size=description.get("size") or model.size,
+    )
+    return replace(config, model=adopted)
+
+
 def initialise_from_model(learner: Learner, source: str) -> dict[str, Any]:
     """Start ``learner``'s generator and EMA from a model instead of cubic interpolation.
 
