@@ -274,10 +274,7 @@ def constrain_to_input(
         # The sets do not meet: keep agreement with the measured slices, report the range.
         x -= difference @ correction_t
         difference, after = misfit(x, lines_in)
-        outside = np.maximum(x - high, low - x)
-        outside[zero] = np.abs(x[zero])
-        exceeded = int(np.count_nonzero(outside > 0))
-        excess = float(max(outside.max(), 0.0) / span) if span > 0 else 0.0
+        exceeded, excess = _range_excess(x, zero, low, high)
     if moving is not None:
         everything[moving] = x
         x = everything
@@ -292,6 +289,16 @@ def constrain_to_input(
         "range_exceeded_voxels": exceeded,
         "range_excess": excess,
     }
+
+
+def _range_excess(x: np.ndarray, zero: np.ndarray, low: float, high: float) -> tuple[int, float]:
+    """Voxels outside ``[low, high]`` (or non-zero on the zero background), and the
+    largest excess as a fraction of ``high - low``."""
+    outside = np.maximum(x - high, low - x)
+    outside[zero] = np.abs(x[zero])
+    span = high - low
+    exceeded = int(np.count_nonzero(outside > 0))
+    return exceeded, float(max(outside.max(), 0.0) / span) if span > 0 else 0.0
 
 
 def _moved_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
