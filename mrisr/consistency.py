@@ -129,7 +129,8 @@ def slice_thickness(
     if abs(value - spacing) > 0.05 * spacing:
         log.warning(
             "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
-            "models are trained on contiguous slices, so expect less gain",
+            "the bundled fast model saw contiguous slices only, so expect less gain "
+            "(fast-wide also saw thicknesses of 0.5-1.5 times the spacing)",
             volume.source or "scan",
             value,
             spacing,
