@@ -145,8 +145,8 @@ class DataConfig:
             FWHM) as a multiple of the slice spacing, drawn per batch; below 1
             leaves gaps, above 1 overlaps. None: the spacing (1).
         noise_snr: (low, high) signal-to-noise ratio of Rician noise added to
-            the LR patch (mean foreground of the HR patch / noise sigma), drawn
-            per pair. None: no noise.
+            the LR patch (the volume's mean signal above its Otsu threshold /
+            noise sigma), drawn per pair. None: no noise.
         bias_field: largest coefficient of MONAI's smooth polynomial bias field
             (``RandBiasField``), applied to the HR window before simulation, so
             LR and HR share it. 0: none.
