@@ -5,7 +5,8 @@ One place answers "which model?" for ``mrisr upscale``, ``mrisr models``,
 
 * :data:`WEIGHTS_DIR` and :func:`bundled_models`: the models shipped with mrisr;
 * :func:`default_model_path`: the bundled model for a factor;
-* :func:`load_slice_model`: what a ``--model`` value names, loaded;
+* :func:`load_slice_model`: what a ``--model`` value names, loaded
+  (:func:`model_location`: where a network one points);
 * :class:`ModelRequest`: a ``--model`` value and its run options, loaded once
   the factor is known (the upscale flow plans first, then loads);
 * :data:`FACTOR_TOLERANCE` and :func:`covers_factor`: the one rule for whether
@@ -226,9 +227,25 @@ def load_slice_model(
     options["tile_cols"] = tile_cols
     if spec is None:
         return GeneratorSliceModel.from_file(default_model_path(factor), **options)
+    return GeneratorSliceModel.from_file(model_location(spec), **options)
+
+
+def model_location(spec: str | Path) -> Path:
+    """Where a network ``--model`` value points: a bundled model's file, or the path itself.
+
+    Args:
+        spec: a bundled name (``"fast"``), a model file or a run folder.
+
+    Returns:
+        The path (not checked further: loading says what is wrong with it).
+
+    Raises:
+        ConfigError: a name that is neither a bundled model nor an existing path
+            and does not look like one.
+    """
     bundled = bundled_models()
     if isinstance(spec, str) and spec in bundled:
-        return GeneratorSliceModel.from_file(bundled[spec], **options)
+        return bundled[spec]
     path = Path(spec)
     looks_like_path = (
         isinstance(spec, Path)
@@ -243,7 +260,7 @@ def load_slice_model(
             expected=f"one of {names}, a .safetensors file or a training run folder",
             fix="check the spelling or the path",
         )
-    return GeneratorSliceModel.from_file(path, **options)
+    return path
 
 
 @dataclass(frozen=True)

@@ -107,11 +107,6 @@ class Degrader:
         self.fraction = settings.degrade_fraction
         self._transforms: dict[str, Any] | None = None
 
-    @property
-    def changes_pairs(self) -> bool:
-        """Whether any per-pair degradation (gamma, bias, noise) is on."""
-        return self.fraction > 0 and bool(self.noise_snr or self.bias_field > 0 or self.gamma_range)
-
     def draw_batch(self, rng: np.random.Generator) -> BatchDegradation:
         """The factor, profile and thickness of one batch."""
         factor = draw_factor(rng, self.factor_bounds, self.factor_focus, self.focus_weight)

@@ -263,7 +263,6 @@ class PairDataset:
                 DataConfig(factor=factor_bounds[0], factor_range=factor_bounds, profile=profile)
             )
         self.degrader = degrader
-        self.factor_bounds = degrader.factor_bounds
 
     def __len__(self) -> int:
         # Steps are unbounded; the sampler decides which are drawn.

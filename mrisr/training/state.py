@@ -146,18 +146,19 @@ def adopt_init_network(config: TrainConfig) -> TrainConfig:
         ``size`` are the init model's.
 
     Raises:
+        ConfigError: an unknown model name.
         CheckpointError: the model file is missing or damaged.
     """
     from dataclasses import replace
 
     from mrisr.checkpoint import read_description
-    from mrisr.models import bundled_models
+    from mrisr.models import model_location
 
     model = config.model
     source = model.init_from
     if not source or source.strip().lower() == "cubic" or model.generator or model.generator_kwargs:
         return config
-    description = read_description(bundled_models().get(source, source))
+    description = read_description(model_location(source))
     network = description["generator"]
     adopted = replace(
         model,
