@@ -765,3 +765,16 @@ def test_init_from_alone_takes_the_models_network_settings(volumes, tmp_path):
         model__generator_kwargs={"num_feat": 8},
     )
     assert adopt_init_network(own) is own
+
+
+def test_an_init_model_that_does_not_fit_leaves_no_run_folder(quick_run, volumes, tmp_path):
+    _, result, _ = quick_run
+    config = make_config(
+        volumes,
+        tmp_path / "never",
+        model__init_from=str(result.run_dir / "model.safetensors"),
+        model__generator_kwargs={"num_feat": 24},
+    )
+    with pytest.raises(ConfigError, match="configuration"):
+        run_training(config)
+    assert not (tmp_path / "never").exists()

@@ -56,7 +56,7 @@ from mrisr.training.state import (
     STATE_FILE,
     RunLog,
     adopt_init_network,
-    initialise_from_model,
+    init_weights,
     open_run,
     restore_learner,
     save_models,
@@ -170,6 +170,12 @@ def _train(
     # ----------------------------------------- 2. configuration and run folder
     config = adopt_init_network(config)
     plan, perceptual = check_config(config)
+    # Read and checked before the run folder exists: a model that does not fit leaves nothing.
+    init = (
+        init_weights(plan, config.model.init_from)
+        if config.model.init_from and not resume
+        else None
+    )
     run_dir = Path(str(config.out))
     saved = open_run(config, resume=resume, device=device)
     start = int(saved["step"]) if saved else 0
@@ -177,8 +183,9 @@ def _train(
 
     # ---------------------------------------------------------------- 3. networks
     learner = _learner(config, plan, perceptual, schedule, procs)
-    if config.model.init_from and saved is None:
-        log.info("generator starts from %s", initialise_from_model(learner, config.model.init_from))
+    if init is not None:
+        init.apply(learner)
+        log.info("generator starts from %s", init.record)
     last_val: dict[str, float] = {}
     if saved is not None:
         last_val = restore_learner(

@@ -24,14 +24,18 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mrisr.config import TrainConfig, config_differences, load_config
 from mrisr.errors import CheckpointError, ConfigError, OutputError
 from mrisr.training.step import Learner
+
+if TYPE_CHECKING:
+    from mrisr.recipes import ResolvedRecipe
 
 log = logging.getLogger(__name__)
 
@@ -169,39 +173,58 @@ def adopt_init_network(config: TrainConfig) -> TrainConfig:
     return replace(config, model=adopted)
 
 
-def initialise_from_model(learner: Learner, source: str) -> dict[str, Any]:
-    """Start ``learner``'s generator and EMA from a model instead of cubic interpolation.
+@dataclass(frozen=True)
+class InitWeights:
+    """A model's generator weights, checked to fit a run's network (``--init-from``).
 
-    Fine-tuning: a bundled model's name or a model file (what ``--model``
-    takes) whose generator has exactly this run's network and configuration.
+    Attributes:
+        weights: the generator's state dict.
+        record: what the run's log records: the model's name or path, its
+            file's SHA-256, its step and factor range.
+    """
+
+    weights: dict[str, Any]
+    record: dict[str, Any]
+
+    def apply(self, learner: Learner) -> None:
+        """Start ``learner``'s generator and EMA from these weights."""
+        learner.generator.load_state_dict(self.weights)
+        learner.ema.load_state_dict(self.weights)
+
+
+def init_weights(plan: ResolvedRecipe, source: str) -> InitWeights:
+    """Read the model ``--init-from`` names and check it fits ``plan``'s generator.
+
+    Called before the run folder is made, so a model that does not fit
+    leaves nothing behind.
 
     Args:
-        learner: as built by :func:`mrisr.training.step.build_learner`.
-        source: ``model.init_from``.
+        plan: the run's resolved recipe.
+        source: ``model.init_from``: a bundled model's name or a model file.
 
     Returns:
-        What the run's description records: the model's name or path, its
-        file's SHA-256, its step and factor range.
+        The :class:`InitWeights`.
 
     Raises:
         ConfigError: ``source`` is ``cubic`` or names a network other than this run's.
         CheckpointError: a model file that is missing or damaged.
     """
     from mrisr.models import load_slice_model
+    from mrisr.networks import build_generator
 
     model = load_slice_model(source, device="cpu")
     generator = getattr(model, "generator", None)
     theirs = (getattr(model, "description", None) or {}).get("generator", {})
-    ours = learner.plan.generator
+    ours = plan.generator
     if generator is None or theirs.get("name") != ours:
         raise ConfigError(
             f"cannot start training from {source!r}: it is not a {ours} generator",
             expected=f"a model file or bundled model whose generator is {ours}",
             fix="pass --init-from a model trained with the same recipe and size, or drop it",
         )
+    weights = generator.state_dict()
     try:
-        learner.generator.load_state_dict(generator.state_dict())
-        learner.ema.load_state_dict(generator.state_dict())
+        build_generator(plan.generator, **plan.generator_kwargs).load_state_dict(weights)
     except RuntimeError as error:
         raise ConfigError(
             f"cannot start training from {source!r}: its network's configuration "
@@ -209,12 +232,29 @@ def initialise_from_model(learner: Learner, source: str) -> dict[str, Any]:
             f"({str(error).splitlines()[0][:200]})",
             fix="use the same --size and generator settings as that model, or drop --init-from",
         ) from error
-    return {
+    record = {
         "model": str(source),
         "sha256": model.file_sha256,
         "step": model.description.get("step"),
         "factor_range": model.description.get("factor_range"),
     }
+    return InitWeights(weights=weights, record=record)
+
+
+def initialise_from_model(learner: Learner, source: str) -> dict[str, Any]:
+    """Start ``learner``'s generator and EMA from a model instead of cubic interpolation.
+
+    :func:`init_weights` on the learner's recipe, then :meth:`InitWeights.apply`.
+
+    Returns:
+        :attr:`InitWeights.record`.
+
+    Raises:
+        ConfigError, CheckpointError: as :func:`init_weights`.
+    """
+    init = init_weights(learner.plan, source)
+    init.apply(learner)
+    return init.record
 
 
 def restore_learner(
