@@ -423,6 +423,7 @@ def _adapted_model(model: GeneratorSliceModel, adapted: Any, record: dict[str, A
         batch_size=model.batch_size,
         tile_cols=model.tile_cols,
         tile_overlap=model.tile_overlap,
+        precision=model.precision,
     )
 
 

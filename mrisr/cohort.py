@@ -293,10 +293,14 @@ class ModelCache:
 
 
 def model_identity(description: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two model descriptions the same model: the weights' hash, else name and kind."""
+    """What makes two model descriptions the same model.
+
+    The weights' hash and the arithmetic they ran in (float32 or bfloat16
+    autocast, which differ in the last bits), else name and kind.
+    """
     weights = description.get("weights_sha256")
     return (
-        ("weights", weights)
+        ("weights", weights, description.get("precision"))
         if weights
         else ("model", description.get("name"), description.get("kind"))
     )

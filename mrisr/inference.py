@@ -1,8 +1,9 @@
 """Running a trained generator on slice stacks.
 
 :class:`GeneratorSliceModel` puts a generator behind the
-:class:`mrisr.upscale.SliceModel` protocol: batched, on CPU (float32) or CUDA
-(bfloat16 autocast, channels-last), with wide slices tiled along their columns.
+:class:`mrisr.upscale.SliceModel` protocol: batched, on CPU or CUDA
+(channels-last on CUDA), in float32 or bfloat16 autocast (``precision``), with wide
+slices tiled along their columns.
 Which model to run (bundled, run folder, file, cubic) is :mod:`mrisr.models`'s job.
 
 Tiling design: a generator changes the number of rows (thick axis) and never
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from mrisr.checkpoint import find_model_file, load_model, model_sha256
-from mrisr.device import resolve_device
+from mrisr.device import resolve_device, resolve_precision
 from mrisr.errors import ConfigError, InputError
 from mrisr.models import DEFAULT_BATCH_SIZE, DEFAULT_TILE_COLS
 
@@ -107,14 +108,19 @@ class GeneratorSliceModel:
         tile_overlap: fraction of a tile overlapping the next, in [0, 1).
         threads: CPU threads for torch (``torch.set_num_threads``, process-wide);
             None leaves torch's setting.
+        precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (autocast: weights,
+            inputs and outputs stay float32); see
+            :func:`mrisr.device.resolve_precision`.
 
     Attributes:
         name: as given.
         factor_range: (low, high) factors the model was trained for.
         device: the torch device it runs on.
+        precision: the arithmetic it runs in, ``"float32"`` or ``"bfloat16"``.
 
     Raises:
-        ConfigError: a bad batch size, tile size, overlap, thread count or device.
+        ConfigError: a bad batch size, tile size, overlap, thread count, device
+            or precision.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class GeneratorSliceModel:
         tile_cols: int | None = DEFAULT_TILE_COLS,
         tile_overlap: float = DEFAULT_TILE_OVERLAP,
         threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}")
@@ -158,6 +165,7 @@ class GeneratorSliceModel:
         self.tile_cols = tile_cols
         self.tile_overlap = float(tile_overlap)
         self._cuda = self.device.type == "cuda"
+        self.precision = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
         generator = generator.to(self.device).eval()
@@ -181,7 +189,8 @@ class GeneratorSliceModel:
             name: display name; default the file's stem (or its folder's name
                 for ``model.safetensors`` / ``best.safetensors``).
             device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-            **options: ``batch_size``, ``tile_cols``, ``tile_overlap``, ``threads``.
+            **options: ``batch_size``, ``tile_cols``, ``tile_overlap``, ``threads``,
+                ``precision``.
 
         Raises:
             CheckpointError: the file is missing, unsafe, damaged or does not fit
@@ -266,20 +275,27 @@ class GeneratorSliceModel:
             "path": str(self.path.resolve()) if self.path is not None else None,
             "trained_with_mrisr": description.get("mrisr_version"),
             "device": str(self.device),
-            "precision": "bfloat16 autocast" if self._cuda else "float32",
+            "precision": "bfloat16 autocast" if self.precision == "bfloat16" else "float32",
             "batch_size": self.batch_size,
             "tile_cols": self.tile_cols,
             "tile_overlap": self.tile_overlap,
         }
 
     def __repr__(self) -> str:
-        return f"GeneratorSliceModel(name={self.name!r}, device={str(self.device)!r})"
+        return (
+            f"GeneratorSliceModel(name={self.name!r}, device={str(self.device)!r}, "
+            f"precision={self.precision!r})"
+        )
 
     # ----------------------------------------------------------------- private
 
     def _run(self, chunk: torch.Tensor, out_rows: int) -> torch.Tensor:
         """(b, H, W) float32 on the device -> (b, out_rows, W) float32 on the device."""
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self._cuda):
+        low_precision = self.precision == "bfloat16"
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, torch.bfloat16, enabled=low_precision),
+        ):
             if self.tile_cols is None or chunk.shape[-1] <= self.tile_cols:
                 return self._predict(chunk, out_rows)
             # Imported only when tiling: MONAI takes seconds to import.

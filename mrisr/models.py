@@ -190,6 +190,7 @@ def load_slice_model(
     threads: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     tile_cols: int | None = DEFAULT_TILE_COLS,
+    precision: str = "auto",
 ) -> CubicSliceModel | GeneratorSliceModel:
     """The slice model a ``--model`` value names.
 
@@ -210,13 +211,15 @@ def load_slice_model(
         threads: CPU threads for torch; None leaves torch's setting.
         batch_size: slices per forward pass.
         tile_cols: slices wider than this are tiled along columns; None never tiles.
+        precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (see
+            :func:`mrisr.device.resolve_precision`); cubic ignores it.
 
     Returns:
         A :class:`mrisr.upscale.SliceModel`.
 
     Raises:
-        ConfigError: unknown name, no bundled model for ``factor``, bad device
-            or options.
+        ConfigError: unknown name, no bundled model for ``factor``, bad device,
+            precision or options.
         CheckpointError: a model file that is missing, unsafe or damaged.
     """
     if isinstance(spec, str) and spec.strip().lower() == "cubic":
@@ -224,7 +227,7 @@ def load_slice_model(
     from mrisr.inference import GeneratorSliceModel
 
     options = {"device": device, "threads": threads, "batch_size": batch_size}
-    options["tile_cols"] = tile_cols
+    options.update(tile_cols=tile_cols, precision=precision)
     if spec is None:
         return GeneratorSliceModel.from_file(default_model_path(factor), **options)
     return GeneratorSliceModel.from_file(model_location(spec), **options)
@@ -277,6 +280,10 @@ class ModelRequest:
         threads: CPU threads for torch; None leaves torch's setting.
         batch_size: slices per forward pass.
         tile_cols: slices wider than this are tiled; None never tiles.
+        precision: ``"auto"``, ``"float32"`` or ``"bfloat16"``.
+
+    Raises:
+        ConfigError: an unknown precision (checked when made, before any scan is read).
     """
 
     spec: str | Path | None = None
@@ -284,6 +291,12 @@ class ModelRequest:
     threads: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     tile_cols: int | None = DEFAULT_TILE_COLS
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        from mrisr.device import check_precision_text
+
+        object.__setattr__(self, "precision", check_precision_text(self.precision))
 
     def load(self, factor: float | None) -> CubicSliceModel | GeneratorSliceModel:
         """The slice model, the default one chosen for ``factor``.
@@ -299,6 +312,7 @@ class ModelRequest:
             threads=self.threads,
             batch_size=self.batch_size,
             tile_cols=self.tile_cols,
+            precision=self.precision,
         )
 
 

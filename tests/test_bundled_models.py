@@ -87,6 +87,14 @@ def test_upscale_without_a_model_uses_the_bundled_one(shared_data, tmp_path):
     sidecar = json.loads((tmp_path / "thick_sr.json").read_text())
     assert sidecar["model"]["name"] == "fast"
     assert sidecar["shape_out"] == [60, 55, 52]
+    exact = tmp_path / "exact.nii.gz"
+    done = runner.invoke(app, ["upscale", str(scan), "--precision", "float32", "-o", str(exact)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "exact.json").read_text())["model"]["precision"] == "float32"
+    wrong = tmp_path / "y.nii.gz"
+    refused = runner.invoke(app, ["upscale", str(scan), "--precision", "fp16", "-o", str(wrong)])
+    assert refused.exit_code == 2 and "unknown precision 'fp16'" in refused.output
+    assert not wrong.exists()
     # 15 thick slices at 1 x 1 x 4 mm want 4x for isotropic voxels; 20x is beyond every model.
     refused = runner.invoke(
         app, ["upscale", str(scan), "--factor", "20", "-o", str(tmp_path / "x.nii.gz")]

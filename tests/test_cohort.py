@@ -225,6 +225,15 @@ def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change
     assert record.status == "done"
 
 
+def test_a_model_run_in_another_precision_is_another_model():
+    from mrisr.cohort import model_identity
+
+    described = {"weights_sha256": "ab" * 32, "name": "fast", "kind": "generator"}
+    single = model_identity({**described, "precision": "float32"})
+    assert single == model_identity({**described, "precision": "float32"})
+    assert single != model_identity({**described, "precision": "bfloat16 autocast"})
+
+
 def test_force_does_not_make_a_finished_scan_unfinished(study, tmp_path):
     list(upscale_many([study / "a"], "cubic", output_dir=tmp_path))
     statuses = [

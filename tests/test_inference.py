@@ -203,7 +203,9 @@ def test_auto_falls_back_to_cpu_with_a_message_and_cuda_is_refused(caplog):
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_cuda_bf16_output_is_close_to_cpu_float32(model_file, rng):
     stack = slices(rng, (6, 8, 300))
-    on_cpu = GeneratorSliceModel.from_file(model_file, device="cpu").upscale_slices(stack, 31)
+    on_cpu = GeneratorSliceModel.from_file(
+        model_file, device="cpu", precision="float32"
+    ).upscale_slices(stack, 31)
     model = GeneratorSliceModel.from_file(model_file, device="cuda")
     assert model.describe()["precision"] == "bfloat16 autocast"
     out = model.upscale_slices(stack, 31)
@@ -314,3 +316,38 @@ def test_only_gan_models_bundled_says_so(weights_dir, generators):
     )
     with pytest.raises(ConfigError, match="GAN-stage models are used only by name"):
         load_slice_model(None, factor=4, device="cpu")
+
+
+# -------------------------------------------------------------------- precision
+
+
+def test_precision_values_are_checked_and_auto_follows_the_cpu(monkeypatch):
+    from mrisr import device as devices
+
+    assert devices.check_precision_text(" BFloat16 ") == "bfloat16"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'.*auto, float32 or bfloat16"):
+        devices.check_precision_text("fp16")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        inference.ModelRequest(None, precision="half")  # refused before any scan is read
+    cpu = torch.device("cpu")
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda native=native: native)
+        assert devices.resolve_precision("auto", cpu) == expected
+        # An explicit choice is taken as it is, whatever the CPU.
+        assert devices.resolve_precision("float32", cpu) == "float32"
+        assert devices.resolve_precision("bfloat16", cpu) == "bfloat16"
+    assert devices.resolve_precision("auto", torch.device("cuda")) == "bfloat16"
+
+
+def test_bfloat16_on_cpu_is_close_to_float32_and_recorded(model_file, rng):
+    stack = slices(rng, (6, 8, 40))
+    exact = GeneratorSliceModel.from_file(model_file, device="cpu", precision="float32")
+    low = GeneratorSliceModel.from_file(model_file, device="cpu", precision="bfloat16")
+    assert exact.describe()["precision"] == "float32"
+    assert low.describe()["precision"] == "bfloat16 autocast"
+    reference, result = exact.upscale_slices(stack, 31), low.upscale_slices(stack, 31)
+    assert result.dtype == np.float32
+    # bfloat16 keeps 8 bits of mantissa: close to float32, but not equal to it.
+    assert 0 < np.abs(result - reference).max() < 0.05
+    # The same slices give the same result, batch after batch.
+    np.testing.assert_array_equal(low.upscale_slices(stack, 31), result)

@@ -40,6 +40,7 @@ def command(
     tta: opt.Tta = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     batch_size: opt.BatchSize = 16,
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Redo scans already done.")] = False,
@@ -73,7 +74,9 @@ def command(
     logs.mkdir(parents=True, exist_ok=True)
     run_and_report(
         derivative_jobs(scans, out_dir),
-        ModelRequest(model, device=device, threads=threads, batch_size=batch_size),
+        ModelRequest(
+            model, device=device, threads=threads, batch_size=batch_size, precision=precision
+        ),
         shard=shard_k_n,
         summary=summary_path(logs, shard_k_n),
         factor=factor,

@@ -48,6 +48,7 @@ def command(
         typer.Option(help="Write a PNG of the centre planes, error and disagreement maps here."),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
+    precision: opt.Precision = "auto",
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
@@ -68,7 +69,7 @@ def command(
         # Imported only when a network is asked for: it brings torch.
         from mrisr.models import load_slice_model
 
-        loaded = load_slice_model(spec, factor=factor, device=device)
+        loaded = load_slice_model(spec, factor=factor, device=device, precision=precision)
         name = loaded.name if loaded.name not in models else spec
         models[name] = loaded
 

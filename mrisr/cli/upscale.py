@@ -45,6 +45,7 @@ def command(
     thickness: opt.Thickness = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     batch_size: opt.BatchSize = 16,
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
@@ -78,7 +79,9 @@ def command(
 
     # Loaded inside upscale_file, after the scan is planned: the default model
     # depends on the factor. "cubic" never imports torch.
-    request = ModelRequest(model, device=device, threads=threads, batch_size=batch_size)
+    request = ModelRequest(
+        model, device=device, threads=threads, batch_size=batch_size, precision=precision
+    )
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = opt.upscale_options(arguments, adapt=adapting)
     if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):

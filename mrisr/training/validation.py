@@ -109,6 +109,9 @@ class Validation:
             name="validation",
             device=device,
             batch_size=self.batch_size,
+            # float32 everywhere: which checkpoint is best must not depend on
+            # whether this CPU has native bfloat16.
+            precision="float32",
         )
         scores = self._scores(model)
         return {
