@@ -7,8 +7,9 @@ task) instead of one process per scan:
 * :func:`parse_shard` and :func:`take_shard`: the K-th of N disjoint shares of
   that list (nnU-Net's ``-part_id/-num_parts``), for cluster array jobs;
 * :func:`upscale_many`: one :class:`ScanRecord` per scan, the model loaded
-  once per factor (:class:`ModelCache`), the next scan read in a background
-  thread while the current one computes, a finished scan skipped (resume by
+  once per factor (:class:`ModelCache`), the next scan read and the previous
+  one written in background threads while the current one computes, a
+  finished scan skipped (resume by
   sidecar: same input SHA-256, model weights and options), and one bad scan
   recorded as ``"failed"`` while the rest go on;
 * :func:`run_cohort`: the same under ``torchrun``: each rank takes its share
@@ -16,7 +17,8 @@ task) instead of one process per scan:
 
 Each scan goes through :mod:`mrisr.upscale`'s own steps
 (:func:`~mrisr.upscale.check_upscale_outputs`, :func:`~mrisr.io.load_volume`,
-:func:`~mrisr.upscale.plan_upscale`, :func:`~mrisr.upscale.upscale_and_write`),
+:func:`~mrisr.upscale.plan_upscale`, :func:`~mrisr.upscale.upscale_volume`,
+:func:`~mrisr.upscale.write_upscaled`),
 so an output written here is byte for byte what ``mrisr upscale scan`` writes.
 """
 
@@ -39,6 +41,7 @@ from mrisr.io.files import READ_FORMATS, suffix
 from mrisr.io.outputs import default_output_path, sidecar_path, write_json_atomic
 from mrisr.io.scans import expand_scans, is_single_scan
 from mrisr.models import ModelRequest, choose_model, default_model_path
+from mrisr.shards import distributed_env, gather_records, parse_shard, rank_share, take_shard
 from mrisr.upscale import UpscaleOptions
 
 if TYPE_CHECKING:
@@ -70,48 +73,6 @@ __all__ = [
 Status = Literal["done", "skipped", "failed"]
 #: Options that change no voxel of the output: a resumed run ignores them.
 _RESULT_NEUTRAL_OPTIONS = ("force",)
-
-
-# ------------------------------------------------------------------ shares
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N), the K-th of N shares (1-based, as in array-job task ids).
-
-    Raises:
-        ConfigError: not two whole numbers with 1 <= K <= N.
-    """
-    parts = str(text).strip().split("/")
-    if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
-        k, n = (int(part) for part in parts)
-        if 1 <= k <= n:
-            return k, n
-    raise ConfigError(
-        f"shard {text!r} is not K/N with 1 <= K <= N",
-        expected="e.g. --shard 1/4 ... --shard 4/4",
-        fix="pass --shard ${SLURM_ARRAY_TASK_ID}/N with array ids 1..N",
-    )
-
-
-def take_shard(items: Sequence[Any], k: int, n: int) -> list[Any]:
-    """The K-th of N disjoint shares of ``items``: items K-1, K-1+N, K-1+2N, ...
-
-    Every item is in exactly one share, shares differ in size by at most one,
-    and, dealt round-robin from a sorted list, each gets a mix of the folders.
-
-    Raises:
-        ConfigError: K outside 1..N.
-    """
-    if not 1 <= k <= n:
-        raise ConfigError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
-    return list(items[k - 1 :: n])
-
-
-def distributed_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) that torchrun set; (0, 1, 0) in a plain process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)))
 
 
 # ------------------------------------------------------------------ jobs and records
@@ -148,8 +109,8 @@ class ScanRecord:
         index: the scan's position in the whole sorted list (before sharding).
         scan: the input path.
         status: ``"done"``, ``"skipped"`` (already done, resumed) or ``"failed"``.
-        seconds: wall time the scan held the main loop (reading overlaps the
-            previous scan and is not counted).
+        seconds: time spent computing and writing the scan (reading overlaps
+            the previous scan and is not counted; writing overlaps the next one).
         output: the output image (None when failed).
         error: the error message (failed only).
         rank: the torchrun rank that did it (0 in a plain process).
@@ -423,41 +384,104 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
     )
 
 
-def _finish(
+class _Pending:
+    """A scan past its computing: skipped, failed, or computed and to be written."""
+
+    def __init__(
+        self,
+        index: int,
+        job: ScanJob,
+        rank: int,
+        seconds: float,
+        result: Volume | None = None,
+        error: Exception | None = None,
+        skipped: bool = False,
+    ) -> None:
+        self.index, self.job, self.rank, self.seconds = index, job, rank, seconds
+        self.result, self.error, self.skipped = result, error, skipped
+        self.writing: Future | None = None
+
+    def start_writing(self, writer: ThreadPoolExecutor, settings: CohortSettings) -> None:
+        """Hand a computed result to the writing thread (and drop this reference to it)."""
+        if self.result is not None:
+            self.writing = writer.submit(_write, self.job, self.result, settings)
+            self.result = None
+
+    def record(self) -> ScanRecord:
+        """Its record, once its writing (if any) has ended; a failed write is a failed scan."""
+        error = self.error
+        seconds = self.seconds
+        if self.writing is not None:
+            try:
+                seconds += self.writing.result()
+            except Exception as exc:  # the writer removed what it had written
+                error = exc
+        job = self.job
+        if error is not None:
+            log.debug("scan %s failed", job.input, exc_info=error)
+            if job.create_folder:  # leave no empty sub-X/anat behind for a failed scan
+                _remove_empty_folders(job.output_path.parent)
+            return ScanRecord(
+                self.index,
+                str(job.input),
+                "failed",
+                round(seconds, 3),
+                None,
+                _message(error, job.input),
+                self.rank,
+            )
+        status: Status = "skipped" if self.skipped else "done"
+        output = str(job.output_path.absolute())
+        return ScanRecord(
+            self.index, str(job.input), status, round(seconds, 3), output, None, self.rank
+        )
+
+
+def _compute(
     index: int,
     job: ScanJob,
     prepared: Future,
     models: ModelCache,
     settings: CohortSettings,
     rank: int,
-) -> ScanRecord:
-    """The main thread's part: model, upscale, write; any failure becomes a record."""
-    from mrisr.upscale import upscale_and_write
+) -> _Pending:
+    """The main thread's part: model and upscale (:meth:`_Pending.start_writing` writes).
+
+    Any failure becomes a failed :class:`_Pending`: one bad scan never stops the others.
+    """
+    from mrisr.upscale import upscale_volume
 
     start = time.perf_counter()
-    output = str(job.output_path.absolute())
     try:
         ready = prepared.result()
-        if not ready.skipped:
-            upscale_and_write(
-                ready.volume,
-                ready.plan,
-                models.get(ready.plan.factor),
-                job.input,
-                job.output_path,
-                options=settings.options,
-                overwrite=settings.overwrite,
-                sidecar_fields=job.sidecar_fields,
-            )
-        status: Status = "skipped" if ready.skipped else "done"
-        error = None
-    except Exception as exc:  # one bad scan never stops the others: it is recorded
-        log.debug("scan %s failed", job.input, exc_info=True)
-        status, output, error = "failed", None, _message(exc, job.input)
-        if job.create_folder:  # leave no empty sub-X/anat behind for a failed scan
-            _remove_empty_folders(job.output_path.parent)
-    seconds = round(time.perf_counter() - start, 3)
-    return ScanRecord(index, str(job.input), status, seconds, output, error, rank)
+        if ready.skipped:
+            return _Pending(index, job, rank, time.perf_counter() - start, skipped=True)
+        result = upscale_volume(
+            ready.volume, models.get(ready.plan.factor), plan=ready.plan, options=settings.options
+        )
+    except Exception as exc:
+        return _Pending(index, job, rank, time.perf_counter() - start, error=exc)
+    return _Pending(index, job, rank, time.perf_counter() - start, result=result)
+
+
+def _write(job: ScanJob, result: Volume, settings: CohortSettings) -> float:
+    """The writing thread's part: image, disagreement map and sidecar; returns its seconds."""
+    from mrisr.upscale import write_upscaled
+
+    start = time.perf_counter()
+    if job.create_folder:
+        # Again: a failed scan's record removes its empty folder, which may be
+        # this scan's too (sub-X/anat holds a T2w and a FLAIR).
+        job.output_path.parent.mkdir(parents=True, exist_ok=True)
+    write_upscaled(
+        result,
+        job.input,
+        job.output_path,
+        options=settings.options,
+        overwrite=settings.overwrite,
+        sidecar_fields=job.sidecar_fields,
+    )
+    return time.perf_counter() - start
 
 
 def _remove_empty_folders(folder: Path) -> None:
@@ -495,7 +519,9 @@ def upscale_many(
     """Upscale many scans in this process, yielding one record per scan as it ends.
 
     The model is loaded once per model file (:class:`ModelCache`); while a
-    scan computes, a background thread checks and reads the next one. A scan
+    scan computes, one background thread checks and reads the next scan and
+    another writes the previous one (a record is yielded once its scan is
+    written, so records come one scan behind the computing). A scan
     already finished with the same input, model and options is ``"skipped"``
     (``overwrite`` redoes it); a scan that fails is ``"failed"`` with its
     message and leaves no output, and the others go on.
@@ -530,17 +556,34 @@ def upscale_many(
     if shard is not None:
         jobs = take_shard(jobs, *shard)
     models = model if isinstance(model, ModelCache) else ModelCache(model)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrisr-read") as reader:
+    # Three stages overlap: the reader loads scan i+1 and the writer writes scan
+    # i-1 while this thread computes scan i. One scan waits to be written at a
+    # time, so memory holds at most two results.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrisr-read") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrisr-write") as writer,
+    ):
+        upcoming: list[Future] = []
         try:
             upcoming = [reader.submit(_prepare, job, models, common) for _, job in jobs[:1]]
+            previous: _Pending | None = None
             for position, (index, job) in enumerate(jobs):
                 current = upcoming.pop(0)
                 if position + 1 < len(jobs):  # read the next scan while this one computes
                     upcoming.append(reader.submit(_prepare, jobs[position + 1][1], models, common))
-                yield _finish(index, job, current, models, common, rank)
+                computed = _compute(index, job, current, models, common, rank)
+                if previous is not None:
+                    yield previous.record()
+                # Written only once the caller took the previous record: a caller
+                # that stops there gets no further output.
+                computed.start_writing(writer, common)
+                previous = computed
+            if previous is not None:
+                yield previous.record()
         finally:
             for future in upcoming:  # the caller stopped early: do not read further
                 future.cancel()
+            # Leaving the writer's block waits for a write under way: no half-written scan.
 
 
 def summarize(records: Sequence[ScanRecord]) -> dict[str, Any]:
@@ -609,21 +652,10 @@ def run_cohort(
         if on_record is not None:
             on_record(record)
     if world > 1:
-        records = _gather(records, world)
+        records = gather_records(records, world)
     if summary is not None and rank == 0:
         write_summary(records, summary, shard=f"{k}/{n}", processes=world)
     return sorted(records, key=lambda record: record.index)
-
-
-def rank_share(shard: tuple[int, int] | None) -> tuple[int, int]:
-    """This process's share as one (K, N): the rank-th of the torchrun ranks' shares of ``shard``.
-
-    ``take_shard(take_shard(items, k, n), rank + 1, world)`` equals
-    ``take_shard(items, k + n * rank, n * world)``.
-    """
-    rank, world, _ = distributed_env()
-    k, n = shard or (1, 1)
-    return k + n * rank, n * world
 
 
 def _rank_model(model: Any, local_rank: int) -> Any:
@@ -637,20 +669,3 @@ def _rank_model(model: Any, local_rank: int) -> Any:
     from mrisr.device import resolve_device
 
     return replace(model, device=str(resolve_device(model.device, local_rank)))
-
-
-def _gather(records: list[ScanRecord], world: int) -> list[ScanRecord]:
-    """Every rank's records on every rank; returns once all ranks have finished."""
-    import torch.distributed as dist
-
-    started = not dist.is_initialized()
-    if started:
-        # gloo: the records are small Python objects; it also runs where the GPUs use NCCL.
-        dist.init_process_group("gloo")
-    try:
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, records)
-    finally:
-        if started:
-            dist.destroy_process_group()
-    return [record for share in gathered for record in share]

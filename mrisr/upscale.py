@@ -58,6 +58,7 @@ __all__ = [
     "upscale_and_write",
     "upscale_file",
     "upscale_volume",
+    "write_upscaled",
 ]
 
 log = logging.getLogger(__name__)
@@ -548,8 +549,8 @@ def upscale_and_write(
 ) -> Volume:
     """The second half of :func:`upscale_file`, for a scan already loaded and planned.
 
-    :mod:`mrisr.cohort` loads the next scan while this one computes and keeps
-    one loaded model per factor, so it calls this step directly.
+    :func:`upscale_volume`, then :func:`write_upscaled`. :mod:`mrisr.cohort`
+    runs the two itself, so that writing one scan overlaps computing the next.
 
     Args:
         volume: the scan, loaded from ``input_path``.
@@ -569,6 +570,43 @@ def upscale_and_write(
         See :func:`upscale_volume` and :func:`mrisr.io.outputs.write_image_and_sidecar`.
     """
     result = upscale_volume(volume, model, plan=plan, options=options, progress=progress)
+    write_upscaled(
+        result,
+        input_path,
+        output,
+        options=options,
+        overwrite=overwrite,
+        sidecar_fields=sidecar_fields,
+    )
+    return result
+
+
+def write_upscaled(
+    result: Volume,
+    input_path: Path,
+    output: Path,
+    *,
+    options: UpscaleOptions,
+    overwrite: bool = False,
+    sidecar_fields: dict[str, Any] | None = None,
+) -> None:
+    """Write an :func:`upscale_volume` result: image, disagreement map, then sidecar.
+
+    The input is hashed here, so :mod:`mrisr.cohort` can run this whole step
+    in its writing thread while the next scan computes.
+
+    Args:
+        result: the upscaled volume (its ``meta`` from :func:`upscale_volume`).
+        input_path: the scan's file or DICOM folder (hashed into the sidecar).
+        output: the output image; its sidecar is :func:`sidecar_path` of it.
+        options: the options ``result`` was made with.
+        overwrite: replace existing outputs.
+        sidecar_fields: extra JSON-ready fields for the sidecar.
+
+    Raises:
+        OutputError: see :func:`mrisr.io.outputs.write_image_and_sidecar`;
+            files this call wrote are removed again.
+    """
     provenance = {**_provenance(result, input_path, output, options), **(sidecar_fields or {})}
     extras = {}
     if options.disagreement:
@@ -587,7 +625,6 @@ def upscale_and_write(
         dtype=options.dtype,
         extras=extras,
     )
-    return result
 
 
 def _provenance(

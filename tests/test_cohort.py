@@ -297,6 +297,90 @@ def test_the_next_scan_is_read_while_this_one_computes(study, tmp_path, monkeypa
     assert [r.status for r in records] == ["done", "done"], records
 
 
+def test_the_last_scan_is_written_while_the_next_one_computes(study, tmp_path, monkeypatch):
+    import mrisr.upscale as upscale
+
+    second_computing = threading.Event()
+    real_write = upscale.write_upscaled
+
+    def write(result, input_path, output, **kwargs):
+        if Path(input_path).name == "s1.nii.gz":
+            # Without a writing thread, scan 2 starts only after this returns: it would fail.
+            assert second_computing.wait(timeout=20), "scan 2 did not compute during this write"
+        return real_write(result, input_path, output, **kwargs)
+
+    class Noting(CubicSliceModel):
+        calls = 0
+
+        def upscale_slices(self, stack, out_rows, progress=None):
+            Noting.calls += 1
+            if Noting.calls == 3:  # scan 2's first plane
+                second_computing.set()
+            return super().upscale_slices(stack, out_rows, progress)
+
+    monkeypatch.setattr(upscale, "write_upscaled", write)
+    records = list(upscale_many([study / "a"], Noting(), output_dir=tmp_path))
+    assert [(r.status, Path(r.scan).name) for r in records] == [
+        ("done", "s1.nii.gz"),
+        ("done", "s2.nii.gz"),
+    ], records
+    assert all((tmp_path / f"s{i}_sr.json").is_file() for i in (1, 2))
+
+
+def test_a_failed_write_fails_that_scan_only_and_leaves_none_of_it(study, tmp_path, monkeypatch):
+    import mrisr.io.outputs as outputs
+
+    real_write_json = outputs.write_json_atomic
+
+    def write_json(data, path, **kwargs):
+        if Path(path).name == "s1_sr.json":  # after the image and the map were written
+            raise OutputError("disk full", path=path)
+        return real_write_json(data, path, **kwargs)
+
+    monkeypatch.setattr(outputs, "write_json_atomic", write_json)
+    records = list(upscale_many([study / "a"], "cubic", output_dir=tmp_path / "out"))
+    assert [r.status for r in records] == ["failed", "done"], records
+    assert "disk full" in records[0].error and records[0].output is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "s2_sr.json",
+        "s2_sr.nii.gz",
+        "s2_sr_disagreement.nii.gz",
+    ]
+
+
+def test_a_failed_scan_does_not_take_its_folder_from_the_next(thick, tmp_path):
+    from mrisr.cohort import ScanJob
+
+    inputs = []
+    for name in ("t2", "flair"):
+        save_volume(thick, tmp_path / f"{name}.nii.gz")
+        inputs.append(tmp_path / f"{name}.nii.gz")
+    anat = tmp_path / "derivatives" / "sub-01" / "anat"  # made for the scans, shared by both
+    jobs = [
+        ScanJob(path, anat / f"{path.name[:-7]}_sr.nii.gz", create_folder=True) for path in inputs
+    ]
+    jobs.sort(key=lambda job: str(job.input))  # flair first
+
+    class FirstFails(CubicSliceModel):
+        calls = 0
+
+        def upscale_slices(self, stack, out_rows, progress=None):
+            FirstFails.calls += 1
+            if FirstFails.calls == 1:
+                raise RuntimeError("no memory")
+            return super().upscale_slices(stack, out_rows, progress)
+
+    # The first scan's failure empties and removes anat/, which the reading
+    # thread had already made for the second scan: its writing makes it again.
+    records = list(upscale_many(jobs, FirstFails()))
+    assert [r.status for r in records] == ["failed", "done"], records
+    assert sorted(p.name for p in anat.iterdir()) == [
+        "t2_sr.json",
+        "t2_sr.nii.gz",
+        "t2_sr_disagreement.nii.gz",
+    ]
+
+
 def test_stopping_early_reads_no_further(study, tmp_path):
     many = upscale_many([study], "cubic", output_dir=tmp_path / "out")
     first = next(many)

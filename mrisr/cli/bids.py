@@ -56,8 +56,8 @@ def command(
         write_derivative_description,
     )
     from mrisr.cli.cohort_report import run_and_report, summary_path
-    from mrisr.cohort import distributed_env, parse_shard
     from mrisr.models import ModelRequest
+    from mrisr.shards import distributed_env, parse_shard
 
     shard_k_n = parse_shard(shard) if shard is not None else None
     options = opt.upscale_options(arguments)

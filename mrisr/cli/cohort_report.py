@@ -52,7 +52,8 @@ def run_and_report(
         TimeRemainingColumn,
     )
 
-    from mrisr.cohort import distributed_env, rank_share, run_cohort, take_shard
+    from mrisr.cohort import run_cohort
+    from mrisr.shards import distributed_env, rank_share, take_shard
 
     rank, world, _ = distributed_env()
     total = len(take_shard(jobs, *rank_share(shard)))

@@ -72,9 +72,10 @@ def command(
     summary: opt.Summary = None,
 ) -> None:
     arguments = dict(locals())
-    from mrisr.cohort import distributed_env, is_single_scan
+    from mrisr.cohort import is_single_scan
     from mrisr.io.outputs import disagreement_path, named_path
     from mrisr.models import ModelRequest
+    from mrisr.shards import distributed_env
     from mrisr.upscale import upscale_file
 
     # Loaded inside upscale_file, after the scan is planned: the default model
@@ -173,7 +174,8 @@ def _many(
 ) -> None:
     """Several scans: the cohort path (mrisr.cohort), reported by mrisr.cli.cohort_report."""
     from mrisr.cli.cohort_report import run_and_report, summary_path
-    from mrisr.cohort import parse_shard, scan_jobs
+    from mrisr.cohort import scan_jobs
+    from mrisr.shards import parse_shard
 
     shard_k_n = parse_shard(shard) if shard is not None else None
     jobs = scan_jobs(scans, output)
