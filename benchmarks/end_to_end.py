@@ -13,6 +13,9 @@ run 2 of each...), so that drift of a shared machine hits them alike:
 * ``end to end``: ``python -m mrisr upscale SCAN -o OUT`` with all defaults in a
   new process: imports, reading, model loading, upscaling, data consistency,
   writing the ``.nii.gz``, the disagreement map and the JSON sidecar;
+* ``end to end, float32``: the same with ``--precision float32`` (the
+  default, ``auto``, runs the network in bfloat16 on CPUs with native
+  bfloat16; on others the two rows are the same arithmetic);
 * ``in memory``: :func:`mrisr.upscale.upscale_volume` alone, timed inside a
   new process after the scan and the model are loaded;
 * ``cubic``: the end-to-end command with ``--model cubic`` (the yardstick:
@@ -147,13 +150,18 @@ def measure(cases: list[Case], runs: int, folder: Path) -> list[Row]:
     rows = {
         (case.label, what): Row(case.label, what, [], [])
         for case in cases
-        for what in ("end to end", "in memory", "cubic")
+        for what in ("end to end", "end to end, float32", "in memory", "cubic")
     }
     for run in range(runs):
         for case in cases:
             output = _output(case, folder)
             commands = {
                 "end to end": upscale_command(case, output),
+                "end to end, float32": [
+                    *upscale_command(case, folder / f"float32_{output.name}"),
+                    "--precision",
+                    "float32",
+                ],
                 "in memory": [
                     sys.executable,
                     "-c",
@@ -242,8 +250,12 @@ def table(rows: list[Row], cases: list[Case], runs: int) -> str:
             "",
             "*end to end*: a new `python -m mrisr upscale` process with all defaults "
             "(reading, model, upscaling, data consistency, writing the `.nii.gz`, the "
-            "disagreement map and the sidecar); *in memory*: `upscale_volume` alone; "
-            "*cubic*: the same command with `--model cubic`.",
+            "disagreement map and the sidecar); *end to end, float32*: the same with "
+            "`--precision float32`; *in memory*: `upscale_volume` alone (default "
+            "precision); *cubic*: the same command with `--model cubic`.",
+            "",
+            f"Native bfloat16 on this CPU (what `--precision auto` runs): "
+            f"{'yes' if _native_bfloat16() else 'no'}.",
             "",
             *lines,
             "",
@@ -253,6 +265,12 @@ def table(rows: list[Row], cases: list[Case], runs: int) -> str:
             "",
         ]
     )
+
+
+def _native_bfloat16() -> bool:
+    from mrisr.device import cpu_has_native_bfloat16
+
+    return cpu_has_native_bfloat16()
 
 
 def main(argv: list[str] | None = None) -> int:
