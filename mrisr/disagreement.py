@@ -4,14 +4,15 @@ mrisr super-resolves a scan twice, once in each plane that contains the thick
 axis, and fuses the two. Where the two planes (and, with test-time
 augmentation, flipped copies of each plane's slices) agree, the model's
 answer does not depend on how it was asked; where they disagree, it invents
-more. The per-voxel standard deviation across those passes is the
-disagreement map, saved beside the output (the ensemble-spread idea of
+more. The standard deviation across those passes, pooled over a Gaussian
+neighbourhood of one voxel (:func:`pooled_spread`), is the disagreement map,
+saved beside the output (the ensemble-spread idea of
 Lakshminarayanan et al., "Simple and scalable predictive uncertainty
 estimation using deep ensembles", NeurIPS 2017, and of test-time augmentation,
 Wang et al., "Aleatoric uncertainty estimation with test-time augmentation
 for medical image segmentation", Neurocomputing 2019). In NIfTI the map is
 stored as int16 with a scale factor (:data:`mrisr.io.outputs.EXTRA_DTYPE`):
-within 1/65534 of its maximum, and about a ninth of the float32 file's size.
+within about 1/65534 of its maximum, and about a ninth of the float32 file's size.
 
 Flips: a slice stack is (N, rows, cols) with rows along the thick axis;
 flipping rows and/or columns, running the model and flipping back gives
@@ -91,6 +92,50 @@ def spread(passes: Sequence[np.ndarray]) -> np.ndarray:
     mean = total / len(passes)
     variance = np.maximum(squares / len(passes) - mean * mean, 0.0)
     return np.sqrt(variance).astype(np.float32)
+
+
+#: Standard deviation of the Gaussian neighbourhood the map pools over, in output voxels.
+#: Measured (benchmarks/faithfulness.py): against the plain per-voxel spread it raised the
+#: rank correlation with the true error on every held-out volume; 0.5 to 1.5 voxels were
+#: within 0.01 of each other, 2 voxels was lower.
+POOL_SIGMA_VOXELS = 1.0
+
+
+def pooled_spread(
+    passes: Sequence[np.ndarray], sigma_voxels: float = POOL_SIGMA_VOXELS
+) -> np.ndarray:
+    """The disagreement map: the spread across passes, pooled over a small neighbourhood.
+
+    ``sqrt(G_sigma * variance)``: the per-voxel variance across passes
+    (:func:`spread` squared) averaged with Gaussian weights of standard
+    deviation ``sigma_voxels`` along every axis (``scipy.ndimage.gaussian_filter``,
+    edges repeated), then its square root. Two passes give one degree of
+    freedom per voxel, so the per-voxel spread ``|a - b| / 2`` is as noisy as
+    a single difference; pooling the variance of neighbouring voxels is the
+    usual estimate of a local standard deviation, in the same units.
+
+    Args:
+        passes: two or more (X, Y, Z) arrays on the same grid.
+        sigma_voxels: the neighbourhood's standard deviation in voxels; 0: no pooling.
+
+    Returns:
+        (X, Y, Z) float32 array, >= 0, in the passes' units.
+
+    Raises:
+        ValueError: fewer than two passes, passes of different shapes, or a
+            negative ``sigma_voxels``.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma_voxels < 0:
+        raise ValueError(f"sigma_voxels must be >= 0, got {sigma_voxels}")
+    variance = spread(passes)
+    if sigma_voxels == 0:
+        return variance
+    np.square(variance, out=variance)
+    pooled = gaussian_filter(variance, sigma_voxels, mode="nearest", truncate=3.0)
+    np.maximum(pooled, 0.0, out=pooled)  # positive weights; guards against rounding only
+    return np.sqrt(pooled, out=pooled)
 
 
 def summary(disagreement: np.ndarray, value_range: float) -> dict[str, float]:

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
-from mrisr.disagreement import NO_FLIP, flip_stack, flips_for, spread, summary
+from mrisr.disagreement import (
+    NO_FLIP,
+    POOL_SIGMA_VOXELS,
+    flip_stack,
+    flips_for,
+    pooled_spread,
+    summary,
+)
 from mrisr.errors import ConfigError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.intensity import fit_normalisation
@@ -305,11 +312,13 @@ def upscale_volume(
     }
     if options.disagreement:
         scale = normalisation.high - normalisation.low
-        disagreement = spread(passes) * np.float32(scale)
+        disagreement = pooled_spread(passes) * np.float32(scale)
         span = float(volume.data.max()) - float(volume.data.min())
         meta["upscale"]["disagreement"] = {
             "passes": len(passes),
-            "statistic": "standard deviation across passes, intensity units",
+            "statistic": "standard deviation across passes, pooled over a Gaussian "
+            "neighbourhood, intensity units",
+            "pool_sigma_voxels": POOL_SIGMA_VOXELS,
             **summary(disagreement, span),
         }
         meta["disagreement"] = volume.with_data(disagreement, plan.affine_out, meta={})

@@ -12,7 +12,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from mrisr.consistency import background_mask, constrain_to_input
-from mrisr.disagreement import TTA_FLIPS, flip_stack, spread
+from mrisr.disagreement import POOL_SIGMA_VOXELS, TTA_FLIPS, flip_stack, pooled_spread, spread
 from mrisr.errors import OutputError
 from mrisr.interpolation import CubicSliceModel
 from mrisr.simulate import simulate_thick_slices
@@ -154,6 +154,27 @@ def test_spread_of_two_passes_is_half_their_difference(rng):
         spread([a])
 
 
+def test_the_pooled_spread_is_a_steadier_local_standard_deviation(rng):
+    # Two passes that differ by noise of standard deviation 1 on the left, 3 on the right:
+    # (a - b) / 2 then has standard deviation s / sqrt(2) where the passes' is s.
+    sd = np.ones((40, 40, 40))
+    sd[20:] = 3.0
+    a, b = rng.normal(0, sd), rng.normal(0, sd)
+    plain, pooled = spread([a, b]), pooled_spread([a, b])
+    assert pooled.dtype == np.float32 and pooled.shape == a.shape and pooled.min() >= 0
+    for region, s in ((np.s_[3:17], 1.0), (np.s_[23:37], 3.0)):
+        # The local RMS of the spread estimates s / sqrt(2), and much more steadily.
+        assert np.sqrt(np.mean(pooled[region] ** 2)) == pytest.approx(s / np.sqrt(2), rel=0.05)
+        steadiness = np.std(pooled[region]) / np.mean(pooled[region])
+        assert steadiness < 0.5 * np.std(plain[region]) / np.mean(plain[region])
+    # No pooling is the plain spread; a constant spread is kept as it is.
+    np.testing.assert_array_equal(pooled_spread([a, b], 0), plain)
+    constant = pooled_spread([np.zeros((8, 8, 8)), np.full((8, 8, 8), 4.0)], POOL_SIGMA_VOXELS)
+    np.testing.assert_allclose(constant, 2.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_voxels"):
+        pooled_spread([a, b], -1)
+
+
 def test_the_disagreement_map_is_on_the_output_grid_and_in_its_units(rng):
     scan = thick_scan(rng)
     result = upscale_volume(scan, BlurColumnsModel(), factor=4)
@@ -166,6 +187,7 @@ def test_the_disagreement_map_is_on_the_output_grid_and_in_its_units(rng):
     assert cubic.data.max() < 1e-3
     summary = result.meta["upscale"]["disagreement"]
     assert summary["passes"] == 2 and summary["max"] == pytest.approx(float(volume.data.max()))
+    assert summary["pool_sigma_voxels"] == POOL_SIGMA_VOXELS
     off = upscale_volume(scan, BlurColumnsModel(), factor=4, disagreement=False)
     assert "disagreement" not in off.meta and "disagreement" not in off.meta["upscale"]
 

@@ -29,7 +29,7 @@ from mrisr.volume import Volume
 
 #: On-disk type of the extra images (the disagreement map) in a format with a scale
 #: factor: int16 with ``scl_slope = max|value| / 32767`` (:mod:`mrisr.io.storage`), so
-#: a stored value is within 1/65534 of the map's maximum of the computed one. A map is
+#: a stored value is within about 1/65534 of the map's maximum of the computed one. A map is
 #: noise-like and barely compresses: as float32 it was about 6x the size of the image.
 EXTRA_DTYPE = "int16"
 
