@@ -12,7 +12,7 @@ estimation using deep ensembles", NeurIPS 2017, and of test-time augmentation,
 Wang et al., "Aleatoric uncertainty estimation with test-time augmentation
 for medical image segmentation", Neurocomputing 2019). In NIfTI the map is
 stored as int16 with a scale factor (:data:`mrisr.io.outputs.EXTRA_DTYPE`):
-within about 1/65534 of its maximum, and about a ninth of the float32 file's size.
+within about 1/65534 of its maximum, and about 0.6 of the float32 file's size.
 
 Flips: a slice stack is (N, rows, cols) with rows along the thick axis;
 flipping rows and/or columns, running the model and flipping back gives

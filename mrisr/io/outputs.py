@@ -29,8 +29,9 @@ from mrisr.volume import Volume
 
 #: On-disk type of the extra images (the disagreement map) in a format with a scale
 #: factor: int16 with ``scl_slope = max|value| / 32767`` (:mod:`mrisr.io.storage`), so
-#: a stored value is within about 1/65534 of the map's maximum of the computed one. A map is
-#: noise-like and barely compresses: as float32 it was about 6x the size of the image.
+#: a stored value is within about 1/65534 of the map's maximum of the computed one. The
+#: float32 map's low mantissa bits are noise that gzip cannot shrink: for a 256 x 256 x 160
+#: output, 9.1 MB as float32 against 5.7 MB as int16 (the image itself: 6.5 MB).
 EXTRA_DTYPE = "int16"
 
 
