@@ -24,8 +24,8 @@ true absolute error of the default output by Spearman rank correlation over
 the foreground voxels, and pooled into a calibration figure (mean true error
 per disagreement decile). Beside it, for comparison: the per-voxel spread of
 the same passes (the map before pooling), the size of the consistency
-correction, and a ceiling no map can reach: the true error of each voxel's
-neighbours (Gaussian weights of one voxel, the voxel itself left out).
+correction, and a reference point no map has: the true error of each
+voxel's neighbours (Gaussian weights of one voxel, the voxel itself left out).
 
 Timings are not reported: the machine is shared.
 
@@ -324,7 +324,7 @@ def by_factor(records: list[dict]) -> str:
 def correlations(records: list[dict]) -> str:
     lines = [
         "| volume | the map: rho (mean, min over cases) | per-voxel spread: rho (mean, min) "
-        "| --tta: rho | consistency correction: rho (mean) | ceiling, neighbours' true "
+        "| --tta: rho | consistency correction: rho (mean) | reference: neighbours' true "
         "error: rho (mean, min) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -344,7 +344,7 @@ def correlations(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def findings(records: list[dict]) -> dict[str, str]:
+def findings(records: list[dict], curves: dict[str, list[float]]) -> dict[str, str]:
     """The numbers the decisions below quote, computed from the records (PSNR change vs raw)."""
 
     def delta(method: str, profile: str, label: str) -> np.ndarray:
@@ -369,13 +369,47 @@ def findings(records: list[dict]) -> dict[str, str]:
         return ", ".join(f"{v} {x:.2f}" for v, x in values.items())
 
     mean_rho = by_volume("spearman_spread")
+    planes = curves.get("planes", [])
+    decile_text = (
+        f"{100 * planes[0]:.2f} % of the range in the first decile, rising to "
+        f"{100 * planes[-1]:.2f} % in the tenth"
+        + (" (every decile above the one before)" if np.all(np.diff(planes) > 0) else "")
+        if planes
+        else "not measured"
+    )
     short = [v for v, x in mean_rho.items() if x < 0.3]
     verdict = (
         "**Every volume's mean is at least 0.3.**"
         if not short
         else f"**Below 0.3 on average: {', '.join(short)}.**"
     )
+    tta_parts = []
+    for volume in volumes:
+        same = [
+            r
+            for r in net
+            if r["volume"] == volume
+            and r["factor"] == 4.0
+            and r["axis"] == 2
+            and r["profile"] == "mean"
+            and r["gap"] == 0.0
+            and "spearman_spread" in r
+        ]
+        tta = [
+            r
+            for r in records
+            if r["volume"] == volume and r["method"] == "default+tta" and "spearman_spread" in r
+        ]
+        if same and tta:
+            tta_parts.append(
+                f"{volume} {same[0]['spearman_spread']:.2f} -> {tta[0]['spearman_spread']:.2f}"
+            )
+    correction = by_volume("spearman_correction")
     return {
+        "tta_text": "map -> --tta rho " + ", ".join(tta_parts) if tta_parts else "not run",
+        "correction_worse": str(sum(correction[v] < mean_rho[v] for v in volumes)),
+        "volume_count": str(len(volumes)),
+        "decile_text": decile_text,
         "box_net": text(delta("default", "mean", "proj+clip")),
         "box_cubic": text(delta("cubic", "mean", "proj+clip")),
         "gauss_box_net": text(delta("default", "gaussian", "proj+clip")),
@@ -423,7 +457,7 @@ def main() -> None:
             for label, values in curves.items()
         ),
         image=image.relative_to(args.out.parent),
-        **findings(records),
+        **findings(records, curves),
     )
     if not args.quick:
         args.out.write_text(text)
@@ -462,15 +496,22 @@ profile of the slice thickness) of the default output over all cases.
 {factors}
 ## Does the disagreement map track the error?
 
+The map is written beside the output (`<stem>_sr_disagreement.nii.gz`) on the
+output's grid and header, in intensity units; in NIfTI it is stored as int16
+with a scale factor (`scl_slope = max / 32767`, `scl_inter = 0`), so each
+stored value is within about 1/65534 of the map's maximum of the computed one
+(the sidecar's `disagreement.storage` records it); MGH, NRRD and MetaImage
+maps are float32.
+
 Spearman rank correlation over foreground voxels between the disagreement map
 (standard deviation across the plane passes, pooled over a one-voxel Gaussian
 neighbourhood) of the default model and the true absolute error of the
 default output; beside it the per-voxel spread of the same passes (the map
 before pooling); `--tta` on one case per volume (4x, axis 2, box profile);
 the candidate "size of the consistency correction" |default - raw|; and a
-ceiling: the root-mean-square true error of each voxel's neighbours (Gaussian
-weights of one voxel, the voxel itself left out), which no map computed from
-the thick scan can know.
+reference point: the root-mean-square true error of each voxel's neighbours
+(Gaussian weights of one voxel, the voxel itself left out), which no map
+computed from the thick scan has.
 
 {correlations}
 ![calibration]({image})
@@ -505,7 +546,16 @@ Mean true error (% of the range) per disagreement decile, 1 to 10:
   kept zero where the measured slices are zero) changes the default model's
   PSNR by {clip_net}; it is on by default, `--no-clip-range` turns it off.
   It runs alternately with the projection (POCS) and last, so the range holds
-  exactly and the residual reported is the one after both.
+  exactly and the residual reported is the one after both. On real scans the
+  two need not be compatible: at a non-integer factor two neighbouring slices
+  share a fine voxel, and a bright slice beside a dark (or zero) one asks it
+  for two values. There the loop stops once the residual stalls (10 rounds
+  without a 1 % fall) and ends with the projection: the output reproduces
+  the measured slices (residual 1.7e-7 on the 7 mm PD scan, where 200 rounds
+  used to leave up to 2.4e-2 on the FLAIR), and the sidecar's
+  `range_exceeded_voxels` and `range_excess` say how many voxels that left
+  outside the range, and by how much ([real_scans.md](real_scans.md) gives
+  the share of negative voxels that remain).
 - **The disagreement map** is the spread of the passes pooled over a
   one-voxel Gaussian neighbourhood (`sqrt(G * variance)`): two passes give
   one degree of freedom per voxel, and a local average of the variance is the
@@ -513,17 +563,19 @@ Mean true error (% of the range) per disagreement decile, 1 to 10:
   volume: {rho_by_volume}; before pooling (per-voxel spread of the same
   passes): {voxel_by_volume}. Over all {rho_cases} cases of the default
   model: {rho_mean} on average, lowest {rho_min}, {rho_below} below 0.3.
-  The ceiling column says what a volume allows: even a map that knew the
-  true error of every neighbour of a voxel reaches only {ceiling_by_volume};
-  where that is low (the small, noisy spine crops), the error is dominated by
-  the noise of the 1 mm truth, which nothing computed from the thick scan can
-  foresee. Test-time augmentation (`--tta`, eight passes) raises the
-  correlation further at 4x the network work, so it stays an option, not the
-  default; the size of the consistency correction |default - raw| tracks
-  the error less well than the map, so it is not used (its maximum is the
-  sidecar's `residual_before`). The calibration curve rises from the first
-  to the tenth decile, so the map ranks regions usefully even where the
-  voxel-wise correlation is weak. {verdict}
+  The last column is a reference point for what a volume allows: a map
+  that knew the true error of every neighbour of a voxel (not the voxel's
+  own) reaches {ceiling_by_volume}; where that is low (the small, noisy
+  spine crops), the error is dominated by the noise of the 1 mm truth, which
+  nothing computed from the thick scan can foresee. Test-time augmentation (`--tta`, eight passes), on the one case
+  per volume where it ran (4x, axis 2, box, contiguous): {tta_text}; it costs
+  4x the network work, so it stays an option, not the default. The size of
+  the consistency correction |default - raw| tracks the error less well than
+  the map on {correction_worse} of {volume_count} volumes, so it is not used
+  (its maximum is the sidecar's `residual_before`). Mean true error by
+  decile of the map (pooled, 4x, box, contiguous): {decile_text}, so the map
+  ranks regions usefully even where the voxel-wise correlation is weak.
+  {verdict}
 """
 
 
