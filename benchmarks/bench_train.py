@@ -180,6 +180,8 @@ def child(spec: dict[str, Any]) -> None:
             name=spec["model"],
             device=device,
             batch_size=spec["batch_size"],
+            # The table's precision column: bfloat16 autocast on CUDA, float32 on CPU.
+            precision="auto" if device.type == "cuda" else "float32",
         )
     cuda = device.type == "cuda" and spec["model"] != "cubic"
 
@@ -412,7 +414,7 @@ def main() -> None:
             if quick:
                 scale = (SHAPE[0] * SHAPE[1] * SHAPE[2]) / (shape[0] * shape[1] * shape[2])
                 note = "--quick crop"
-            # GeneratorSliceModel always runs under bf16 autocast on CUDA, float32 on CPU.
+            # upscale_row runs bf16 autocast on CUDA and float32 on CPU.
             result = upscale_row(size, size, shape, repeats, **generator_spec)
             if quick:
                 estimate = min(result["times"]) * scale

@@ -254,14 +254,16 @@ class ModelCache:
 
 
 def model_identity(description: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two model descriptions the same model.
+    """What makes two model descriptions the same model: the weights' hash, else name and kind.
 
-    The weights' hash and the arithmetic they ran in (float32 or bfloat16
-    autocast, which differ in the last bits), else name and kind.
+    The precision the weights ran in is left out, as ``--force`` is left out of
+    the options: bfloat16 and float32 results differ by at most 0.005 dB PSNR
+    (docs/precision.md), and a study resumed on another machine must not be
+    redone for it.
     """
     weights = description.get("weights_sha256")
     return (
-        ("weights", weights, description.get("precision"))
+        ("weights", weights)
         if weights
         else ("model", description.get("name"), description.get("kind"))
     )
@@ -394,7 +396,7 @@ class _Pending:
         rank: int,
         seconds: float,
         result: Volume | None = None,
-        error: Exception | None = None,
+        error: str | None = None,
         skipped: bool = False,
     ) -> None:
         self.index, self.job, self.rank, self.seconds = index, job, rank, seconds
@@ -415,20 +417,11 @@ class _Pending:
             try:
                 seconds += self.writing.result()
             except Exception as exc:  # the writer removed what it had written
-                error = exc
+                error = _failure(exc, self.job.input)
         job = self.job
         if error is not None:
-            log.debug("scan %s failed", job.input, exc_info=error)
-            if job.create_folder:  # leave no empty sub-X/anat behind for a failed scan
-                _remove_empty_folders(job.output_path.parent)
             return ScanRecord(
-                self.index,
-                str(job.input),
-                "failed",
-                round(seconds, 3),
-                None,
-                _message(error, job.input),
-                self.rank,
+                self.index, str(job.input), "failed", round(seconds, 3), None, error, self.rank
             )
         status: Status = "skipped" if self.skipped else "done"
         output = str(job.output_path.absolute())
@@ -460,7 +453,8 @@ def _compute(
             ready.volume, models.get(ready.plan.factor), plan=ready.plan, options=settings.options
         )
     except Exception as exc:
-        return _Pending(index, job, rank, time.perf_counter() - start, error=exc)
+        error = _failure(exc, job.input)
+        return _Pending(index, job, rank, time.perf_counter() - start, error=error)
     return _Pending(index, job, rank, time.perf_counter() - start, result=result)
 
 
@@ -469,10 +463,6 @@ def _write(job: ScanJob, result: Volume, settings: CohortSettings) -> float:
     from mrisr.upscale import write_upscaled
 
     start = time.perf_counter()
-    if job.create_folder:
-        # Again: a failed scan's record removes its empty folder, which may be
-        # this scan's too (sub-X/anat holds a T2w and a FLAIR).
-        job.output_path.parent.mkdir(parents=True, exist_ok=True)
     write_upscaled(
         result,
         job.input,
@@ -492,8 +482,13 @@ def _remove_empty_folders(folder: Path) -> None:
         pass  # not empty (or gone): nothing of this scan's is left
 
 
-def _message(error: Exception, scan: Path) -> str:
-    """The error as a user reads it; errors that are not mrisr's get the scan and their type."""
+def _failure(error: Exception, scan: Path) -> str:
+    """A failed scan's message, logged with its traceback here.
+
+    Only the text is kept: the exception's traceback holds the failed scan's
+    arrays, which must not live on while the next scan computes.
+    """
+    log.debug("scan %s failed", scan, exc_info=error)
     if isinstance(error, MrisrError):
         return str(error)
     return f"{scan}: {type(error).__name__}: {error}"
@@ -556,6 +551,20 @@ def upscale_many(
     if shard is not None:
         jobs = take_shard(jobs, *shard)
     models = model if isinstance(model, ModelCache) else ModelCache(model)
+    try:
+        yield from _pipeline(jobs, models, common, rank)
+    finally:
+        # Leave no empty sub-X/anat behind for scans that failed (or were never
+        # reached), once no thread reads or writes any more: a failed scan's
+        # folder may be a later scan's too (sub-X/anat holds a T2w and a FLAIR).
+        for folder in {job.output_path.parent for _, job in jobs if job.create_folder}:
+            _remove_empty_folders(folder)
+
+
+def _pipeline(
+    jobs: list[tuple[int, ScanJob]], models: ModelCache, common: CohortSettings, rank: int
+) -> Iterator[ScanRecord]:
+    """:func:`upscale_many`'s three overlapping stages, one record per scan."""
     # Three stages overlap: the reader loads scan i+1 and the writer writes scan
     # i-1 while this thread computes scan i. One scan waits to be written at a
     # time, so memory holds at most two results.

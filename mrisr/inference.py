@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mrisr.checkpoint import find_model_file, load_model, model_sha256
-from mrisr.device import resolve_device, resolve_precision
+from mrisr.device import check_precision_text, resolve_device, resolve_precision
 from mrisr.errors import ConfigError, InputError
 from mrisr.models import DEFAULT_BATCH_SIZE, DEFAULT_TILE_COLS
 
@@ -197,6 +197,7 @@ class GeneratorSliceModel:
                 its architecture (see :func:`mrisr.checkpoint.load_model`).
             ConfigError: bad device or options.
         """
+        check_precision_text(options.get("precision", "auto"))  # before reading weights
         file = find_model_file(path)
         torch_device = resolve_device(device)
         generator, description = load_model(file, device=torch_device)

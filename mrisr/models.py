@@ -222,6 +222,9 @@ def load_slice_model(
             precision or options.
         CheckpointError: a model file that is missing, unsafe or damaged.
     """
+    from mrisr.device import check_precision_text
+
+    precision = check_precision_text(precision)  # refused even for cubic, which ignores it
     if isinstance(spec, str) and spec.strip().lower() == "cubic":
         return CubicSliceModel()
     from mrisr.inference import GeneratorSliceModel

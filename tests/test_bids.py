@@ -158,6 +158,13 @@ def test_a_folder_that_is_not_a_bids_dataset_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_precision_is_refused_before_the_derivative_is_made(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    result = invoke("bids", dataset, out, "--precision", "fp16")
+    assert result.exit_code == 2 and "unknown precision 'fp16'" in result.output
+    assert not out.exists()
+
+
 def test_without_pybids_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "bids", None)  # makes `import bids` fail
     with pytest.raises(ConfigError, match=r'pip install "mrisr\[bids\]"'):

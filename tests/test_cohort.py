@@ -225,13 +225,14 @@ def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change
     assert record.status == "done"
 
 
-def test_a_model_run_in_another_precision_is_another_model():
+def test_the_same_weights_in_another_precision_are_the_same_model():
     from mrisr.cohort import model_identity
 
+    # A study resumed on a machine without native bfloat16 is not redone for it.
     described = {"weights_sha256": "ab" * 32, "name": "fast", "kind": "generator"}
     single = model_identity({**described, "precision": "float32"})
-    assert single == model_identity({**described, "precision": "float32"})
-    assert single != model_identity({**described, "precision": "bfloat16 autocast"})
+    assert single == model_identity({**described, "precision": "bfloat16 autocast"})
+    assert single != model_identity({**described, "weights_sha256": "cd" * 32})
 
 
 def test_force_does_not_make_a_finished_scan_unfinished(study, tmp_path):
@@ -370,8 +371,8 @@ def test_a_failed_scan_does_not_take_its_folder_from_the_next(thick, tmp_path):
                 raise RuntimeError("no memory")
             return super().upscale_slices(stack, out_rows, progress)
 
-    # The first scan's failure empties and removes anat/, which the reading
-    # thread had already made for the second scan: its writing makes it again.
+    # anat/ was made for both; the first scan's failure must not remove it
+    # while the second is read, computed or written.
     records = list(upscale_many(jobs, FirstFails()))
     assert [r.status for r in records] == ["failed", "done"], records
     assert sorted(p.name for p in anat.iterdir()) == [
@@ -379,6 +380,35 @@ def test_a_failed_scan_does_not_take_its_folder_from_the_next(thick, tmp_path):
         "t2_sr.nii.gz",
         "t2_sr_disagreement.nii.gz",
     ]
+
+
+def test_a_failed_scan_holds_no_memory_while_the_next_one_computes(study, tmp_path):
+    import gc
+    import weakref
+
+    class Big:  # stands for the arrays of the failed scan's frames
+        pass
+
+    held = []
+
+    class FailsFirst(CubicSliceModel):
+        calls = 0
+
+        def upscale_slices(self, stack, out_rows, progress=None):
+            FailsFirst.calls += 1
+            if FailsFirst.calls == 1:
+                arrays = Big()  # a local of the frame that raises
+                held.append(weakref.ref(arrays))
+                raise RuntimeError("no memory")
+            gc.collect()
+            # The failed scan's record is made after this one computes: its
+            # traceback (and the frames' arrays) must already be gone.
+            assert held[0]() is None, "the failed scan's arrays are still alive"
+            return super().upscale_slices(stack, out_rows, progress)
+
+    records = list(upscale_many([study / "a"], FailsFirst(), output_dir=tmp_path / "out"))
+    assert [r.status for r in records] == ["failed", "done"], records
+    assert "RuntimeError: no memory" in records[0].error
 
 
 def test_stopping_early_reads_no_further(study, tmp_path):

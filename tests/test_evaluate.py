@@ -213,6 +213,12 @@ def test_cli_json_prints_parseable_metrics_per_method(cli, shared_data):
     assert set(parsed["cubic"]) == {"psnr", "ssim", "hfen", "nrmse"}
 
 
+def test_cli_refuses_a_bad_precision_even_with_cubic_alone(cli, tmp_path):
+    # Before the scan is read: the path does not even exist.
+    outcome = cli(tmp_path / "absent.nii.gz", "--precision", "half")
+    assert outcome.exit_code == 2 and "unknown precision 'half'" in outcome.output
+
+
 def test_cli_table_and_figure(cli, shared_data, tmp_path):
     scan = shared_data / "fixtures" / "spine_t2_1mm.nii.gz"
     figure = tmp_path / "out.png"

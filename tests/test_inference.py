@@ -336,7 +336,12 @@ def test_precision_values_are_checked_and_auto_follows_the_cpu(monkeypatch):
         # An explicit choice is taken as it is, whatever the CPU.
         assert devices.resolve_precision("float32", cpu) == "float32"
         assert devices.resolve_precision("bfloat16", cpu) == "bfloat16"
-    assert devices.resolve_precision("auto", torch.device("cuda")) == "bfloat16"
+    for supported, expected in ((True, "bfloat16"), (False, "float32")):  # Ampere and later
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert devices.resolve_precision("auto", torch.device("cuda")) == expected
+    # Checked before any weights are read, and even for cubic, which ignores it.
+    with pytest.raises(ConfigError, match="unknown precision"):
+        load_slice_model("cubic", precision="half")
 
 
 def test_bfloat16_on_cpu_is_close_to_float32_and_recorded(model_file, rng):

@@ -61,6 +61,10 @@ def command(
 
     shard_k_n = parse_shard(shard) if shard is not None else None
     options = opt.upscale_options(arguments)
+    # Made (and its precision checked) before anything is written to OUT_DIR.
+    request = ModelRequest(
+        model, device=device, threads=threads, batch_size=batch_size, precision=precision
+    )
     scans = find_anatomical_scans(
         bids_dir,
         participant_labels=participant_label or (),
@@ -74,9 +78,7 @@ def command(
     logs.mkdir(parents=True, exist_ok=True)
     run_and_report(
         derivative_jobs(scans, out_dir),
-        ModelRequest(
-            model, device=device, threads=threads, batch_size=batch_size, precision=precision
-        ),
+        request,
         shard=shard_k_n,
         summary=summary_path(logs, shard_k_n),
         factor=factor,

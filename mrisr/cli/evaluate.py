@@ -52,12 +52,14 @@ def command(
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
 ) -> None:
+    from mrisr.device import check_precision_text
     from mrisr.errors import naming_input
     from mrisr.evaluation import check_figure_path, evaluate, rich_table, save_figure
     from mrisr.interpolation import CubicSliceModel
     from mrisr.io import load_volume
     from mrisr.upscale import UpscaleOptions
 
+    check_precision_text(precision)  # before any work, even when only cubic runs
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)
     volume = load_volume(scan)
