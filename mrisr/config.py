@@ -427,7 +427,8 @@ class TrainConfig:
         ema_decay: decay of the exponential moving average of generator weights.
         seed: seed of every random choice (data, initial weights).
         device: auto, cpu, cuda or cuda:N (under torchrun: the local GPU).
-        amp: bf16 autocast and channels-last memory on CUDA (ignored on CPU).
+        amp: bf16 autocast where the hardware has bfloat16 (GPUs, with
+            channels-last memory; CPUs with AVX512-BF16 or AMX); float32 elsewhere.
         compile: wrap the networks in torch.compile.
         threads: CPU threads for torch (None: torch's default).
         tensorboard: also write TensorBoard curves when tensorboard is installed.

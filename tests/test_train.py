@@ -608,6 +608,28 @@ def test_the_training_step_runs_on_its_own_on_cpu():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_cpu_is_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
+    import mrisr.device as devices
+    from mrisr.config import ModelConfig
+    from mrisr.recipes import resolve
+    from mrisr.training.step import build_learner, pixel_step
+
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+    plan = resolve(TrainConfig(model=ModelConfig(size="small")), perceptual_available=False)
+    learner = build_learner(plan, device="cpu", gan=False, seed=0, amp=True)
+    assert learner.amp is native and not learner.channels_last  # channels-last: CUDA only
+    assert build_learner(plan, device="cpu", gan=False, seed=0, amp=False).amp is False
+    seen = []
+    learner.g_forward.register_forward_hook(
+        lambda module, args, out: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    losses = pixel_step(learner, torch.rand(2, 1, 8, 32), torch.rand(2, 1, 32, 32))
+    assert seen == [native] and torch.isfinite(losses["pixel"])
+    # The master weights stay float32 either way.
+    assert all(p.dtype == torch.float32 for p in learner.generator.parameters())
+
+
 def test_a_gan_step_without_a_gan_stage_is_refused():
     from mrisr.recipes import resolve
     from mrisr.training.step import build_learner, gan_step

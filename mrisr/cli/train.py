@@ -80,7 +80,7 @@ SaveEvery = _option(int, "Save model and state every N steps. [schedule.save_eve
 Seed = _option(int, "Random seed. [seed]")
 Device = _option(str, f"{DEVICE_HELP}. [device]")
 Threads = _option(int, "CPU threads for torch. [threads]")
-Amp = _switch("--amp/--no-amp", "bf16 autocast on CUDA. [amp]")
+Amp = _switch("--amp/--no-amp", "bf16 autocast where the GPU or CPU has bfloat16. [amp]")
 Compile = _switch("--compile/--no-compile", "torch.compile the networks. [compile]")
 Tensorboard = _switch(
     "--tensorboard/--no-tensorboard", "TensorBoard curves when installed. [tensorboard]"

@@ -17,8 +17,9 @@ Two steps, as ESRGAN's ``optimize_parameters``:
   losses against the discriminator, then a discriminator step on the same
   (detached) generated patches, then the EMA update.
 
-Both clip gradients when asked and run under bf16 autocast (channels-last
-memory) on CUDA when ``amp`` is set. They return the losses as detached
+Both clip gradients when asked and run under bf16 autocast when ``amp`` is
+set and the hardware has bfloat16 (GPUs, with channels-last memory, and CPUs
+with AVX512-BF16 or AMX). They return the losses as detached
 0-dim tensors on the device: turning each into a float every step would make
 the GPU wait for the CPU every step, so callers convert them when they log.
 """
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mrisr.device import resolve_precision
 from mrisr.errors import ConfigError
 from mrisr.losses import (
     ADVERSARIAL_LOSSES,
@@ -102,7 +104,8 @@ class Learner:
         perceptual: the perceptual loss module, or None.
         adversarial: the adversarial loss pair, or None without a GAN stage.
         device: where the networks live.
-        amp: bf16 autocast and channels-last memory (CUDA only).
+        amp: bf16 autocast on (see :func:`build_learner`); channels-last memory
+            too on CUDA.
         ema_decay: the EMA's decay once warmed up.
         grad_clip: largest gradient norm of each network (0 = no clipping).
         weight_decay: Adam's weight decay (for the optimisers made anew).
@@ -127,10 +130,15 @@ class Learner:
     steps_in_stage: int = 0
 
     def autocast(self) -> Any:
-        """bf16 autocast on CUDA with ``amp``; a no-op context otherwise."""
+        """bf16 autocast on the learner's device with ``amp``; a no-op context otherwise."""
         if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def channels_last(self) -> bool:
+        """Channels-last batches: faster under bf16 on recent GPUs, not on CPUs."""
+        return self.amp and self.device.type == "cuda"
 
     def start_gan_stage(self) -> None:
         """Stage 2 starts from the stage-1 EMA weights, with a fresh generator Adam."""
@@ -171,7 +179,10 @@ def build_learner(
         gan: build the GAN stage (discriminator, its Adam, the adversarial
             loss) when the recipe has one.
         perceptual: the perceptual loss (see :func:`mrisr.losses.build_perceptual_loss`).
-        amp: bf16 autocast and channels-last memory, used on CUDA only.
+        amp: bf16 autocast where the hardware has bfloat16 (a GPU that supports
+            it, a CPU with AVX512-BF16 or AMX: :func:`mrisr.device.resolve_precision`),
+            about 1.5x faster steps on such a CPU; channels-last memory on CUDA.
+            Elsewhere float32.
         compile: ``torch.compile`` the forward passes.
         distributed: wrap the forward passes in DistributedDataParallel (the
             process group must be initialised).
@@ -199,8 +210,8 @@ def build_learner(
     if with_gan:
         discriminator = build_discriminator(plan.discriminator, **plan.discriminator_kwargs)  # type: ignore[arg-type]
         discriminator = discriminator.to(device)
-    cuda_amp = device.type == "cuda" and amp
-    if cuda_amp:  # channels-last makes convolutions faster under bf16 on recent GPUs
+    bf16 = amp and resolve_precision("auto", device) == "bfloat16"
+    if bf16 and device.type == "cuda":  # channels-last: faster convolutions under bf16 on GPUs
         for net in (generator, ema, discriminator):
             if net is not None:
                 net.to(memory_format=torch.channels_last)
@@ -229,7 +240,7 @@ def build_learner(
         perceptual=perceptual.to(device) if perceptual is not None else None,
         adversarial=ADVERSARIAL_LOSSES[plan.adversarial_loss] if with_gan else None,  # type: ignore[index]
         device=device,
-        amp=cuda_amp,
+        amp=bf16,
         ema_decay=ema_decay,
         grad_clip=grad_clip,
         weight_decay=weight_decay,
@@ -343,7 +354,7 @@ def training_step(learner: Learner, lr: Tensor, hr: Tensor, stage: str) -> dict[
 
 
 def _step(learner: Learner, lr: Tensor, hr: Tensor, stage: str) -> dict[str, Tensor]:
-    if learner.amp:
+    if learner.channels_last:
         lr = lr.contiguous(memory_format=torch.channels_last)
         hr = hr.contiguous(memory_format=torch.channels_last)
     losses, fake = _generator_update(learner, lr, hr, stage)
