@@ -311,8 +311,11 @@ def main() -> None:
     quick_shape = tuple(int(n) for n in args.quick_shape.split(","))
     full_warmup, full_steps = (int(n) for n in args.full_cpu_steps.split(","))
     precisions = [("float32", False, False)]
-    if cuda:
+    from mrisr.device import resolve_precision
+
+    if resolve_precision("auto", device) == "bfloat16":  # a GPU, or a CPU with native bf16
         precisions.append(("bf16 autocast", True, False))
+    if cuda:
         if args.compile:
             precisions.append(("bf16 + compile", True, True))
 
