@@ -272,8 +272,8 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
         "Budgets (steps): "
         + ", ".join(str(b) for b in budgets)
         + ". The seconds below (adaptation only: profile estimate, pairs, training,",
-        "held-out check) were measured on a machine whose 2 cores were shared with other",
-        "jobs while it ran: they overstate the time on 2 free cores.",
+        "held-out check) are wall-clock on this run's machine; other jobs on its cores",
+        "make them longer, and a CPU without native bfloat16 trains about 1.6x slower.",
         "",
     ]
     head = "| volume | factor | axis | fast PSNR gain | fast SSIM gain |"
