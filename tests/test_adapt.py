@@ -149,6 +149,7 @@ def test_worse_weights_are_not_kept(model, monkeypatch):
 
 def test_better_weights_are_kept_and_saved_as_a_normal_model(model, monkeypatch, tmp_path):
     monkeypatch.setattr(adapt, "KEEP_MARGIN_DB", -math.inf)  # keep whatever came out
+    monkeypatch.setattr(adapt, "through_plane_residual", lambda *args: 0.0)
     scan = _scan()
     result = adapt_model(scan, model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=2)
     assert result.kept and result.model is not model
@@ -160,6 +161,44 @@ def test_better_weights_are_kept_and_saved_as_a_normal_model(model, monkeypatch,
         reloaded.upscale_slices(stack, 20), result.model.upscale_slices(stack, 20), atol=1e-6
     )
     assert reloaded.description["adaptation"]["kept"] is True
+
+
+class RepeatRows(CubicSliceModel):
+    """Each thick row repeated: its box re-simulation is exactly the input."""
+
+    def upscale_slices(self, stack, out_rows, progress=None):
+        return np.repeat(stack, out_rows // stack.shape[1], axis=1).astype(np.float32)
+
+
+class Zeros(CubicSliceModel):
+    def upscale_slices(self, stack, out_rows, progress=None):
+        return np.zeros((stack.shape[0], out_rows, stack.shape[2]), np.float32)
+
+
+def test_the_through_plane_residual_measures_agreement_with_the_measured_slices():
+    from mrisr.intensity import fit_normalisation
+
+    scan = _scan()  # 4 mm slices, 1 mm in plane: 4x, contiguous
+    plan = plan_upscale(scan)
+    assert adapt.through_plane_residual(RepeatRows(), scan, plan) < 1e-6
+    normalised = fit_normalisation(scan.data).apply(scan.data)
+    nothing = adapt.through_plane_residual(Zeros(), scan, plan)
+    assert nothing == pytest.approx(float(np.sqrt(np.mean(normalised**2))), rel=1e-6)
+    assert 0 < adapt.through_plane_residual(CubicSliceModel(), scan, plan) < nothing
+
+
+def test_a_held_out_gain_that_fits_the_measured_slices_worse_is_not_kept(model, monkeypatch):
+    monkeypatch.setattr(adapt, "KEEP_MARGIN_DB", -math.inf)  # the held-out check passes
+    # Worse agreement with the measured slices for the adapted network than the original.
+    monkeypatch.setattr(
+        adapt, "through_plane_residual", lambda m, *args: 0.01 if m is model else 0.02
+    )
+    result = adapt_model(
+        _scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=2, seed=0
+    )
+    assert not result.kept and result.model is model
+    assert result.record["through_plane_residual"] == {"before": 0.01, "after": 0.02}
+    assert "agrees less with the measured slices" in result.record["reason"]
 
 
 def test_non_finite_weights_are_never_saved(model, monkeypatch, tmp_path):
