@@ -199,7 +199,6 @@ def adapt_model(
         ConfigError: a model without a network, or a budget <= 0.
         InputError: a scan too small to cut patches from.
     """
-    import torch
 
     from mrisr.training.step import build_learner, pixel_step
 
@@ -252,20 +251,7 @@ def adapt_model(
             break
     train_seconds = time.perf_counter() - train_start
     adapted = learner.ema.eval()
-    finite = all(bool(torch.isfinite(p).all()) for p in adapted.parameters())
-    after = held_out_psnr(adapted, held) if finite else -math.inf
-    finite = finite and math.isfinite(after)
-    kept = finite and after > before + KEEP_MARGIN_DB
-    through = None
-    if kept:
-        # The held-out pairs are made with the same slice profile as the training
-        # pairs, so a wrong profile passes that check; the measured thick slices
-        # are the one through-plane truth there is (docs/adaptation.md).
-        through = {
-            "before": through_plane_residual(model, volume, plan, thickness_mm),
-            "after": through_plane_residual(_running(model, adapted), volume, plan, thickness_mm),
-        }
-        kept = through["after"] <= through["before"]
+    kept, finite, after, through = _judge(model, adapted, held, before, volume, plan, thickness_mm)
     from mrisr.checkpoint import weights_sha256
 
     record = {
@@ -295,6 +281,33 @@ def adapt_model(
     if not kept:
         return AdaptationResult(model, False, record)
     return AdaptationResult(_adapted_model(model, adapted, record), True, record)
+
+
+def _judge(
+    model: GeneratorSliceModel,
+    adapted: Any,
+    held: list[tuple[torch.Tensor, torch.Tensor]],
+    before: float,
+    volume: Volume,
+    plan: UpscalePlan,
+    thickness_mm: float | None,
+) -> tuple[bool, bool, float, dict[str, float] | None]:
+    """Keep the adapted network? (kept, finite, held-out PSNR after, through-plane residuals)."""
+    import torch
+
+    finite = all(bool(torch.isfinite(p).all()) for p in adapted.parameters())
+    after = held_out_psnr(adapted, held) if finite else -math.inf
+    finite = finite and math.isfinite(after)
+    if not (finite and after > before + KEEP_MARGIN_DB):
+        return False, finite, after, None
+    # The held-out pairs are made with the same slice profile as the training
+    # pairs, so a wrong profile passes that check; the measured thick slices
+    # are the one through-plane truth there is (docs/adaptation.md).
+    through = {
+        "before": through_plane_residual(model, volume, plan, thickness_mm),
+        "after": through_plane_residual(_running(model, adapted), volume, plan, thickness_mm),
+    }
+    return through["after"] <= through["before"], finite, after, through
 
 
 def held_out_psnr(generator: Any, held: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
