@@ -426,6 +426,11 @@ def _reason(
     if not finite:
         return "training diverged (non-finite weights): kept the original model"
     change = f"held-out PSNR {before:.2f} -> {after:.2f} dB ({after - before:+.2f} dB)"
+    if kept and through is not None:
+        return (
+            f"{change}, and the measured slices are reproduced at least as well (through-plane "
+            f"residual {through['before']:.2e} -> {through['after']:.2e}): kept the adapted model"
+        )
     if kept:
         return f"{change}: kept the adapted model"
     if through is not None:

@@ -153,6 +153,7 @@ def test_better_weights_are_kept_and_saved_as_a_normal_model(model, monkeypatch,
     scan = _scan()
     result = adapt_model(scan, model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=2)
     assert result.kept and result.model is not model
+    assert "measured slices are reproduced at least as well" in result.record["reason"]
     assert result.model.describe()["weights_sha256"] == result.record["adapted_weights_sha256"]
     path = save_adapted(result, tmp_path / "adapted.safetensors")
     reloaded = GeneratorSliceModel.from_file(path, device="cpu")
