@@ -221,6 +221,8 @@ def output_sizes(cases: list[Case], folder: Path) -> list[str]:
 
 def table(rows: list[Row], cases: list[Case], runs: int) -> str:
     """The markdown section."""
+    from mrisr.device import cpu_has_native_bfloat16
+
     cubic = {row.case: statistics.median(row.seconds) for row in rows if row.what == "cubic"}
     lines = [
         "| scan | figure | median s | min s | x cubic | peak RSS MB |",
@@ -255,7 +257,7 @@ def table(rows: list[Row], cases: list[Case], runs: int) -> str:
             "precision); *cubic*: the same command with `--model cubic`.",
             "",
             f"Native bfloat16 on this CPU (what `--precision auto` runs): "
-            f"{'yes' if _native_bfloat16() else 'no'}.",
+            f"{'yes' if cpu_has_native_bfloat16() else 'no'}.",
             "",
             *lines,
             "",
@@ -265,12 +267,6 @@ def table(rows: list[Row], cases: list[Case], runs: int) -> str:
             "",
         ]
     )
-
-
-def _native_bfloat16() -> bool:
-    from mrisr.device import cpu_has_native_bfloat16
-
-    return cpu_has_native_bfloat16()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -486,13 +486,18 @@ def through_plane_residual(
     return math.sqrt(squares / count)
 
 
-def _running(model: GeneratorSliceModel, generator: Any) -> Any:
-    """``generator`` run the way ``model`` runs (device, batches, tiles, precision)."""
+def _running(
+    model: GeneratorSliceModel, generator: Any, description: dict[str, Any] | None = None
+) -> Any:
+    """``generator`` run the way ``model`` runs (device, batches, tiles, precision).
+
+    ``description`` replaces ``model``'s (default: ``model``'s own).
+    """
     from mrisr.inference import GeneratorSliceModel
 
     return GeneratorSliceModel(
         generator,
-        model.description,
+        model.description if description is None else description,
         name=f"{model.name}+adapted",
         device=model.device,
         batch_size=model.batch_size,
@@ -506,24 +511,13 @@ def _adapted_model(model: GeneratorSliceModel, adapted: Any, record: dict[str, A
     """A :class:`GeneratorSliceModel` running ``adapted``, described as an adaptation of ``model``."""
     import copy
 
-    from mrisr.inference import GeneratorSliceModel
-
     description = dict(model.description)
     description["weights_sha256"] = record["adapted_weights_sha256"]
     description["adaptation"] = {
         k: record[k] for k in ("steps", "held_out_psnr_before", "held_out_psnr_after")
     }
     description["adapted_from"] = model.description.get("weights_sha256")
-    return GeneratorSliceModel(
-        copy.deepcopy(adapted),
-        description,
-        name=f"{model.name}+adapted",
-        device=model.device,
-        batch_size=model.batch_size,
-        tile_cols=model.tile_cols,
-        tile_overlap=model.tile_overlap,
-        precision=model.precision,
-    )
+    return _running(model, copy.deepcopy(adapted), description)
 
 
 # ------------------------------------------------------------- upscale flow
