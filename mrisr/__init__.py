@@ -20,6 +20,7 @@ from mrisr.errors import (
     GeometryError,
     InputError,
     MrisrError,
+    NotThickSliceError,
     OutputError,
 )
 
@@ -96,6 +97,7 @@ __all__ = [
     "InputError",
     "MrisrError",
     "Normalisation",
+    "NotThickSliceError",
     "OutputError",
     "SliceModel",
     "TrainConfig",

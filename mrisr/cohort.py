@@ -24,7 +24,6 @@ so an output written here is byte for byte what ``mrisr upscale scan`` writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -36,11 +35,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mrisr.errors import ConfigError, MrisrError, OutputError
+from mrisr.errors import ConfigError, MrisrError, NotThickSliceError, OutputError
 from mrisr.io.files import READ_FORMATS, suffix
 from mrisr.io.outputs import default_output_path, sidecar_path, write_json_atomic
 from mrisr.io.scans import expand_scans, is_single_scan
 from mrisr.models import ModelRequest, choose_model, default_model_path
+from mrisr.resume import is_done, model_identity, resume_difference
 from mrisr.shards import distributed_env, gather_records, parse_shard, rank_share, take_shard
 from mrisr.upscale import UpscaleOptions
 
@@ -58,6 +58,8 @@ __all__ = [
     "distributed_env",
     "expand_scans",
     "is_done",
+    "model_identity",
+    "resume_difference",
     "is_single_scan",
     "parse_shard",
     "rank_share",
@@ -71,8 +73,8 @@ __all__ = [
 
 #: What happened to a scan.
 Status = Literal["done", "skipped", "failed"]
-#: Options that change no voxel of the output: a resumed run ignores them.
-_RESULT_NEUTRAL_OPTIONS = ("force",)
+#: A :class:`ScanRecord`'s note for a scan finished by an earlier run.
+ALREADY_DONE = "already done with the same input, model and options"
 
 
 # ------------------------------------------------------------------ jobs and records
@@ -108,12 +110,14 @@ class ScanRecord:
     Attributes:
         index: the scan's position in the whole sorted list (before sharding).
         scan: the input path.
-        status: ``"done"``, ``"skipped"`` (already done, resumed) or ``"failed"``.
+        status: ``"done"``, ``"skipped"`` (already done, resumed; or not a
+            thick-slice scan) or ``"failed"``.
         seconds: time spent computing and writing the scan (reading overlaps
             the previous scan and is not counted; writing overlaps the next one).
         output: the output image (None when failed).
         error: the error message (failed only).
         rank: the torchrun rank that did it (0 in a plain process).
+        note: why a scan was skipped: already done, or not a thick-slice scan.
     """
 
     index: int
@@ -123,6 +127,7 @@ class ScanRecord:
     output: str | None = None
     error: str | None = None
     rank: int = 0
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -147,7 +152,8 @@ def scan_jobs(
         OutputError: ``output_dir`` is a file or cannot be created, or two
             scans would write the same output.
     """
-    items = list(scans)
+    # One path alone is one scan, not a sequence of one-letter paths.
+    items = [scans] if isinstance(scans, (str, os.PathLike, ScanJob)) else list(scans)
     jobs = [item for item in items if isinstance(item, ScanJob)]
     paths = [item for item in items if not isinstance(item, ScanJob)]
     if paths:
@@ -253,22 +259,6 @@ class ModelCache:
         return self._keys[factor]
 
 
-def model_identity(description: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two model descriptions the same model: the weights' hash, else name and kind.
-
-    The precision the weights ran in is left out, as ``--force`` is left out of
-    the options: bfloat16 and float32 results differ by at most 0.005 dB PSNR
-    (docs/precision.md), and a study resumed on another machine must not be
-    redone for it.
-    """
-    weights = description.get("weights_sha256")
-    return (
-        ("weights", weights)
-        if weights
-        else ("model", description.get("name"), description.get("kind"))
-    )
-
-
 # ------------------------------------------------------------------ one scan
 
 
@@ -310,51 +300,12 @@ class CohortSettings:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A scan read and planned by the reading thread, or found already done."""
+    """A scan read and planned by the reading thread, or skipped (``note`` says why)."""
 
     skipped: bool
     volume: Volume | None = None
     plan: UpscalePlan | None = None
-
-
-def is_done(job: ScanJob, models: ModelCache, settings: CohortSettings) -> bool:
-    """Whether ``job`` was finished by an earlier run with the same input, model and options.
-
-    The output image and its sidecar must exist, and the sidecar must record
-    the input's current SHA-256, the options (those that change voxels), the
-    factor and axis asked for (when given), the same ``spacing_mm`` (or none) and the weights of the model this
-    run would use at the recorded factor.
-
-    Raises:
-        Nothing: anything unreadable means "not done" (the scan is redone, or
-        refused as an existing output without ``overwrite``).
-    """
-    from mrisr.io import file_sha256
-
-    output = job.output_path
-    sidecar = sidecar_path(output)
-    if not (output.is_file() and sidecar.is_file()):
-        return False
-    try:
-        recorded = json.loads(sidecar.read_text())
-        # The cheap comparisons first: hashing a large input or DICOM folder is not.
-        same = (
-            _voxel_options(recorded["options"]) == _voxel_options(asdict(settings.options))
-            and settings.factor in (None, recorded["factor"])
-            and settings.axis in (None, recorded["axis"])
-            and settings.spacing_mm == recorded.get("spacing_mm")
-            and recorded["input"]["sha256"] == file_sha256(job.input)
-        )
-        if not same:
-            return False
-        model = models.get(float(recorded["factor"]))
-        return model_identity(recorded["model"]) == model_identity(model.describe())
-    except (OSError, ValueError, KeyError, TypeError, MrisrError):
-        return False
-
-
-def _voxel_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in _RESULT_NEUTRAL_OPTIONS}
+    note: str | None = None
 
 
 def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Prepared:
@@ -362,28 +313,33 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
     from mrisr.io import load_volume
     from mrisr.upscale import check_upscale_outputs, plan_upscale
 
-    if not settings.overwrite and is_done(job, models, settings):
-        return _Prepared(skipped=True)
-    if not settings.overwrite and sidecar_path(job.output_path).is_file():
-        raise OutputError(
-            "already exists, made from another input, model or options than this run's "
-            f"(its sidecar {sidecar_path(job.output_path).name} records them)",
-            path=job.output_path,
-            fix="pass --overwrite (overwrite=True) to redo it, or write elsewhere",
-        )
+    if not settings.overwrite:
+        difference = resume_difference(job, models, settings)
+        if difference is None:
+            return _Prepared(skipped=True, note=ALREADY_DONE)
+        sidecar = sidecar_path(job.output_path)
+        if sidecar.is_file():
+            raise OutputError(
+                f"was made by an earlier run that does not match this one: {difference}",
+                path=job.output_path,
+                expected=f"no earlier output, or one this run would make (its sidecar "
+                f"{sidecar.name} records how it was made)",
+                fix="pass --overwrite to redo it, or write elsewhere"
+                + (f", or remove the leftover {sidecar}" if not job.output_path.exists() else ""),
+            )
     if job.create_folder:
         job.output_path.parent.mkdir(parents=True, exist_ok=True)
     check_upscale_outputs(
         job.input, job.output_path, overwrite=settings.overwrite, options=settings.options
     )
     volume = load_volume(job.input)
-    return _Prepared(
-        False,
-        volume,
-        plan_upscale(
+    try:
+        plan = plan_upscale(
             volume, factor=settings.factor, axis=settings.axis, spacing_mm=settings.spacing_mm
-        ),
-    )
+        )
+    except NotThickSliceError as error:  # a 3D scan among 2D ones: nothing to do
+        return _Prepared(skipped=True, note=f"not a thick-slice scan: {error.problem}")
+    return _Prepared(False, volume, plan)
 
 
 class _Pending:
@@ -398,9 +354,10 @@ class _Pending:
         result: Volume | None = None,
         error: str | None = None,
         skipped: bool = False,
+        note: str | None = None,
     ) -> None:
         self.index, self.job, self.rank, self.seconds = index, job, rank, seconds
-        self.result, self.error, self.skipped = result, error, skipped
+        self.result, self.error, self.skipped, self.note = result, error, skipped, note
         self.writing: Future | None = None
 
     def start_writing(self, writer: ThreadPoolExecutor, settings: CohortSettings) -> None:
@@ -424,9 +381,18 @@ class _Pending:
                 self.index, str(job.input), "failed", round(seconds, 3), None, error, self.rank
             )
         status: Status = "skipped" if self.skipped else "done"
-        output = str(job.output_path.absolute())
+        # A skipped scan has an output only when an earlier run made it.
+        made = not self.skipped or self.note == ALREADY_DONE
+        output = str(job.output_path.absolute()) if made else None
         return ScanRecord(
-            self.index, str(job.input), status, round(seconds, 3), output, None, self.rank
+            self.index,
+            str(job.input),
+            status,
+            round(seconds, 3),
+            output,
+            None,
+            self.rank,
+            self.note,
         )
 
 
@@ -448,7 +414,8 @@ def _compute(
     try:
         ready = prepared.result()
         if ready.skipped:
-            return _Pending(index, job, rank, time.perf_counter() - start, skipped=True)
+            seconds = time.perf_counter() - start
+            return _Pending(index, job, rank, seconds, skipped=True, note=ready.note)
         result = upscale_volume(
             ready.volume, models.get(ready.plan.factor), plan=ready.plan, options=settings.options
         )
@@ -507,7 +474,7 @@ def upscale_many(
     spacing_mm: float | None = None,
     options: UpscaleOptions | None = None,
     overwrite: bool = False,
-    shard: tuple[int, int] | None = None,
+    shard: tuple[int, int] | str | None = None,
     rank: int = 0,
     **settings: Any,
 ) -> Iterator[ScanRecord]:
@@ -518,12 +485,14 @@ def upscale_many(
     another writes the previous one (a record is yielded once its scan is
     written, so records come one scan behind the computing). A scan
     already finished with the same input, model and options is ``"skipped"``
-    (``overwrite`` redoes it); a scan that fails is ``"failed"`` with its
-    message and leaves no output, and the others go on.
+    (``overwrite`` redoes it), and so is a scan with no thick axis when no
+    ``axis`` is given (a 3D scan among 2D ones; its record's ``note`` says
+    so); a scan that fails is ``"failed"`` with its message and leaves no
+    output, and the others go on.
 
     Args:
         scans: files, folders, glob patterns (see :func:`expand_scans`) or
-            :class:`ScanJob` objects.
+            :class:`ScanJob` objects; one path or job alone is taken as one scan.
         model: as for :func:`mrisr.upscale.upscale_file`, or a :class:`ModelCache`.
         output_dir: folder for the outputs of path arguments (created when
             missing); default beside each scan.
@@ -532,7 +501,8 @@ def upscale_many(
         spacing_mm: isotropic output spacing in mm instead of ``factor``.
         options: see :class:`~mrisr.upscale.UpscaleOptions`.
         overwrite: redo finished scans, replacing their outputs.
-        shard: (K, N): only the K-th of N shares of the sorted scans (:func:`take_shard`).
+        shard: (K, N) or ``"K/N"``: only the K-th of N shares of the sorted
+            scans (:func:`take_shard`).
         rank: recorded in each record (set by :func:`run_cohort` under torchrun).
         **settings: fields of :class:`~mrisr.upscale.UpscaleOptions`.
 
@@ -548,6 +518,8 @@ def upscale_many(
         factor, axis, UpscaleOptions.build(options, settings), overwrite, spacing_mm
     )
     jobs = list(enumerate(scan_jobs(scans, None if output_dir is None else Path(output_dir))))
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
     if shard is not None:
         jobs = take_shard(jobs, *shard)
     models = model if isinstance(model, ModelCache) else ModelCache(model)
@@ -612,6 +584,17 @@ def summarize(records: Sequence[ScanRecord]) -> dict[str, Any]:
     }
 
 
+def check_summary_path(path: str | Path) -> Path:
+    """Refuse a summary file that could not be written, before any scan runs.
+
+    Raises:
+        OutputError: its folder is missing or not writable, or it is a folder.
+    """
+    from mrisr.io.files import check_output, check_writable
+
+    return check_writable(check_output(path, overwrite=True))
+
+
 def write_summary(records: Sequence[ScanRecord], path: str | Path, **fields: Any) -> Path:
     """Write :func:`summarize` (plus ``fields``) atomically; a previous summary is replaced.
 
@@ -625,7 +608,7 @@ def run_cohort(
     scans: Iterable[str | Path | ScanJob],
     model: SliceModel | ModelRequest | str | Path | None = None,
     *,
-    shard: tuple[int, int] | None = None,
+    shard: tuple[int, int] | str | None = None,
     summary: str | Path | None = None,
     on_record: Callable[[ScanRecord], None] | None = None,
     **kwargs: Any,
@@ -652,7 +635,11 @@ def run_cohort(
         See :func:`upscale_many`; a scan's own error is recorded, not raised.
     """
     rank, world, local_rank = distributed_env()
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
     k, n = shard or (1, 1)
+    if summary is not None and rank == 0:  # a summary that cannot be written fails now
+        check_summary_path(summary)
     if world > 1:
         model = _rank_model(model, local_rank)
     records = []

@@ -53,6 +53,14 @@ class GeometryError(InputError):
     """Voxel spacing or orientation that rules out thick-slice upscaling."""
 
 
+class NotThickSliceError(GeometryError):
+    """A scan with no thick axis to upscale: already (nearly) isotropic.
+
+    A cohort run skips such scans (a study holds 3D scans beside 2D ones);
+    a single ``mrisr upscale`` refuses them.
+    """
+
+
 class OutputError(MrisrError, OSError):
     """An output path that would overwrite the input or an existing file."""
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrisr.errors import GeometryError
+from mrisr.errors import GeometryError, NotThickSliceError
 
 #: Below this ratio of thick to in-plane spacing a scan is treated as isotropic.
 MIN_ANISOTROPY = 1.5
@@ -153,7 +153,8 @@ def detect_thick_axis(
         The thick axis, 0, 1 or 2.
 
     Raises:
-        GeometryError: isotropic or nearly so, two thick axes, or header and
+        NotThickSliceError: isotropic or nearly so (a GeometryError).
+        GeometryError: two thick axes, or header and
             affine naming different thick axes.
     """
     spacing = voxel_sizes(affine)
@@ -170,6 +171,7 @@ def detect_thick_axis(
             problem = f"is already (nearly) isotropic (spacing {text} mm)"
             expected = f"one axis at least {min_anisotropy:g} times coarser than the others"
             fix = "pass --axis and --factor to upscale anyway"
+            raise NotThickSliceError(problem, path=source, expected=expected, fix=fix)
         raise GeometryError(problem, path=source, expected=expected, fix=fix)
     if header_zooms is not None:
         zooms = np.asarray(header_zooms[:3], dtype=np.float64)

@@ -39,6 +39,7 @@ from mrisr.io.outputs import (
     default_output_path,
     disagreement_path,
     named_path,
+    recorded_map,
     sidecar_path,
     write_image_and_sidecar,
 )
@@ -625,6 +626,8 @@ def write_upscaled(
             **provenance["disagreement"],
             "file": str(spread_path.resolve()),
         }
+    # An earlier run's map beside a result made without one would be read as this one's.
+    stale = None if options.disagreement or not overwrite else recorded_map(output)
     write_image_and_sidecar(
         result,
         output,
@@ -634,6 +637,8 @@ def write_upscaled(
         dtype=options.dtype,
         extras=extras,
     )
+    if stale is not None:
+        stale.unlink(missing_ok=True)
 
 
 def _provenance(

@@ -203,15 +203,15 @@ def test_a_second_run_skips_finished_scans_and_overwrite_redoes_them(study, tmp_
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "named"),
     [
-        {"fusion": "fba"},  # other options
-        {"factor": 2.0},  # another factor than the one recorded
-        {"input": True},  # the input changed since
+        ({"fusion": "fba"}, "fusion 'mean' (recorded) against 'fba' (now)"),  # other options
+        ({"factor": 2.0}, "factor"),  # another factor than the one recorded
+        ({"input": True}, "the input changed since"),
     ],
     ids=["options", "factor", "input"],
 )
-def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change):
+def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change, named):
     out, scan = tmp_path / "out", study / "a" / "s1.nii.gz"
     list(upscale_many([scan], "cubic", output_dir=out))
     settings = {k: v for k, v in change.items() if k != "input"}
@@ -220,7 +220,8 @@ def test_a_finished_scan_made_differently_is_not_skipped(study, tmp_path, change
         save_volume(volume.with_data(volume.data * 2, volume.affine), tmp_path / "new.nii.gz")
         scan.write_bytes((tmp_path / "new.nii.gz").read_bytes())
     (record,) = upscale_many([scan], "cubic", output_dir=out, **settings)
-    assert record.status == "failed" and "made from another input, model or options" in record.error
+    assert record.status == "failed" and "does not match this one" in record.error
+    assert named in record.error  # the refusal says what differs
     (record,) = upscale_many([scan], "cubic", output_dir=out, overwrite=True, **settings)
     assert record.status == "done"
 

@@ -45,6 +45,14 @@ def command(
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Redo scans already done.")] = False,
     shard: opt.Shard = None,
+    summary: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON summary of the run; default OUT_DIR/logs/mrisr_summary[_sub-X][_ses-Y]"
+            "[_SUFFIX][_shard-K-of-N].json, named after the selection so that runs for other "
+            "participants do not replace it."
+        ),
+    ] = None,
 ) -> None:
     arguments = dict(locals())
     from mrisr.bids import (
@@ -80,9 +88,25 @@ def command(
         derivative_jobs(scans, out_dir),
         request,
         shard=shard_k_n,
-        summary=summary_path(logs, shard_k_n),
+        summary=summary or _summary_name(summary_path(logs, shard_k_n), arguments),
         factor=factor,
         spacing_mm=spacing,
         options=options,
         overwrite=overwrite,
     )
+
+
+def _summary_name(default: Path, arguments: dict) -> Path:
+    """``mrisr_summary_sub-01_T1w.json``: one summary per selection (participant jobs run apart)."""
+    from mrisr.bids import DEFAULT_SUFFIXES
+
+    parts = [f"sub-{label.removeprefix('sub-')}" for label in arguments["participant_label"] or ()]
+    parts += [f"ses-{label.removeprefix('ses-')}" for label in arguments["session_label"] or ()]
+    suffixes = list(arguments["suffix"] or ())
+    if set(suffixes) != set(DEFAULT_SUFFIXES):  # the default selection keeps the plain name
+        parts += suffixes
+    if not parts:
+        return default
+    stem, _, shard = default.stem.partition("_shard-")
+    name = "_".join([stem, *parts]) + (f"_shard-{shard}" if shard else "")
+    return default.with_name(name + default.suffix)

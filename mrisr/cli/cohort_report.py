@@ -92,15 +92,33 @@ def _print_table(records: Sequence[Any], summary: Path) -> None:
         status: sum(r.status == status for r in records) for status in ("done", "skipped", "failed")
     }
     shown = records if len(records) <= TABLE_ROWS else [r for r in records if r.status == "failed"]
-    if shown:
+
+    def detail(record: Any) -> str:
+        if record.status == "failed":
+            return record.error
+        if record.note and record.output is None:  # skipped with nothing written
+            return record.note
+        return record.output
+
+    if shown and output.is_terminal:
         table = Table("scan", "status", "seconds", "output or error")
         for record in shown:
             style = {"failed": "red", "skipped": "dim"}.get(record.status)
-            detail = record.error if record.status == "failed" else record.output
-            table.add_row(record.scan, record.status, f"{record.seconds:.1f}", detail, style=style)
+            table.add_row(
+                record.scan, record.status, f"{record.seconds:.1f}", detail(record), style=style
+            )
         output.print(table)
+    else:  # logs and pipes: whole paths, one line per scan, for grep
+        for record in shown:
+            line = f"{record.status}\t{record.seconds:.1f} s\t{record.scan}\t{detail(record)}"
+            output.print(line, markup=False, highlight=False, soft_wrap=True)
+    not_thick = sum(r.status == "skipped" and r.output is None for r in records)
+    skipped = f"{counts['skipped']} skipped" + (
+        f" ({not_thick} not thick-slice)" if not_thick else " (already done)"
+    )
     output.print(
-        f"{counts['done']} done, {counts['skipped']} skipped (already done), "
-        f"{counts['failed']} failed; summary: {summary}",
+        f"{counts['done']} done, {skipped}, {counts['failed']} failed; summary: {summary}",
+        markup=False,
         highlight=False,
+        soft_wrap=True,
     )

@@ -104,8 +104,9 @@ Shard = Annotated[
 Summary = Annotated[
     Path | None,
     typer.Option(
-        help="JSON summary of several scans; default mrisr_summary.json in the -o folder "
-        "(else the current folder)."
+        help="JSON summary (scan, status, seconds, output, error) of the run; default "
+        "mrisr_summary.json in the -o folder (else the current folder), and with one scan and "
+        "-o FILE, in FILE's folder."
     ),
 ]
 

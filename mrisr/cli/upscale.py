@@ -73,7 +73,7 @@ def command(
 ) -> None:
     arguments = dict(locals())
     from mrisr.cohort import is_single_scan
-    from mrisr.io.outputs import disagreement_path, named_path
+    from mrisr.io.outputs import default_output_path, disagreement_path, named_path
     from mrisr.models import ModelRequest
     from mrisr.shards import distributed_env
     from mrisr.upscale import upscale_file
@@ -85,7 +85,10 @@ def command(
     )
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = opt.upscale_options(arguments, adapt=adapting)
-    if shard is not None or distributed_env()[1] > 1 or not is_single_scan(scans):
+    single = is_single_scan(scans)
+    if single and output is not None and output.is_dir():  # -o results/ for one scan too
+        output = output / default_output_path(scans[0]).name
+    if shard or summary or distributed_env()[1] > 1 or not single:
         grid = {"factor": factor, "axis": axis, "spacing_mm": spacing}
         _many(scans, output, request, options, grid, overwrite, shard, summary)
         return
@@ -172,13 +175,24 @@ def _many(
     shard: str | None,
     summary: Path | None,
 ) -> None:
-    """Several scans: the cohort path (mrisr.cohort), reported by mrisr.cli.cohort_report."""
+    """Several scans, or a summary or shard asked for: the cohort path (mrisr.cohort).
+
+    Reported by mrisr.cli.cohort_report. One scan given with an output file
+    name (an array-job task of one scan) keeps that name.
+    """
     from mrisr.cli.cohort_report import run_and_report, summary_path
-    from mrisr.cohort import scan_jobs
+    from mrisr.cohort import ScanJob, is_single_scan, scan_jobs
+    from mrisr.io.files import suffix
+    from mrisr.io.scans import expand_scans
     from mrisr.shards import parse_shard
 
     shard_k_n = parse_shard(shard) if shard is not None else None
-    jobs = scan_jobs(scans, output)
-    summary = summary or summary_path(output or Path.cwd(), shard_k_n)
+    if is_single_scan(scans) and output is not None and suffix(output) and not output.is_dir():
+        jobs = [ScanJob(expand_scans(scans)[0], output)]
+        folder = output.parent
+    else:
+        jobs = scan_jobs(scans, output)
+        folder = output or Path.cwd()
+    summary = summary or summary_path(folder, shard_k_n)
     settings = {**grid, "options": options, "overwrite": overwrite}
     run_and_report(jobs, request, shard=shard_k_n, summary=summary, **settings)

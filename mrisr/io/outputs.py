@@ -93,6 +93,27 @@ _BIDS_DESC = re.compile(
 )
 
 
+def recorded_map(output_path: str | Path) -> Path | None:
+    """The disagreement map an earlier run wrote beside ``output_path``, by its sidecar.
+
+    Returns:
+        The map's path when the output's sidecar is mrisr's record of this
+        output and names a map at :func:`disagreement_path` that exists; else None
+        (a file of that name that mrisr did not record is left alone).
+    """
+    output = Path(output_path)
+    try:
+        record = json.loads(sidecar_path(output).read_text())
+        named = Path(record["disagreement"]["file"])
+        owner = Path(record["output"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    expected = disagreement_path(output)
+    if owner.resolve() != output.resolve() or named.resolve() != expected.resolve():
+        return None
+    return expected if expected.is_file() else None
+
+
 def sidecar_path(output_path: str | Path) -> Path:
     """The JSON provenance file beside an output image (``x.nii.gz`` -> ``x.json``)."""
     path = named_path(output_path)
