@@ -34,6 +34,7 @@ from mrisr.disagreement import (
 from mrisr.errors import ConfigError, naming_input
 from mrisr.fusion import FUSIONS, Fusion, fuse
 from mrisr.intensity import fit_normalisation
+from mrisr.io.files import renamed_together
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
@@ -477,26 +478,29 @@ def upscale_file(
             check_adaptable(*adapt_on)
         chosen = choose_model(model, plan.factor)
     adaptation = None
-    if options.adapt is not None:
-        chosen, adaptation = adapt_for_upscale(
-            *adapt_on,
+    # The adapted model file (--save-adapted) joins the image, map and sidecar:
+    # all are renamed into place once all are written, or none is.
+    with renamed_together():
+        if options.adapt is not None:
+            chosen, adaptation = adapt_for_upscale(
+                *adapt_on,
+                chosen,
+                options.adapt,
+                thickness_mm=options.thickness_mm,
+                force=options.force,
+                progress=adapt_progress,
+            )
+        upscale_and_write(
+            volume,
+            plan,
             chosen,
-            options.adapt,
-            thickness_mm=options.thickness_mm,
-            force=options.force,
-            progress=adapt_progress,
+            input_path,
+            output,
+            options=options,
+            overwrite=overwrite,
+            progress=progress,
+            sidecar_fields={"adaptation": adaptation} if adaptation is not None else None,
         )
-    upscale_and_write(
-        volume,
-        plan,
-        chosen,
-        input_path,
-        output,
-        options=options,
-        overwrite=overwrite,
-        progress=progress,
-        sidecar_fields={"adaptation": adaptation} if adaptation is not None else None,
-    )
     return output, sidecar
 
 

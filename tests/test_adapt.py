@@ -297,3 +297,24 @@ def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
     assert saved.is_file()
     again = runner.invoke(app, [*args, "--model", str(saved), "-o", str(tmp_path / "b.nii.gz")])
     assert again.exit_code == 0, again.output
+
+
+def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(
+    tmp_path, model_file, monkeypatch
+):
+    import mrisr.io.outputs as outputs
+
+    scan = _scan_file(tmp_path)
+    saved = tmp_path / "protocol.safetensors"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_json_atomic", full_disk)  # the sidecar, last of the set
+    result = runner.invoke(
+        app,
+        ["upscale", str(scan), "--model", str(model_file), "--device", "cpu", "--adapt",
+         "--adapt-steps", "2", "--save-adapted", str(saved)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]  # no model, no temp

@@ -26,7 +26,7 @@ from mrisr import (
     upscale_many,
 )
 from mrisr.cli import app
-from mrisr.errors import GeometryError
+from mrisr.errors import GeometryError, OutputError
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +188,20 @@ def test_bids_summaries_are_named_after_the_selection():
     assert _summary_name(sharded, chosen).name == "mrisr_summary_sub-01_ses-1_T1w_shard-1-of-2.json"
     nothing = {"participant_label": None, "session_label": None, "suffix": ["FLAIR", "T2w"]}
     assert _summary_name(default, nothing) == default
+
+
+def test_a_failed_overwrite_leaves_the_earlier_result_whole(scans, tmp_path, monkeypatch):
+    import mrisr.io.outputs as outputs
+
+    target = tmp_path / "a.nii.gz"
+    args = ("upscale", scans / "s1.nii.gz", "--model", "cubic", "-o", target)
+    assert invoke(*args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OutputError("could not be written: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(outputs, "write_json_atomic", full_disk)
+    result = invoke(*args, "--overwrite", "--factor", "2")
+    assert result.exit_code == 2 and "No space left" in result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

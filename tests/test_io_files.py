@@ -193,3 +193,43 @@ def test_require_existing_returns_the_path(tmp_path):
     from mrisr.io.files import require_existing
 
     assert require_existing(str(tmp_path), expected="a folder", kind="folder") == tmp_path
+
+
+def test_files_written_together_replace_an_earlier_set_whole_or_not_at_all(tmp_path: Path) -> None:
+    from mrisr.io.files import renamed_together
+
+    old = {name: f"old {name}" for name in ("image", "map", "sidecar")}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+
+    def text_writer(text: str):
+        return lambda temporary: temporary.write_text(text)
+
+    def full_disk(temporary: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="No space left"), renamed_together():
+        write_atomic(tmp_path / "image", text_writer("new image"), overwrite=True)
+        write_atomic(tmp_path / "map", full_disk, overwrite=True)
+    # The new image was complete, but the set was not: the earlier set is whole.
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old
+
+    with renamed_together():
+        for name in old:
+            write_atomic(tmp_path / name, text_writer(f"new {name}"), overwrite=True)
+        with renamed_together():  # an inner block joins the outer one
+            write_atomic(tmp_path / "extra", text_writer("new extra"))
+        assert (tmp_path / "image").read_text() == "old image"  # nothing renamed yet
+        assert not (tmp_path / "extra").exists()
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        name: f"new {name}" for name in (*old, "extra")
+    }
+
+
+def test_an_interrupted_set_leaves_no_temporaries(tmp_path: Path) -> None:
+    from mrisr.io.files import renamed_together
+
+    with pytest.raises(KeyboardInterrupt), renamed_together():
+        write_atomic(tmp_path / "a", lambda temporary: temporary.write_text("a"))
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

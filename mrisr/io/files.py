@@ -5,9 +5,11 @@ Every output mrisr writes (volumes, model files, training state, JSON sidecars,
 figures) goes through :func:`write_atomic`: it is written to a hidden temporary
 file in the target's folder and renamed into place, so a crash or a failed
 write never leaves half a file, and an existing file stays intact until the new
-one is complete. :func:`check_output` is the refusal it applies first (and that
-callers apply early, before minutes of work): never over an input, never over
-an existing file without ``overwrite``.
+one is complete. Within :func:`renamed_together`, the renames wait for the end
+of the block, so a set of files (image, map, sidecar, adapted model) replaces
+an earlier set whole or not at all. :func:`check_output` is the refusal it
+applies first (and that callers apply early, before minutes of work): never
+over an input, never over an existing file without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from mrisr.errors import InputError, MrisrError, OutputError
@@ -48,6 +52,9 @@ READABLE = (
 #: Exceptions that mean "the write failed" (disk full, permissions, a writer
 #: library's refusal); they become an OutputError naming the file.
 _WRITE_FAILURES = (OSError, RuntimeError, ValueError)
+#: The (temporary, target) renames that wait for the end of a :func:`renamed_together`
+#: block in this thread (a context variable: each thread has its own).
+_PENDING: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("mrisr_pending", default=None)
 
 
 def require_existing(
@@ -275,7 +282,11 @@ def write_atomic(
             os.fsync(stream.fileno())
         # Some writers (safetensors) recreate the file privately (0600).
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        pending = _PENDING.get()
+        if pending is None:
+            os.replace(temporary, path)
+        else:  # renamed with the rest of the set at the end of renamed_together
+            pending.append((temporary, path))
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
         if isinstance(exc, MrisrError) or not isinstance(exc, _WRITE_FAILURES):
@@ -287,6 +298,42 @@ def write_atomic(
             fix="check the folder's permissions and free space, or choose another output path",
         ) from exc
     return path
+
+
+@contextmanager
+def renamed_together() -> Iterator[None]:
+    """Files written by :func:`write_atomic` in this block are renamed into place at its end.
+
+    Each file is complete at its hidden temporary name when the block ends;
+    then all are renamed in the order written. When the block raises (a
+    failed write, a full disk, Ctrl-C), the temporaries are removed and the
+    targets are untouched: an earlier result set stays whole, never mixed
+    with a new one. A block inside another joins the outer one.
+
+    Raises:
+        OutputError: a rename failed at the end (the files not yet renamed
+            are removed; those renamed stay).
+    """
+    if _PENDING.get() is not None:  # the outer block renames
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for temporary, _ in pending:
+            temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for position, (temporary, path) in enumerate(pending):
+        try:
+            os.replace(temporary, path)
+        except OSError as exc:
+            for left, _ in pending[position:]:
+                left.unlink(missing_ok=True)
+            raise OutputError(f"could not be renamed into place: {exc}", path=path) from exc
 
 
 def _reserve_temporary(path: Path) -> Path:

@@ -19,6 +19,7 @@ from mrisr.io.files import (
     READ_FORMATS,
     check_output,
     check_writable,
+    renamed_together,
     require_existing,
     stem,
     suffix,
@@ -181,29 +182,24 @@ def write_image_and_sidecar(
 
     Raises:
         OutputError: a file exists (without ``overwrite``) or cannot be
-            written; the files already written by this call are removed again,
-            so no partial set is left.
+            written; nothing of this call's is then left, and earlier files
+            at those paths are untouched (:func:`~mrisr.io.files.renamed_together`).
     """
     from mrisr.io.load_save import output_format, save_volume
 
     storage = choose_storage(result.data, dtype, output_format(output), output)
     provenance = {**provenance, "output_storage": storage.to_dict()}
-    written: list[Path] = []
-    try:
+    # Nothing is renamed into place before the sidecar is written too: with
+    # overwrite, a failure leaves the earlier image, map and sidecar as they were.
+    with renamed_together():
         save_volume(result, output, overwrite=overwrite, dtype=storage)
-        written.append(output)
         for path, volume in (extras or {}).items():
             kind = output_format(path)
             extra_dtype = EXTRA_DTYPE if kind in SCALED_FORMATS else "float32"
             extra_storage = choose_storage(volume.data, extra_dtype, kind, path)
             save_volume(volume, path, overwrite=overwrite, dtype=extra_storage)
-            written.append(path)
             _record_storage(provenance, path, extra_storage)
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     return storage
 
 
