@@ -185,8 +185,10 @@ def plan_upscale(
         axis = detect_thick_axis(
             volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
         )
-    elif axis not in (0, 1, 2):
-        raise ConfigError(f"axis must be 0, 1 or 2, got {axis}", fix="pass --axis 0, 1 or 2")
+    elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1, 2):
+        # 2.0 == 2 but cannot index a shape; True == 1 but is no axis.
+        raise ConfigError(f"axis must be 0, 1 or 2, got {axis!r}", fix="pass --axis 0, 1 or 2")
+    axis = int(axis)
     n_in = volume.shape[axis]
     shape_grid, affine_grid = volume.shape, np.asarray(volume.affine, np.float64)
     if spacing_mm is not None:
@@ -207,6 +209,16 @@ def plan_upscale(
         raise ConfigError(f"factor must be a number > 1, got {factor}", fix="pass --factor > 1")
     # With a spacing every axis is counted alike (the thick one too).
     n_out = counts[axis] if spacing_mm is not None else output_slice_count(n_in, factor)
+    if n_out <= n_in:  # a factor so close to 1 that rounding adds no slice
+        # round_half_up(n_in * factor) >= n_in + 1 from here on; 4 decimals, up.
+        smallest = math.ceil((n_in + 0.5) / n_in * 1e4) / 1e4
+        raise ConfigError(
+            f"factor {factor:g} adds no slice to the {n_in} slices along axis {axis} "
+            f"({n_in} x {factor:g} rounds to {n_out}): nothing to super-resolve",
+            path=source,
+            expected=f"a factor of at least {smallest:g}",
+            fix=f"pass --factor {smallest:g} or more",
+        )
     affine_out = resampled_affine(affine_grid, axis, n_in, n_out)
     shape_out = list(shape_grid)
     shape_out[axis] = n_out
@@ -245,13 +257,20 @@ def _spacing_counts(
     thick = float(sizes[axis])
     counts = counts_for_spacing(volume.affine, volume.shape, spacing_mm)
     # Finer, and by enough to add at least one slice to the field of view.
-    if spacing_mm >= thick or counts[axis] <= volume.shape[axis]:
+    n_thick = volume.shape[axis]
+    if spacing_mm >= thick or counts[axis] <= n_thick:
+        # n * thick / spacing must round (halves up) to n + 1 or more; 4 decimals, down.
+        coarsest = math.floor(thick * n_thick / (n_thick + 0.5) * 1e4) / 1e4
+        why = (
+            f"is not finer than the slice spacing {thick:.3g} mm along the thick axis {axis}"
+            if spacing_mm >= thick
+            else f"adds no slice along the thick axis {axis} ({n_thick} slices of {thick:.3g} mm)"
+        )
         raise ConfigError(
-            f"--spacing {spacing_mm:g} mm is not finer than the slice spacing {thick:.3g} mm "
-            f"along the thick axis {axis} (spacing {text} mm): nothing to super-resolve",
+            f"--spacing {spacing_mm:g} mm {why} (spacing {text} mm): nothing to super-resolve",
             path=source,
-            expected=f"a spacing below {thick:.3g} mm",
-            fix=f"pass --spacing below {thick:.3g} mm, or omit --spacing",
+            expected=f"a spacing of at most {coarsest:g} mm (one slice more)",
+            fix=f"pass --spacing of at most {coarsest:g} mm, or omit --spacing",
         )
     in_plane = [a for a in range(3) if a != axis]
     if any(counts[a] > volume.shape[a] for a in in_plane):

@@ -182,6 +182,18 @@ class UpscaleOptions:
     consistency_profile: Profile = "mean"
 
     def __post_init__(self) -> None:
+        # A string such as "no" or "false" is truthy: refuse it rather than obey it.
+        for switch in ("force", "clip_range", "disagreement", "tta"):
+            if not isinstance(getattr(self, switch), (bool, np.bool_)):
+                raise ConfigError(
+                    f"{switch} must be True or False, got {getattr(self, switch)!r}",
+                    fix=f"pass {switch}=True or {switch}=False",
+                )
+        if self.consistency is not None and not isinstance(self.consistency, (bool, np.bool_)):
+            raise ConfigError(
+                f"consistency must be True, False or None, got {self.consistency!r}",
+                fix="pass consistency=True, False, or None (where the thickness allows it)",
+            )
         if self.fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
         if self.dtype not in OUTPUT_DTYPES:

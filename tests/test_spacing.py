@@ -160,12 +160,17 @@ def flair_like() -> Volume:
         ({"spacing_mm": 0.0}, ["positive number of mm"]),
         ({"spacing_mm": -1.0}, ["positive number of mm"]),
         ({"spacing_mm": 0.3}, ["does not upsample in-plane", "omit --spacing"]),
-        ({"spacing_mm": 4.4}, ["nothing to super-resolve", "below 4.4 mm"]),
+        ({"spacing_mm": 4.4}, ["nothing to super-resolve", "at most 4.1411 mm"]),
+        # Finer, but 8 x 4.4 / 4.3 = 8.19 rounds to 8 slices: no slice added.
+        ({"spacing_mm": 4.3}, ["adds no slice along the thick axis 2", "at most 4.1411 mm"]),
+        ({"factor": 1.05}, ["adds no slice to the 8 slices", "--factor 1.0625 or more"]),
+        ({"axis": 2.0, "factor": 2.0}, ["axis must be 0, 1 or 2, got 2.0"]),
+        ({"axis": True, "factor": 2.0}, ["axis must be 0, 1 or 2, got True"]),
         ({"spacing_mm": 6.0}, ["nothing to super-resolve"]),
         ({"spacing_mm": 1.0, "factor": 4.0}, ["both set the output grid", "not both"]),
     ],
 )
-def test_a_spacing_it_cannot_use_is_refused_before_any_work(settings, words):
+def test_a_grid_it_cannot_use_is_refused_before_any_work(settings, words):
     with pytest.raises(ConfigError) as error:
         plan_upscale(flair_like(), **settings)
     for word in words:
@@ -185,7 +190,7 @@ def test_an_in_plane_axis_coarser_than_mm_is_refused_naming_the_coarsest():
     ("arguments", "words"),
     [
         (["--spacing", "0.2"], ["does not upsample in-plane", "omit --spacing"]),
-        (["--spacing", "5"], ["nothing to super-resolve", "--spacing below 4.4 mm"]),
+        (["--spacing", "5"], ["nothing to super-resolve", "--spacing of at most 4.1411 mm"]),
         (["--spacing", "0"], ["positive number of mm"]),
         (["--spacing", "nan"], ["positive number of mm"]),
         (["--spacing", "1", "--factor", "4"], ["--spacing MM", "--factor", "not both"]),
@@ -325,7 +330,7 @@ def test_a_cohort_resumes_only_scans_done_at_the_same_spacing(tmp_path, rng):
     # Another grid is another result: not taken for done (and not overwritten silently).
     other = list(upscale_many(scans, "cubic", output_dir=tmp_path / "out", spacing_mm=2.0))
     assert [r.status for r in other] == ["failed", "failed"]
-    assert "already exists" in other[0].error
+    assert "spacing_mm" in other[0].error
 
 
 def test_bids_passes_the_spacing_on(shared_data, tmp_path):
@@ -370,3 +375,11 @@ def test_the_bundled_default_model_at_a_coarser_spacing_on_a_real_scan(shared_da
     cubic = upscale_volume(load_volume(source), CubicSliceModel(), spacing_mm=1.5)
     # Measured: 23.1 dB for the default model, 22.7 dB for cubic.
     assert psnr(output.data, truth) > psnr(cubic.data, truth)
+
+
+@pytest.mark.parametrize(("n", "factor_ok"), [(8, 1.0625), (9, 1.0556), (40, 1.0125)])
+def test_the_smallest_factor_offered_adds_a_slice(n, factor_ok):
+    volume = Volume(np.ones((6, 6, n), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]))
+    with pytest.raises(ConfigError, match=f"--factor {factor_ok:g} or more"):
+        plan_upscale(volume, factor=1.0 + 0.4 / n)
+    assert plan_upscale(volume, factor=factor_ok).n_out == n + 1

@@ -124,6 +124,13 @@ def test_provenance_is_recorded(rng):
         ({"factor": float("nan")}, ConfigError, "factor must be a number > 1"),
         ({"axis": 3}, ConfigError, "axis must be 0, 1 or 2"),
         ({"fusion": "max"}, ConfigError, "unknown fusion"),
+        # Truthy strings are not switches: "no" must not turn TTA on.
+        ({"tta": "no"}, ConfigError, "tta must be True or False, got 'no'"),
+        ({"disagreement": "false"}, ConfigError, "disagreement must be True or False"),
+        ({"clip_range": 0}, ConfigError, "clip_range must be True or False"),
+        ({"force": None}, ConfigError, "force must be True or False"),
+        ({"consistency": "yes"}, ConfigError, "consistency must be True, False or None"),
+        ({"axis": 2.0}, ConfigError, "axis must be 0, 1 or 2, got 2.0"),
     ],
 )
 def test_bad_settings_are_refused(rng, kwargs, error, words):
