@@ -24,6 +24,7 @@ voxels at the same positions.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from mrisr.volume import Volume
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EvaluationResult",
@@ -172,6 +175,35 @@ def central_crop(volume: Volume, size: int) -> Volume:
     return volume.crop(box)  # type: ignore[arg-type]
 
 
+#: Voxels longer than this many times the shortest: the truth is itself thick-sliced
+#: (the limit training applies, mrisr.training.data.MAX_ANISOTROPY).
+TRUTH_MAX_ANISOTROPY = 1.3
+
+
+def _check_truth(volume_hr: Volume, truth: Volume) -> None:
+    """Refuse a truth too small for SSIM; warn about one that is itself thick-sliced."""
+    from mrisr.metrics import SSIM_WINDOW
+
+    if min(truth.shape) < SSIM_WINDOW:
+        raise InputError(
+            f"is {' x '.join(map(str, truth.shape))} voxels after cropping to whole thick "
+            f"slices, under the {SSIM_WINDOW}-voxel SSIM window along an axis",
+            path=volume_hr.source,
+            expected=f"a truth of at least {SSIM_WINDOW} voxels along every axis",
+            fix="evaluate on a larger high-resolution scan (or a smaller --factor)",
+        )
+    sizes = np.asarray(truth.spacing, float)
+    if sizes.max() / sizes.min() > TRUTH_MAX_ANISOTROPY:
+        log.warning(
+            "%s: the truth's voxels are %s mm (%.2g times longer along one axis): that axis "
+            "is already blurred, so the figures compare with a blurred truth; evaluate on a "
+            "near-isotropic scan for figures that mean what they say",
+            volume_hr.source or "the truth",
+            " x ".join(f"{s:.3g}" for s in sizes),
+            sizes.max() / sizes.min(),
+        )
+
+
 def evaluate(
     volume_hr: Volume,
     *,
@@ -212,7 +244,13 @@ def evaluate(
 
     Raises:
         ConfigError: no model, an unknown profile or fusion, a bad axis or factor.
-        InputError: a mask of the wrong shape.
+        InputError: a mask of the wrong shape, or a truth (after cropping to
+            whole thick slices) under :data:`mrisr.metrics.SSIM_WINDOW` voxels
+            along an axis.
+
+    A truth more than :data:`TRUTH_MAX_ANISOTROPY` times anisotropic is
+    measured, with a warning: its own thick axis is blurred, so the figures
+    compare with a blurred truth.
     """
     if not models:
         raise ConfigError("no model to evaluate", fix="pass at least one model (e.g. cubic)")
@@ -221,6 +259,7 @@ def evaluate(
     if fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
     truth, crop = crop_to_whole_slices(volume_hr, axis, factor)
+    _check_truth(volume_hr, truth)
     region = _mask_for(mask, volume_hr, truth, axis, crop)
     span = reference_range(truth.data) if data_range is None else float(data_range)
 

@@ -205,3 +205,14 @@ def test_a_failed_overwrite_leaves_the_earlier_result_whole(scans, tmp_path, mon
     result = invoke(*args, "--overwrite", "--factor", "2")
     assert result.exit_code == 2 and "No space left" in result.output
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_evaluate_refuses_a_truth_too_small_and_warns_about_a_thick_one(thick, tmp_path, caplog):
+    small = tmp_path / "small.nii.gz"
+    save_volume(thick, small)  # 13 slices along axis 2: 10 after cropping to whole 5x slices
+    result = invoke("evaluate", small, "--axis", "2", "--factor", "5", "--threads", "1")
+    assert result.exit_code == 2 and "SSIM window" in result.output, result.output
+    assert "win_size" not in result.output
+    warned = invoke("evaluate", small, "--axis", "0", "--factor", "2", "--threads", "1")
+    assert warned.exit_code == 0, warned.output
+    assert "compare with a blurred truth" in caplog.text  # 1 x 1 x 4 mm voxels

@@ -48,6 +48,7 @@ def command(
         typer.Option(help="Write a PNG of the centre planes, error and disagreement maps here."),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
+    threads: opt.Threads = None,
     precision: opt.Precision = "auto",
     force: opt.Force = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing figure.")] = False,
@@ -71,7 +72,9 @@ def command(
         # Imported only when a network is asked for: it brings torch.
         from mrisr.models import load_slice_model
 
-        loaded = load_slice_model(spec, factor=factor, device=device, precision=precision)
+        loaded = load_slice_model(
+            spec, factor=factor, device=device, threads=threads, precision=precision
+        )
         name = loaded.name if loaded.name not in models else spec
         models[name] = loaded
 

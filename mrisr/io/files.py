@@ -284,7 +284,7 @@ def write_atomic(
         os.chmod(temporary, 0o666 & ~_umask())
         pending = _PENDING.get()
         if pending is None:
-            os.replace(temporary, path)
+            _rename_into_place(temporary, path)
         else:  # renamed with the rest of the set at the end of renamed_together
             pending.append((temporary, path))
     except BaseException as exc:
@@ -329,11 +329,16 @@ def renamed_together() -> Iterator[None]:
         _PENDING.reset(token)
     for position, (temporary, path) in enumerate(pending):
         try:
-            os.replace(temporary, path)
+            _rename_into_place(temporary, path)
         except OSError as exc:
             for left, _ in pending[position:]:
                 left.unlink(missing_ok=True)
             raise OutputError(f"could not be renamed into place: {exc}", path=path) from exc
+
+
+def _rename_into_place(temporary: Path, path: Path) -> None:
+    """The one rename of the package: a complete temporary becomes the output, atomically."""
+    os.replace(temporary, path)
 
 
 def _reserve_temporary(path: Path) -> Path:
