@@ -139,6 +139,7 @@ def run_case(volume, axis: int, factor: float, model, budgets: list[int], seed: 
             "kept": result.kept,
             "seconds": seconds,
             "held_out_gain_db": result.record["held_out_gain_db"],
+            "through_plane_residual": result.record["through_plane_residual"],
             "profile": result.record["slice_profile"],
         }
     return row
@@ -263,7 +264,7 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
         "slices (degraded along one in-plane axis with the scan's slice profile and factor),",
         "with the training step of `mrisr train` (L1, Adam), and keeps the adapted weights",
         "only when they improve PSNR on held-out in-plane slices and reproduce the measured",
-        "thick slices at least as well as the original (see docs/api.md).",
+        "thick slices clearly better than the original (see docs/api.md).",
         "",
         "Cases: thick slices simulated by block mean at the factor along each axis of",
         "held-out volumes (cropped to at most 128 voxels per side around the signal);",
@@ -334,10 +335,13 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
         "  kept.",
         "- Kept only when PSNR on 48 held-out pairs rises by more than 0.01 dB and the",
         "  adapted network's raw slices (48 per plane), averaged back into thick slices",
-        "  with a box of the slice thickness, are at least as close to the measured ones",
-        "  as the original network's (`mrisr.adapt.through_plane_residual`): the held-out",
-        "  pairs share the training pairs' slice profile, so a wrong profile passes the",
-        "  first check; the measured slices are the only through-plane truth.",
+        "  with a box of the slice thickness, are closer to the measured ones than the",
+        "  original network's by at least 5 % (`mrisr.adapt.through_plane_residual`,",
+        "  `THROUGH_PLANE_MARGIN`): the held-out pairs share the training pairs' slice",
+        "  profile, so a wrong profile passes the first check; the measured slices are the",
+        "  only through-plane truth. A tie is not enough: on spine_t2_1mm at 4x along",
+        "  axis 0, 600 steps matched the residual (0.00424 -> 0.00422) and lost 0.25 dB,",
+        "  while every adaptation measured to gain cut it by 12 % or more.",
         "- Slice profile: `--thickness`, else the header's, else estimated from the image",
         "  (`mrisr.slice_profile`), used only when it lies within 0.8-1.5 x the spacing;",
         "  otherwise contiguous slices are assumed (what the models were trained on). A",
@@ -360,6 +364,28 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
             f"- {row['volume']} x{row['factor']:g} axis {row['axis']}: {profile['profile']} "
             f"{profile['fwhm_over_spacing']:.2f} ({profile['source']}"
             + (f"; image estimate {seen:.2f})" if seen is not None else ")")
+        )
+    lines += [
+        "",
+        "Held-out in-plane gain and through-plane residual (original -> adapted) per case",
+        "and budget; no residual where the held-out check already failed:",
+        "",
+    ]
+    for row in rows:
+        parts = []
+        for steps in budgets:
+            a = row["adapted"][steps]
+            through = a.get("through_plane_residual")
+            gain = a["held_out_gain_db"]
+            text = f"{steps} steps: held-out " + ("diverged" if gain is None else f"{gain:+.2f} dB")
+            if through:
+                cut = 1 - through["after"] / through["before"]
+                text += (
+                    f", residual {through['before']:.5f} -> {through['after']:.5f} ({cut:+.0%} cut)"
+                )
+            parts.append(text)
+        lines.append(
+            f"- {row['volume']} x{row['factor']:g} axis {row['axis']}: " + "; ".join(parts)
         )
     return "\n".join(lines) + "\n"
 
