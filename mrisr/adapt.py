@@ -36,7 +36,7 @@ import numpy as np
 
 from mrisr.adapt_pairs import InPlanePairs, ScanProfile, check_adaptable, scan_profile
 from mrisr.errors import ConfigError
-from mrisr.simulate import PROFILES
+from mrisr.simulate import check_profile
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
@@ -216,10 +216,7 @@ def adapt_model(
     check_adaptable(volume, plan)
     if profile is None:
         profile = scan_profile(volume, plan, thickness_mm)
-    if profile.profile not in PROFILES:
-        raise ConfigError(
-            f"unknown slice profile {profile.profile!r}", expected=f"one of {PROFILES}"
-        )
+    check_profile(profile.profile)
     pairs = InPlanePairs(volume, plan, profile, seed=settings.seed)
     started = time.perf_counter()
     learner = build_learner(

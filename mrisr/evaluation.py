@@ -37,7 +37,7 @@ from mrisr.figures import check_figure_path, nearest_on_grid, save_figure
 from mrisr.fusion import FUSIONS, Fusion
 from mrisr.geometry import output_slice_count
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
-from mrisr.simulate import PROFILES, Profile, simulate_volume
+from mrisr.simulate import Profile, check_profile, simulate_volume
 from mrisr.upscale import SliceModel, UpscaleOptions, upscale_volume
 from mrisr.volume import Volume
 
@@ -254,8 +254,7 @@ def evaluate(
     """
     if not models:
         raise ConfigError("no model to evaluate", fix="pass at least one model (e.g. cubic)")
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
+    check_profile(profile)
     if fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
     truth, crop = crop_to_whole_slices(volume_hr, axis, factor)

@@ -139,7 +139,10 @@ class GeneratorSliceModel:
         precision: str = "auto",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+            raise ConfigError(
+                f"batch size must be a whole number >= 1, got {batch_size!r}",
+                fix="pass --batch-size 1 or more (default 16; lower it to use less memory)",
+            )
         if tile_cols is not None and (not isinstance(tile_cols, int) or tile_cols < 8):
             raise ConfigError(f"tile_cols must be None or a whole number >= 8, got {tile_cols!r}")
         if not 0.0 <= tile_overlap < 1.0:

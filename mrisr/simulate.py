@@ -36,6 +36,21 @@ PROFILES: tuple[str, ...] = ("mean", "gaussian")
 MIN_SLICES = 2
 
 
+def check_profile(profile: object) -> None:
+    """Refuse a slice profile mrisr does not model; the one place this is decided.
+
+    Raises:
+        ConfigError: ``profile`` is not one of :data:`PROFILES` ("mean", the box
+            of a contiguous slice, or "gaussian").
+    """
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"unknown slice profile {profile!r}",
+            expected=f"one of {', '.join(PROFILES)} (mean: a box, the block average)",
+            fix="pass mean (box) or gaussian, e.g. --consistency-profile mean",
+        )
+
+
 def slice_profile_matrix(
     n_in: int, n_out: int, *, profile: Profile = "mean", thickness: float | None = None
 ) -> np.ndarray:
@@ -55,8 +70,7 @@ def slice_profile_matrix(
         ConfigError: an unknown profile, or a thickness that is not positive or
             too thin to cover any input voxel.
     """
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
+    check_profile(profile)
     spacing = n_in / n_out
     width = spacing if thickness is None else float(thickness)
     if not width > 0:

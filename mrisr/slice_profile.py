@@ -58,9 +58,9 @@ import numpy as np
 from scipy.ndimage import correlate1d
 from scipy.optimize import minimize_scalar
 
-from mrisr.errors import ConfigError, InputError
+from mrisr.errors import InputError
 from mrisr.geometry import MIN_ANISOTROPY, detect_thick_axis, voxel_sizes
-from mrisr.simulate import PROFILES, slice_profile_matrix
+from mrisr.simulate import PROFILES, check_profile, slice_profile_matrix
 from mrisr.volume import Volume
 
 #: Candidate FWHMs, as multiples of the slice spacing (below 1: gaps between slices).
@@ -147,8 +147,8 @@ def estimate_slice_profile(
             too little signal to measure.
     """
     source = str(volume.source) if volume.source is not None else None
-    if profile is not None and profile not in PROFILES:
-        raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
+    if profile is not None:
+        check_profile(profile)
     data = np.asarray(volume.data)
     if data.ndim != 3:
         raise InputError(
@@ -252,7 +252,8 @@ def rms_width(profile: str, fwhm: float) -> float:
         return fwhm / math.sqrt(12.0)
     if profile == "gaussian":
         return fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    raise ConfigError(f"unknown slice profile {profile!r}", expected=f"one of {PROFILES}")
+    check_profile(profile)
+    raise AssertionError("unreachable: every profile of PROFILES is handled above")
 
 
 def _pick_lines(lines: np.ndarray, count: int) -> np.ndarray:

@@ -48,7 +48,7 @@ from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
 from mrisr.plan import UpscalePlan, check_spacing_request, plan_upscale, working_grid
-from mrisr.simulate import PROFILES, Profile
+from mrisr.simulate import Profile, check_profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
@@ -202,11 +202,7 @@ class UpscaleOptions:
                 expected=f"one of {', '.join(OUTPUT_DTYPES)}",
                 fix="pass --dtype float32 (default), int16 or uint8",
             )
-        if self.consistency_profile not in PROFILES:
-            raise ConfigError(
-                f"unknown slice profile {self.consistency_profile!r}",
-                expected=f"one of {PROFILES}",
-            )
+        check_profile(self.consistency_profile)
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:

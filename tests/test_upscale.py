@@ -131,6 +131,11 @@ def test_provenance_is_recorded(rng):
         ({"force": None}, ConfigError, "force must be True or False"),
         ({"consistency": "yes"}, ConfigError, "consistency must be True, False or None"),
         ({"axis": 2.0}, ConfigError, "axis must be 0, 1 or 2, got 2.0"),
+        (
+            {"consistency_profile": "box"},
+            ConfigError,
+            "unknown slice profile 'box'.*Fix: pass mean",
+        ),
     ],
 )
 def test_bad_settings_are_refused(rng, kwargs, error, words):
