@@ -58,11 +58,11 @@ __all__ = [
     "distributed_env",
     "expand_scans",
     "is_done",
-    "model_identity",
-    "resume_difference",
     "is_single_scan",
+    "model_identity",
     "parse_shard",
     "rank_share",
+    "resume_difference",
     "run_cohort",
     "scan_jobs",
     "summarize",
@@ -114,7 +114,7 @@ class ScanRecord:
             thick-slice scan) or ``"failed"``.
         seconds: time spent computing and writing the scan (reading overlaps
             the previous scan and is not counted; writing overlaps the next one).
-        output: the output image (None when failed).
+        output: the output image (None when failed, or skipped as not thick-slice).
         error: the error message (failed only).
         rank: the torchrun rank that did it (0 in a plain process).
         note: why a scan was skipped: already done, or not a thick-slice scan.
