@@ -345,7 +345,7 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
         "  profile, so a wrong profile passes the first check; the measured slices are the",
         "  only through-plane truth. A tie is not enough: on spine_t2_1mm at 4x along",
         "  axis 0, 600 steps matched the residual (0.00424 -> 0.00422) and lost 0.25 dB,",
-        "  while every adaptation measured to gain cut it by 12 % or more.",
+        "  while every adaptation measured to gain cut it by 10 % or more.",
         "- Slice profile: `--thickness`, else the header's, else estimated from the image",
         "  (`mrisr.slice_profile`), used only when it lies within 0.8-1.5 x the spacing;",
         "  otherwise contiguous slices are assumed (what the models were trained on). A",
@@ -383,9 +383,9 @@ def report(rows: list[dict], budgets: list[int], args, command: str) -> str:
             gain = a["held_out_gain_db"]
             text = f"{steps} steps: held-out " + ("diverged" if gain is None else f"{gain:+.2f} dB")
             if through:
-                cut = 1 - through["after"] / through["before"]
+                change = through["after"] / through["before"] - 1
                 text += (
-                    f", residual {through['before']:.5f} -> {through['after']:.5f} ({cut:+.0%} cut)"
+                    f", residual {through['before']:.5f} -> {through['after']:.5f} ({change:+.0%})"
                 )
             parts.append(text)
         lines.append(
