@@ -350,8 +350,15 @@ def test_mgh_without_orientation(tmp_path: Path) -> None:
 def test_empty_folder(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
-    (folder / "notes.txt").write_text("not DICOM")
     refused(folder, InputError, "without a DICOM series")
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "IM0001.dcm"])
+def test_a_folder_of_files_that_are_not_dicom_says_so(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / name).write_bytes(b"not DICOM at all")
+    refused(folder, InputError, f"holds 1 file(s) (e.g. {name}) but no readable DICOM series")
 
 
 def test_dicom_folder_with_two_series(tmp_path: Path, shared_data: Path) -> None:

@@ -283,6 +283,16 @@ def find_series(folder: Path) -> tuple[Path, str]:
     for sub in _subfolders(folder):
         below += [(sub, uid) for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub))]
     if not below:
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if files:  # files are there, but none is DICOM that GDCM can group into a series
+            raise InputError(
+                f"holds {len(files)} file(s) (e.g. {files[0].name}) but no readable DICOM "
+                "series: they are not DICOM, or damaged, or lack the series tags",
+                path=folder,
+                expected=READABLE,
+                fix="check the files (e.g. with dcmdump), re-export the series from the PACS, "
+                "or convert it with `dcm2niix` and pass the .nii.gz",
+            )
         raise InputError(
             "is a folder without a DICOM series (none in it, nor in the folders below it "
             f"up to {MAX_SERIES_DEPTH} levels down)",
