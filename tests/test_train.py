@@ -800,3 +800,45 @@ def test_an_init_model_that_does_not_fit_leaves_no_run_folder(quick_run, volumes
     with pytest.raises(ConfigError, match="configuration"):
         run_training(config)
     assert not (tmp_path / "never").exists()
+
+
+def test_resuming_on_a_volumes_folder_that_changed_is_refused(volumes, tmp_path):
+    import shutil
+
+    folder = tmp_path / "vols"
+    shutil.copytree(volumes, folder)
+    run = tmp_path / "run"
+    first = make_config(folder, run, data__patch_size=32, schedule__steps=2, schedule__save_every=1)
+    run_training(first)
+    before = file_digests(run)
+    # A new file last by name would become the held-out volume, and b.nii.gz trained on.
+    save_nifti(folder / "z.nii.gz", wave_volume(2))
+    more = with_overrides(first, {"schedule.gan_steps": 1})
+    with pytest.raises(ConfigError, match=r"the volumes changed since the run began") as caught:
+        run_training(more, resume=True)
+    assert "added b" in str(caught.value)  # b now trains; z is held out
+    assert "held out was b" in str(caught.value)
+    assert file_digests(run) == before
+    (folder / "z.nii.gz").unlink()
+    assert run_training(more, resume=True).step == 3
+
+
+def test_a_run_resumes_from_another_working_folder(volumes, tmp_path, monkeypatch):
+    monkeypatch.chdir(volumes.parent)
+    run = tmp_path / "run"
+    relative = os.path.relpath(volumes, volumes.parent)
+    result = invoke("train", "--volumes", relative, "--out", run, "--steps", 2, "--quiet",
+                    "--patch-size", 32, "--batch-size", 2, "--val-crop", 16, "--size", "small",
+                    "--gan-steps", 0, "--device", "cpu", "--save-every", 1)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    again = invoke("train", "--out", run, "--resume", "--steps", 2, "--gan-steps", 1, "--quiet")
+    assert again.exit_code == 0, again.output  # data.volumes was stored as an absolute path
+    assert Path(load_config(run / "config.yaml").data.volumes).is_absolute()
+
+
+def test_resume_on_a_folder_that_is_not_a_run_says_so(tmp_path):
+    (tmp_path / "notrun").mkdir()
+    result = invoke("train", "--out", tmp_path / "notrun", "--resume", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "has no config.yaml: not a training run to resume" in result.output

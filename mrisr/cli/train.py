@@ -205,15 +205,30 @@ def _settings(
 ) -> TrainConfig:
     """The run's config: --config (or, on --resume, the run's own), then the options given."""
     from mrisr.config import TrainConfig, load_config, with_overrides
+    from mrisr.errors import CheckpointError, ConfigError
     from mrisr.training import CONFIG_FILE
 
     if config is not None:
         base = load_config(config)
-    elif resume and out is not None and (out / CONFIG_FILE).is_file():
+    elif resume:  # the run's own settings; a folder without them is not a run
+        if out is None:
+            raise ConfigError("--resume needs the run folder", fix="pass --out RUN_DIR")
+        if not (out / CONFIG_FILE).is_file():
+            raise CheckpointError(
+                f"has no {CONFIG_FILE}: not a training run to resume",
+                path=out,
+                expected=f"a run folder made by mrisr train ({CONFIG_FILE}, state.pt)",
+                fix="check --out, or start the run without --resume",
+            )
         base = load_config(out / CONFIG_FILE)
     else:
         base = TrainConfig()
-    return with_overrides(base, overrides)
+    settings = with_overrides(base, overrides)
+    # Absolute paths in the run's config.yaml: --resume works from any folder.
+    if settings.data.volumes is not None:
+        volumes = str(Path(settings.data.volumes).expanduser().absolute())
+        settings = with_overrides(settings, {"data.volumes": volumes})
+    return settings
 
 
 def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:

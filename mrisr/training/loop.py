@@ -56,6 +56,7 @@ from mrisr.training.state import (
     STATE_FILE,
     RunLog,
     adopt_init_network,
+    check_same_volumes,
     init_weights,
     open_run,
     restore_learner,
@@ -194,6 +195,8 @@ def _train(
 
     # -------------------------------------------------------------------- 4. data
     data = load_training_data(config.data, seed=config.seed, rank=procs.rank)
+    if saved is not None:  # the folder's volumes may have changed since the run began
+        check_same_volumes(saved, data.names, data.held_out_name, config.data.volumes)
     validation = _validation(config, data) if main else None
     data.held_out = None  # the validation keeps its own crop
     description = describe_run(config, plan, data, procs.world)
@@ -451,6 +454,7 @@ def _save(
         stage=saved_stage,
         validation=validation,
         world=world,
+        volumes=description["training_data"],
     )
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mrisr.config import TrainConfig, config_differences, load_config
+from mrisr.config import TrainConfig, config_differences, load_config, with_overrides
 from mrisr.errors import CheckpointError, ConfigError, OutputError
 from mrisr.training.step import Learner
 
@@ -100,6 +100,13 @@ def open_run(config: TrainConfig, *, resume: bool, device: torch.device) -> dict
     return state
 
 
+def _absolute_volumes(config: TrainConfig) -> TrainConfig:
+    if config.data.volumes is None:
+        return config
+    absolute = str(Path(config.data.volumes).expanduser().absolute())
+    return with_overrides(config, {"data.volumes": absolute})
+
+
 def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]) -> None:
     """Refuse to resume with settings that would change what was being trained.
 
@@ -115,8 +122,9 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
             path=run_dir,
             fix="restore config.yaml, or start a new run",
         )
-    saved = load_config(saved_path)
-    changed = [k for k in config_differences(saved, config) if k not in RESUMABLE_CHANGES]
+    # A relative and an absolute path to the same folder are the same volumes.
+    saved, now = _absolute_volumes(load_config(saved_path)), _absolute_volumes(config)
+    changed = [k for k in config_differences(saved, now) if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(
             f"cannot resume with changed settings: {', '.join(changed)}",
@@ -293,8 +301,12 @@ def save_state(
     stage: str,
     validation: Mapping[str, float],
     world: int,
+    volumes: Mapping[str, Any] | None = None,
 ) -> None:
     """Write everything ``--resume`` needs to ``path`` (``state.pt``).
+
+    ``volumes``: the run's ``training_data`` (``volumes``, ``held_out``), so
+    that a resumed run can refuse a volumes folder that changed.
 
     Raises:
         OutputError: the file cannot be written.
@@ -315,7 +327,45 @@ def save_state(
             "rng": capture_rng_state(),
             "validation": dict(validation),
             "world_size": world,
+            "volumes": {
+                "training": list((volumes or {}).get("volumes") or []),
+                "held_out": (volumes or {}).get("held_out"),
+            },
         },
+    )
+
+
+def check_same_volumes(
+    state: Mapping[str, Any], training: list[str], held_out: str | None, folder: Any
+) -> None:
+    """Refuse to resume on other volumes than the run began with.
+
+    A file added to or removed from the volumes folder changes which volume
+    is held out for validation (the last by name) and what is trained on:
+    the resumed run would validate on what it trained on, or the reverse.
+
+    Raises:
+        ConfigError: the training volumes or the held-out one differ from the
+            saved state's (states saved before this check carry none: not checked).
+    """
+    saved = state.get("volumes") or {}
+    before, was_held = list(saved.get("training") or []), saved.get("held_out")
+    if not before:
+        return
+    if before == list(training) and was_held == held_out:
+        return
+    added = sorted(set(training) - set(before))
+    gone = sorted(set(before) - set(training))
+    parts = [f"added {', '.join(added)}"] if added else []
+    parts += [f"no longer there: {', '.join(gone)}"] if gone else []
+    if was_held != held_out:
+        parts.append(f"held out was {was_held}, would now be {held_out}")
+    raise ConfigError(
+        f"the volumes changed since the run began ({'; '.join(parts)})",
+        path=folder,
+        expected=f"the {len(before)} training volumes and the held-out one the run began with",
+        fix="restore the volumes folder as it was (the run's log.jsonl lists them), or start a "
+        "new run",
     )
 
 
