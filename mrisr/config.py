@@ -627,15 +627,34 @@ def load_config(path: str | Path) -> TrainConfig:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(
             f"cannot read config: {error.strerror or error}", path=path, fix="check the path"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "is not a text file: a config is YAML text",
+            path=path,
+            fix="pass the run's config.yaml (or one written like benchmarks/default_model.yaml)",
+        ) from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"is not valid YAML: {error}", path=path) from None
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        what = getattr(error, "problem", None) or str(error)
+        raise ConfigError(
+            f"is not valid YAML{line}: {what}",
+            path=path,
+            fix="indent with spaces, not tabs, and close every bracket and quote",
+        ) from None
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(
+            f"holds a YAML {type(values).__name__}, not settings",
+            path=path,
+            expected="sections such as data:, model:, optim:, schedule:",
+        )
     try:
         return from_dict(TrainConfig, values if values is not None else {})
     except ConfigError as error:

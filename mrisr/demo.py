@@ -14,6 +14,7 @@ from mrisr.errors import OutputError
 from mrisr.evaluation import EvaluationResult, evaluate, save_figure
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume, save_volume
+from mrisr.io.files import check_folder_creatable, make_folder
 from mrisr.upscale import SliceModel
 from mrisr.volume import Volume
 
@@ -68,6 +69,7 @@ def run_demo(
             :func:`mrisr.evaluation.evaluate`).
     """
     out = Path(out_dir)
+    check_folder_creatable(out, what="demo folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(
             "already holds files", path=out, fix="pass --overwrite or another --out folder"
@@ -79,7 +81,7 @@ def run_demo(
         factor=factor,
         models={"cubic": CubicSliceModel(), "mrisr": model},
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, what="demo folder")
     figure = save_figure(out / "demo.png", result, overwrite=overwrite)
     volumes = [
         _save(result.thick, out / f"thick_x{factor:g}.nii.gz", overwrite),

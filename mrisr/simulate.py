@@ -18,6 +18,7 @@ each input voxel, renormalised where a profile runs past the volume's edge.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,8 @@ from mrisr.volume import Volume
 
 Profile = Literal["mean", "gaussian"]
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
+log = logging.getLogger(__name__)
+
 #: Thick slices a simulated volume must keep: mrisr reads no volume with fewer
 #: than 2 voxels along an axis (:func:`mrisr.io.validation.check_shape`).
 MIN_SLICES = 2
@@ -47,7 +50,7 @@ def check_profile(profile: object) -> None:
         raise ConfigError(
             f"unknown slice profile {profile!r}",
             expected=f"one of {', '.join(PROFILES)} (mean: a box, the block average)",
-            fix="pass mean (box) or gaussian, e.g. --consistency-profile mean",
+            fix="pass mean (a box: the block average) or gaussian",
         )
 
 
@@ -167,6 +170,14 @@ def check_simulation_factor(
             fix="pass --factor > 1 (thick slice spacing / thin spacing, e.g. 4)",
         )
     n_out = output_slice_count(n_in, 1.0 / value)
+    effective = n_in / n_out
+    if n_out >= MIN_SLICES and abs(effective / value - 1) > 0.05:
+        # The slice count is rounded: 48 slices at 31x give 2 slices of 24x. Say so.
+        log.warning(
+            "factor %g along axis %d gives %d of %d slices: the thick slices are %.3g times "
+            "the thin ones, not %g (at most %g keeps %d slices exactly)",
+            value, axis, n_out, n_in, effective, value, n_in / MIN_SLICES, MIN_SLICES,
+        )  # fmt: skip
     if n_out < MIN_SLICES:
         # n_in / MIN_SLICES always rounds to MIN_SLICES slices or more.
         largest = n_in / MIN_SLICES

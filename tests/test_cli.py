@@ -186,3 +186,12 @@ def test_the_input_s_json_sidecar_is_never_written_over(hr_file, tmp_path):
     assert result.exit_code == 2 and "hr.json" in result.output
     assert bids.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.json", "hr.nii.gz"]
+
+
+def test_demo_refuses_a_file_as_its_folder(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = CliRunner().invoke(app, ["demo", "--out", str(blocker), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder: it cannot be the demo folder" in result.output
+    assert blocker.read_text() == "x"

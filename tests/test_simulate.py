@@ -99,3 +99,16 @@ def test_thickness_and_gap_together_are_refused(rng):
     volume = Volume(rng.random((4, 4, 16)).astype(np.float32), np.eye(4))
     with pytest.raises(ConfigError, match="thickness and a gap"):
         simulate_volume(volume, 2, 4, thickness_mm=3, gap_mm=1)
+
+
+def test_a_factor_the_slice_count_cannot_hold_is_said(caplog):
+    from mrisr.simulate import simulate_volume
+    from mrisr.volume import Volume
+
+    volume = Volume(np.ones((4, 4, 48), np.float32), np.eye(4))
+    thick = simulate_volume(volume, 2, 31)  # 48 / 31 rounds to 2 slices: 24x, not 31x
+    assert thick.shape[2] == 2
+    assert "thick slices are 24 times the thin ones, not 31" in caplog.text
+    caplog.clear()
+    simulate_volume(volume, 2, 4)
+    assert caplog.text == ""

@@ -842,3 +842,33 @@ def test_resume_on_a_folder_that_is_not_a_run_says_so(tmp_path):
     result = invoke("train", "--out", tmp_path / "notrun", "--resume", "--quiet")
     assert result.exit_code == 2, result.output
     assert "has no config.yaml: not a training run to resume" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"data: [1,2\n", "is not valid YAML (line 2, column 1)"),
+        (b"data:\n\tx: 1\n", "indent with spaces, not tabs"),
+        (b"\x1f\x8b\x08\x00binary", "is not a text file"),
+        (b"- a\n- b\n", "holds a YAML list, not settings"),
+    ],
+    ids=["bracket", "tab", "binary", "list"],
+)
+def test_a_config_that_is_not_yaml_settings_is_named_with_a_fix(tmp_path, content, words):
+    config = tmp_path / "c.yaml"
+    config.write_bytes(content)
+    result = invoke("train", "--config", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert f"{config}:" in result.output and words in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["a file", "under a file"])
+def test_a_run_folder_that_is_a_file_is_refused_before_any_work(volumes, tmp_path, below):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    out = blocker / "run" if below else blocker
+    result = invoke("train", "--volumes", volumes, "--out", out, "--quiet", "--steps", 1)
+    assert result.exit_code == 2, result.output
+    assert "not a folder: it cannot be the run folder" in result.output
+    assert blocker.read_text() == "x"

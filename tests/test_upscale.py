@@ -134,7 +134,7 @@ def test_provenance_is_recorded(rng):
         (
             {"consistency_profile": "box"},
             ConfigError,
-            "unknown slice profile 'box'.*Fix: pass mean",
+            "unknown slice profile 'box'.*Fix: pass mean \\(a box",
         ),
     ],
 )

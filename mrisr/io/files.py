@@ -222,6 +222,50 @@ def check_sidecar_owner(sidecar: str | Path, image: str | Path) -> None:
         )
 
 
+def make_folder(path: str | Path, *, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) as a folder, or refuse it with a clear error.
+
+    Args:
+        path: the folder.
+        what: what it is for, for the message ("run folder", "output folder").
+
+    Returns:
+        The absolute folder path.
+
+    Raises:
+        OutputError: it, or a folder above it, is a file; or it cannot be created.
+    """
+    path = Path(path).expanduser().absolute()
+    check_folder_creatable(path, what=what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(
+            f"cannot be created as the {what}: {error.strerror or error}",
+            path=path,
+            fix="check the permissions of the folder above it, or choose another path",
+        ) from None
+    return path
+
+
+def check_folder_creatable(path: str | Path, *, what: str = "output folder") -> None:
+    """Refuse a folder path that is a file, or lies under one, before any work.
+
+    Raises:
+        OutputError: ``path`` or its nearest existing ancestor is not a folder.
+    """
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise OutputError(
+            f"{where}, not a folder: it cannot be the {what}",
+            path=path,
+            expected=f"a folder (or a path where one can be created) for the {what}",
+            fix="choose another path, or move that file away",
+        )
+
+
 def check_writable(path: str | Path) -> Path:
     """Refuse an output whose folder mrisr cannot create files in, before any work.
 

@@ -117,8 +117,7 @@ def output_format(path: str | Path) -> str:
             f"has an extension mrisr does not write ({ending or 'none'})",
             path=path,
             expected="one of " + ", ".join(WRITE_FORMATS),
-            fix="name the output file, e.g. -o scan_sr.nii.gz, or pass an existing folder "
-            "to write <stem>_sr.nii.gz into",
+            fix="name the output file with one of those endings, e.g. scan_sr.nii.gz",
         )
     return kind
 

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from mrisr.config import PROFILES, TrainConfig, save_config, to_dict
 from mrisr.device import resolve_device
 from mrisr.errors import ConfigError
+from mrisr.io.files import check_folder_creatable, make_folder
 from mrisr.recipes import ResolvedRecipe
 from mrisr.training.data import TrainingData, load_training_data
 from mrisr.training.interrupt import StopSignals, TrainingInterrupted
@@ -303,6 +304,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
         raise ConfigError(
             "no run folder given", fix="pass --out RUN_DIR (or set out: in the config)"
         )
+    check_folder_creatable(str(config.out), what="run folder")  # before minutes of loading
     if config.data.volumes is None:
         raise ConfigError("no training volumes given", fix="pass --volumes DIR (or data.volumes)")
     spec = config.loss.perceptual_weights
@@ -512,7 +514,7 @@ def _start_log(
     """Write ``config.yaml``, open ``log.jsonl`` and log the start (or resume) of the run."""
     run_dir, main = Path(str(config.out)), procs.rank == 0
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir, what="run folder")
         save_config(config, run_dir / CONFIG_FILE)
     run_log = RunLog(
         run_dir, enabled=main, tensorboard=config.tensorboard, keep_until=start if resume else None

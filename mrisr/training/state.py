@@ -32,6 +32,7 @@ import torch
 
 from mrisr.config import TrainConfig, config_differences, load_config, with_overrides
 from mrisr.errors import CheckpointError, ConfigError, OutputError
+from mrisr.io.files import make_folder
 from mrisr.training.step import Learner
 
 if TYPE_CHECKING:
@@ -429,7 +430,7 @@ class RunLog:
         self.writer = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir, what="run folder")
         if keep_until is None:
             self.path.unlink(missing_ok=True)  # a fresh run: nothing saved to continue from
         elif self.path.exists():
