@@ -74,6 +74,19 @@ class Validation:
         self.profile = profile
         self.batch_size = batch_size
         for axis in self.axes:
+            if (
+                self.reference.shape[axis] < crop
+                and math.floor(self.reference.shape[axis] / self.factor) < 2
+            ):  # the volume itself is the limit: no crop setting can help
+                raise ConfigError(
+                    f"is {' x '.join(map(str, volume.shape))} voxels: too thin along axis "
+                    f"{axis} to validate at {self.factor:g}x (two thick slices need "
+                    f"{math.ceil(2 * self.factor)} voxels)",
+                    path=volume.source,
+                    expected="a held-out volume of at least that size along each validated axis",
+                    fix="name another held-out volume with --val-volume, or move this one out "
+                    "of the folder",
+                )
             check_crop(self.reference.shape[axis], self.factor)
         self.cubic = self._scores(CubicSliceModel())
 
