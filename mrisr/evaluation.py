@@ -195,7 +195,7 @@ def _check_truth(volume_hr: Volume, truth: Volume) -> None:
     sizes = np.asarray(truth.spacing, float)
     if sizes.max() / sizes.min() > TRUTH_MAX_ANISOTROPY:
         log.warning(
-            "%s: the truth's voxels are %s mm (%.2g times longer along one axis): that axis "
+            "%s: the truth's voxels are %s mm (%.3g times longer along one axis): that axis "
             "is already blurred, so the figures compare with a blurred truth; evaluate on a "
             "near-isotropic scan for figures that mean what they say",
             volume_hr.source or "the truth",
