@@ -367,7 +367,10 @@ class OptimConfig:
                 _check_range("optim", name, value, 0.0, 1.0, low_open=True)
         if self.betas is not None:
             if len(self.betas) != 2:
-                raise ConfigError(f"optim.betas must be [beta1, beta2], got {list(self.betas)!r}")
+                raise ConfigError(
+                    f"optim.betas must be [beta1, beta2], got {list(self.betas)!r}",
+                    fix="set optim.betas to two numbers in [0, 1), e.g. [0.9, 0.99]",
+                )
             _check_range("optim", "betas[0]", self.betas[0], 0.0, 1.0, high_open=True)
             _check_range("optim", "betas[1]", self.betas[1], 0.0, 1.0, high_open=True)
         _check_range("optim", "weight_decay", self.weight_decay, 0.0, 1.0)
@@ -376,7 +379,10 @@ class OptimConfig:
             for value in values:
                 _check_range("optim", name, value, 0.0, 1.0, low_open=True, high_open=True)
             if list(values) != sorted(values):
-                raise ConfigError(f"optim.{name} must increase, got {list(values)!r}")
+                raise ConfigError(
+                    f"optim.{name} must increase, got {list(values)!r}",
+                    fix=f"list optim.{name} as increasing fractions of the stage, e.g. [0.5, 0.75]",
+                )
         _check_range("optim", "gamma", self.gamma, 0.0, 1.0, low_open=True)
         _check_range("optim", "grad_clip", self.grad_clip, 0.0, 1e6)
 
@@ -409,7 +415,8 @@ class ScheduleConfig:
         for name in ("steps", "gan_steps", "val_every", "log_every", "save_every"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(
-                    f"schedule.{name} must be an integer, got {getattr(self, name)!r}"
+                    f"schedule.{name} must be an integer, got {getattr(self, name)!r}",
+                    fix=_fix(f"schedule.{name}"),
                 )
 
 
@@ -451,7 +458,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_range("config", "ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+            raise ConfigError(
+                f"seed must be an integer >= 0, got {self.seed!r}", fix="pass --seed 0 or more"
+            )
         try:
             check_device_text(self.device)
         except ConfigError:
@@ -544,41 +553,47 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         raise errors[0]
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}, got {value!r}")
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(str, args))}, got {value!r}",
+                fix=_fix(where),
+            )
         return value
     if hint is Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {value!r}", fix=_fix(where))
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {value!r}", fix=_fix(where))
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {value!r}", fix=_fix(where))
         return float(value)
     if hint is str:
         if isinstance(value, Path):
             return str(value)
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {value!r}", fix=_fix(where))
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {value!r}", fix=_fix(where))
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, where) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{where} must be a list of {len(args)} values, got {list(value)!r}")
+            raise ConfigError(
+                f"{where} must be a list of {len(args)} values, got {list(value)!r}",
+                fix=_fix(where),
+            )
         return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
     if origin in (Mapping, dict, typing.Mapping) or hint in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {value!r}", fix=_fix(where))
         return dict(value)
     raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover
 
@@ -614,6 +629,11 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainCo
             target = target[parent]
         target[name] = _plain(value)
     return from_dict(TrainConfig, merged)
+
+
+def _fix(where: str) -> str:
+    """The fix of a setting of the wrong type: where to correct it."""
+    return f"correct {where} in the YAML config (or the command-line option that sets it)"
 
 
 def load_config(path: str | Path) -> TrainConfig:

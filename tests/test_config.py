@@ -148,3 +148,26 @@ def test_construction_in_python_is_validated_too():
         DataConfig(patch_size=4)
     assert DataConfig(factor=3, factor_range=(2, 4)).factor_bounds == (2.0, 4.0)
     assert DataConfig(factor=3).factor_bounds == (3.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "seed: 1.5\n",
+        "seed: -1\n",
+        "data:\n  patch_size: big\n",
+        "data:\n  allow_anisotropic: maybe\n",
+        "optim:\n  betas: [0.9]\n",
+        "optim:\n  milestones: [0.75, 0.5]\n",
+        "schedule:\n  steps: 1.5\n",
+    ],
+)
+def test_every_bad_setting_says_how_to_fix_it(tmp_path, text):
+    from mrisr.config import load_config
+    from mrisr.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value) and "Fix:" in str(caught.value), str(caught.value)
