@@ -291,7 +291,8 @@ def stage_compile(args: argparse.Namespace, device: str) -> dict[str, Any]:
 
 def spec_config(spec: dict[str, Any]):
     """The training config of the probe: the recipe at the run's size and batch."""
-    from mrisr.config import load_config, with_overrides
+    from mrisr.config import with_overrides
+    from mrisr.config_file import load_config
 
     config = load_config(RECIPE)
     return with_overrides(
@@ -334,7 +335,8 @@ def smoke_volumes(folder: Path, fixtures: Path) -> Path:
 
 def train_config(args: argparse.Namespace, volumes: Path, run_dir: Path, compile_: bool):
     """default_model.yaml with the GPU run's size, batch, steps and device."""
-    from mrisr.config import load_config, with_overrides
+    from mrisr.config import with_overrides
+    from mrisr.config_file import load_config
 
     config = load_config(RECIPE)
     steps = args.steps

@@ -29,8 +29,8 @@ from mrisr.errors import (
 #: network, training or checkpoint name is used.
 _PUBLIC_NAMES = {
     "TrainConfig": "mrisr.config",
-    "load_config": "mrisr.config",
-    "save_config": "mrisr.config",
+    "load_config": "mrisr.config_file",
+    "save_config": "mrisr.config_file",
     "EvaluationResult": "mrisr.evaluation",
     "evaluate": "mrisr.evaluation",
     "save_figure": "mrisr.figures",

@@ -16,11 +16,10 @@ from mrisr.config import (
     TrainConfig,
     config_differences,
     from_dict,
-    load_config,
-    save_config,
     to_dict,
     with_overrides,
 )
+from mrisr.config_file import load_config, save_config
 from mrisr.errors import ConfigError
 
 
@@ -163,7 +162,7 @@ def test_construction_in_python_is_validated_too():
     ],
 )
 def test_every_bad_setting_says_how_to_fix_it(tmp_path, text):
-    from mrisr.config import load_config
+    from mrisr.config_file import load_config
     from mrisr.errors import ConfigError
 
     path = tmp_path / "c.yaml"

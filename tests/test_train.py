@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from mrisr.checkpoint import load_model, read_description
 from mrisr.cli import app
-from mrisr.config import TrainConfig, load_config, save_config, with_overrides
+from mrisr.config import TrainConfig, with_overrides
+from mrisr.config_file import load_config, save_config
 from mrisr.errors import CheckpointError, ConfigError, InputError, OutputError
 from mrisr.interpolation import CubicSliceModel
 from mrisr.io import load_volume
@@ -517,7 +518,7 @@ import json, os, sys
 from pathlib import Path
 
 from mrisr.checkpoint import weights_sha256
-from mrisr.config import load_config
+from mrisr.config_file import load_config
 from mrisr.training import run_training
 
 result = run_training(load_config(sys.argv[1]))

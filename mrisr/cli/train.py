@@ -204,7 +204,8 @@ def _settings(
     config: Path | None, *, resume: bool, out: Path | None, overrides: dict[str, Any]
 ) -> TrainConfig:
     """The run's config: --config (or, on --resume, the run's own), then the options given."""
-    from mrisr.config import TrainConfig, load_config, with_overrides
+    from mrisr.config import TrainConfig, with_overrides
+    from mrisr.config_file import load_config
     from mrisr.errors import CheckpointError, ConfigError
     from mrisr.training import CONFIG_FILE
 

@@ -42,7 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mrisr.config import PROFILES, TrainConfig, save_config, to_dict
+from mrisr.config import PROFILES, TrainConfig, to_dict
+from mrisr.config_file import save_config
 from mrisr.device import resolve_device
 from mrisr.errors import ConfigError
 from mrisr.io.files import check_folder_creatable, make_folder

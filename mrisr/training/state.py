@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mrisr.config import TrainConfig, config_differences, load_config, with_overrides
+from mrisr.config import TrainConfig, config_differences, with_overrides
+from mrisr.config_file import load_config
 from mrisr.errors import CheckpointError, ConfigError, OutputError
 from mrisr.io.files import make_folder
 from mrisr.training.step import Learner
