@@ -248,12 +248,10 @@ def rms_width(profile: str, fwhm: float) -> float:
     Raises:
         ConfigError: an unknown profile.
     """
+    check_profile(profile)
     if profile == "mean":
         return fwhm / math.sqrt(12.0)
-    if profile == "gaussian":
-        return fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    check_profile(profile)
-    raise AssertionError("unreachable: every profile of PROFILES is handled above")
+    return fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))  # gaussian
 
 
 def _pick_lines(lines: np.ndarray, count: int) -> np.ndarray:

@@ -28,3 +28,11 @@ def shared_data() -> Path:
 def rng() -> np.random.Generator:
     """A seeded random generator, so failures repeat."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def thick(shared_data):
+    """A thick-slice volume (4 mm along axis 2) made from a shared 1 mm fixture (cohort tests)."""
+    from mrisr import load_volume, simulate_volume
+
+    return simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4)

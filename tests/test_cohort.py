@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mrisr import load_volume, save_volume, simulate_volume, upscale_file, upscale_many
+from mrisr import load_volume, save_volume, upscale_file, upscale_many
 from mrisr.cli import app
 from mrisr.cohort import (
     ModelCache,
@@ -27,12 +27,6 @@ from mrisr.cohort import (
 )
 from mrisr.errors import ConfigError, InputError, OutputError
 from mrisr.interpolation import CubicSliceModel
-
-
-@pytest.fixture(scope="module")
-def thick(shared_data):
-    """A thick-slice volume (4 mm along axis 2) made from a shared 1 mm fixture."""
-    return simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from mrisr import (
     NotThickSliceError,
@@ -22,17 +21,10 @@ from mrisr import (
     load_volume,
     plan_upscale,
     save_volume,
-    simulate_volume,
     upscale_many,
 )
-from mrisr.cli import app
 from mrisr.errors import GeometryError, OutputError
-
-
-@pytest.fixture(scope="module")
-def thick(shared_data):
-    """A thick-slice volume (4 mm along axis 2) made from a shared 1 mm fixture."""
-    return simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4)
+from tests.test_cohort import invoke
 
 
 @pytest.fixture
@@ -43,10 +35,6 @@ def scans(thick, tmp_path):
     for name in ("s1", "s2"):
         save_volume(thick, folder / f"{name}.nii.gz")
     return folder
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def files(folder: Path) -> list[str]:
