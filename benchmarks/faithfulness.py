@@ -575,6 +575,12 @@ Mean true error (% of the range) per disagreement decile, 1 to 10:
   (its maximum is the sidecar's `residual_before`). Mean true error by
   decile of the map (pooled, 4x, box, contiguous): {decile_text}, so the map
   ranks regions usefully even where the voxel-wise correlation is weak.
+  Five further candidates computed from the same scan and output (a wider
+  pooling, the through-plane gradient, the local standard deviation, the
+  network's departure from cubic, and the geometric mean of the map and the
+  local standard deviation) are measured in [map_candidates.md](map_candidates.md)
+  (`python benchmarks/map_candidates.py`); none tracks the error better than
+  the map on every volume, so the map stays as it is.
   {verdict}
 """
 
