@@ -118,9 +118,7 @@ def case(truth_full, axis: int, factor: float, network, cubic_model) -> dict[str
     ).data.astype(np.float32)
     output = result.data.astype(np.float32)
     error = np.abs(output - np.asarray(truth.data, np.float32))
-    maps = candidates(
-        output, kept["passes"], cubic, result.meta["disagreement"].data, error, axis
-    )
+    maps = candidates(output, kept["passes"], cubic, result.meta["disagreement"].data, error, axis)
     return {name: _spearman(values[mask], error[mask]) for name, values in maps.items()}
 
 
