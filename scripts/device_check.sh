@@ -11,18 +11,8 @@ out=${OUT:-runs/device_out}
 limit=${LIMIT:-480} # seconds: the recipe ends inside a 10-minute command, a rerun fits the lease
 run=runs/gpu_recipe
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-# The build backend cannot be fetched offline: build with the image's setuptools, else run
-# mrisr from the checkout (the recipe calls `python -m mrisr`, not the console script).
-if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1; then
-    echo "editable install failed; running mrisr from the checkout"
-    export PYTHONPATH=$PWD:$PYTHONPATH
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# shellcheck source=scripts/device_env.sh
+source scripts/device_env.sh || exit 1
 
 timeout --kill-after=20 "$limit" python3 benchmarks/gpu_recipe.py \
     --data .gpu_data/train --out "$run" "$@" 2>&1 | tee "$out/recipe.log"
