@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Per-scan adaptation on the GPU (issue 9's budgets on a GPU), run on the device machine from
+# Per-scan adaptation on the GPU (the budgets of docs/adaptation.md, larger), run on the device machine from
 # the repository root by the device tool, after scripts/fetch_device_wheels.sh here:
 #   run(command="bash scripts/device_adapt.sh", carry=[".whl", ".gpu_data"], timeout_s=400)
 # Extra arguments go to benchmarks/adapt.py (default: the three default volumes at 4x along
