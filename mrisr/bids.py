@@ -71,6 +71,9 @@ class BidsScan:
         subject: the participant label (without ``sub-``).
         session: the session label, or None.
         suffix: e.g. ``"T2w"``.
+        slice_thickness_mm: ``SliceThickness`` from the dataset's JSON metadata
+            for this scan, with BIDS inheritance (a ``T2w.json`` at the top or
+            in ``sub-X/`` applies to every T2w scan below it), or None.
     """
 
     path: Path
@@ -78,6 +81,21 @@ class BidsScan:
     subject: str
     session: str | None
     suffix: str
+    slice_thickness_mm: float | None = None
+
+
+def check_analysis_level(level: str) -> None:
+    """Accept the BIDS-App analysis level ``participant``; mrisr has no group level.
+
+    Raises:
+        ConfigError: any other level.
+    """
+    if level != "participant":
+        raise ConfigError(
+            f"unknown analysis level {level!r}: mrisr works per scan and has no group level",
+            expected="participant (or leave it out)",
+            fix="run `mrisr bids BIDS_DIR OUT_DIR participant`",
+        )
 
 
 def read_dataset_description(root: str | Path) -> dict[str, Any]:
@@ -163,7 +181,7 @@ def find_anatomical_scans(
             expected="sub-<label>/[ses-<label>/]anat/sub-<label>_..._<suffix>.nii[.gz]",
             fix="check --suffix and --participant-label",
         )
-    return [_scan(Path(path), root) for path in found]
+    return [_scan(Path(path), root, layout) for path in found]
 
 
 def _labels(
@@ -182,7 +200,7 @@ def _labels(
     return labels
 
 
-def _scan(path: Path, root: Path) -> BidsScan:
+def _scan(path: Path, root: Path, layout: Any) -> BidsScan:
     entities, scan_suffix = parse_name(path.name)
     return BidsScan(
         path=path,
@@ -190,7 +208,23 @@ def _scan(path: Path, root: Path) -> BidsScan:
         subject=entities["sub"],
         session=entities.get("ses"),
         suffix=scan_suffix,
+        slice_thickness_mm=_inherited_thickness(path, layout),
     )
+
+
+def _inherited_thickness(path: Path, layout: Any) -> float | None:
+    """``SliceThickness`` (mm) of a scan by the BIDS inheritance principle, or None.
+
+    pybids merges the JSON files that apply to the scan, the most specific
+    winning (specification, "The Inheritance Principle"). A value that is not
+    a positive number is left for :func:`mrisr.consistency.slice_thickness`
+    to ignore, as a bad value in a sidecar beside the scan is.
+    """
+    try:
+        value = layout.get_metadata(str(path)).get("SliceThickness")
+        return float(value) if value is not None else None
+    except (ValueError, TypeError, AttributeError, OSError):
+        return None
 
 
 def parse_name(name: str) -> tuple[dict[str, str], str]:
@@ -269,33 +303,92 @@ def derivative_jobs(scans: Sequence[BidsScan], out_dir: str | Path) -> list[Scan
             "SpatialReference": uri,
         }
         jobs.append(
-            ScanJob(scan.path, folder / derivative_name(scan.path.name), fields, create_folder=True)
+            ScanJob(
+                scan.path,
+                folder / derivative_name(scan.path.name),
+                fields,
+                create_folder=True,
+                slice_thickness_mm=scan.slice_thickness_mm,
+            )
         )
     return jobs
 
 
 def check_output_dataset(raw_root: str | Path, out_dir: str | Path) -> None:
-    """Refuse an output folder that is the raw dataset or inside it (except ``derivatives/``).
+    """Refuse an output folder that would mix mrisr's results with another dataset.
+
+    Refused: the raw dataset or a folder inside it other than a pipeline's
+    folder under ``derivatives/`` (``derivatives/`` itself holds one folder per
+    pipeline); a folder inside another dataset (an ancestor with a
+    ``dataset_description.json``, other than the raw dataset above its
+    ``derivatives/``); a folder holding a dataset that is not an mrisr
+    derivative; an mrisr derivative made from another raw dataset.
 
     Raises:
-        OutputError: as above, or ``out_dir`` holds another dataset.
+        OutputError: as above.
     """
     raw, out = Path(raw_root).resolve(), Path(out_dir).resolve()
-    if out == raw or (raw in out.parents and (raw / "derivatives") not in [out, *out.parents]):
+    derivatives = raw / "derivatives"
+    if out == raw or (raw in out.parents and derivatives not in out.parents):
         raise OutputError(
-            "is inside the raw dataset; mrisr never writes into its input",
+            "is inside the raw dataset; mrisr never writes into its input"
+            if out != derivatives
+            else "is the raw dataset's derivatives/ folder, which holds one folder per pipeline",
             path=out_dir,
-            expected="a folder outside it, or under its derivatives/ folder",
-            fix=f"pass {raw / 'derivatives' / 'mrisr'}",
+            expected="a folder outside it, or a folder of its own under its derivatives/ folder",
+            fix=f"pass {derivatives / 'mrisr'}",
         )
+    for ancestor in out.parents:
+        if ancestor == raw:
+            break  # under raw/derivatives/: the raw dataset is the one expected above
+        if (ancestor / "dataset_description.json").is_file():
+            raise OutputError(
+                f"is inside another dataset ({ancestor} has a dataset_description.json)",
+                path=out_dir,
+                expected="a folder of its own, not inside another dataset",
+                fix=f"choose a folder outside {ancestor}",
+            )
     existing = out / "dataset_description.json"
-    if existing.is_file() and not _is_ours(existing):
+    if not existing.is_file():
+        return
+    if not _is_ours(existing):
         raise OutputError(
             "holds another dataset (its dataset_description.json is not mrisr's derivative)",
             path=out_dir,
             expected="an empty folder or an earlier mrisr output",
             fix="choose another output folder",
         )
+    made_from = _raw_of(existing)
+    if made_from is not None and made_from != raw:
+        raise OutputError(
+            f"holds mrisr's derivative of another raw dataset ({made_from})",
+            path=out_dir,
+            expected=f"an empty folder or an earlier mrisr output of {raw}",
+            fix="choose another output folder (one derivative dataset per raw dataset)",
+        )
+
+
+def _raw_of(description: Path) -> Path | None:
+    """The raw dataset an mrisr derivative was made from, by its ``DatasetLinks``.
+
+    A relative link (the derivative inside the raw dataset) is resolved from
+    the derivative's folder, so that a dataset moved as a whole still matches.
+    None when the link is missing or not a local folder.
+    """
+    from urllib.parse import unquote, urlparse
+
+    try:
+        link = json.loads(description.read_text())["DatasetLinks"][RAW_NAME]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(link, str):
+        return None
+    parsed = urlparse(link)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)).resolve()
+    if parsed.scheme:
+        return None  # a remote dataset: nothing to compare here
+    return (description.parent / link).resolve()
 
 
 def _is_ours(description: Path) -> bool:
@@ -345,12 +438,50 @@ def write_derivative_description(raw_root: str | Path, out_dir: str | Path) -> P
     }
     if not path.is_file():
         write_json_atomic(description, path)
-    ignore = out / ".bidsignore"
-    if not ignore.is_file():
-        from mrisr.io.files import write_atomic
-
-        write_atomic(ignore, lambda temporary: temporary.write_text(f"{LOG_FOLDER}/\n"))
+    _ignore_logs(out / ".bidsignore")
+    readme = out / "README.md"
+    if not readme.exists():
+        _write_text(readme, README.format(raw_name=raw_name, version=__version__))
     return path
+
+
+def _ignore_logs(ignore: Path) -> None:
+    """Make ``.bidsignore`` list the log folder, keeping whatever else it lists."""
+    line = f"{LOG_FOLDER}/"
+    try:
+        text = ignore.read_text() if ignore.is_file() else ""
+    except (OSError, UnicodeDecodeError) as error:
+        raise OutputError(
+            f"cannot be read: {error}", path=ignore, fix="repair or remove it"
+        ) from error
+    if line in (entry.strip() for entry in text.splitlines()):
+        return
+    _write_text(ignore, text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    from mrisr.io.files import write_atomic
+
+    write_atomic(path, lambda temporary: temporary.write_text(text), overwrite=True)
+
+
+#: The derivative dataset's README (RECOMMENDED by the specification), written once.
+README = """# mrisr super-resolution of {raw_name}
+
+Made by mrisr {version}: each anatomical thick-slice scan of the raw dataset
+super-resolved along its thick-slice axis to (near) isotropic voxels.
+
+- `sub-<label>/[ses-<label>/]anat/*_desc-sr_<suffix>.nii.gz`: the result, in
+  the raw scan's world coordinates on a finer grid. Its JSON sidecar names the
+  raw scan (`Sources`, `SpatialReference`) and records how it was made (model,
+  options, the input's SHA-256, the residual against the measured slices).
+- `*_desc-srdisagreement_<suffix>.nii.gz` (unless `--no-disagreement`): where
+  the result should not be trusted: the spread between the model's passes, per
+  voxel, in the image's intensity units, on the result's grid. It is described
+  in the result's sidecar (`disagreement`); the suffix is the scan's, as BIDS
+  names have no suffix for such maps.
+- `logs/` (listed in `.bidsignore`): the runs' JSON summaries.
+"""
 
 
 def _bids_version() -> str:

@@ -186,6 +186,7 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
     assert "sub-03_T2w.nii.gz" in result.output and "truncated" in result.output
     expected = [
         ".bidsignore",
+        "README.md",
         "dataset_description.json",
         "logs/mrisr_summary.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.json",
@@ -204,7 +205,7 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
     assert files_under(out) == expected  # nothing for sub-03, not even its folder
     # Every file the validator would read matches one of the schema's derivative rules.
     for path in expected:
-        if not path.startswith((".", "logs/")):
+        if not path.startswith((".", "logs/", "README")):
             assert any(p.match(path) for p in derivative_patterns), path
     assert (out / ".bidsignore").read_text() == "logs/\n"
     check_dataset_description(out, dataset, schema)
@@ -268,12 +269,18 @@ def test_shards_1_of_2_and_2_of_2_cover_the_dataset_once(dataset, tmp_path):
         (lambda raw: raw, "is inside the raw dataset"),
         (lambda raw: raw / "sub-01" / "sr", "is inside the raw dataset"),
         (lambda raw: raw.parent / "other", "holds another dataset"),
+        (lambda raw: raw / "derivatives", "is the raw dataset's derivatives/ folder"),
+        (lambda raw: raw.parent / "other" / "nested", "is inside another dataset"),
+        (lambda raw: raw / "derivatives" / "fmriprep" / "sr", "is inside another dataset"),
     ],
 )
 def test_output_folders_that_would_mix_datasets_are_refused(dataset, where, match):
     other = dataset.parent / "other"
     other.mkdir()
     (other / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    fmriprep = dataset / "derivatives" / "fmriprep"
+    fmriprep.mkdir(parents=True)
+    (fmriprep / "dataset_description.json").write_text('{"Name": "y", "BIDSVersion": "1.9.0"}')
     before = files_under(dataset.parent)
     result = invoke("bids", dataset, where(dataset), "--model", "cubic")
     assert result.exit_code == 2 and match in result.output, result.output
@@ -282,3 +289,89 @@ def test_output_folders_that_would_mix_datasets_are_refused(dataset, where, matc
         from mrisr.bids import check_output_dataset
 
         check_output_dataset(dataset, where(dataset))
+
+
+def test_an_earlier_mrisr_derivative_of_another_raw_dataset_is_refused(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    assert (
+        invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "02").exit_code == 0
+    )
+    other = tmp_path / "other_raw"
+    other.mkdir()
+    (other / "dataset_description.json").write_text(
+        (dataset / "dataset_description.json").read_text()
+    )
+    (other / "sub-02" / "anat").mkdir(parents=True)
+    scan = "sub-02/anat/sub-02_run-1_T2w.nii.gz"
+    (other / scan).write_bytes((dataset / scan).read_bytes())
+    before = files_under(out)
+    result = invoke("bids", other, out, "--model", "cubic")
+    assert result.exit_code == 2, result.output
+    assert "holds mrisr's derivative of another raw dataset" in result.output
+    assert files_under(out) == before
+
+
+def test_a_derivative_inside_the_raw_dataset_still_matches_after_both_move(dataset, tmp_path):
+    out = dataset / "derivatives" / "mrisr"
+    assert (
+        invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "02").exit_code == 0
+    )
+    moved = tmp_path / "moved"
+    dataset.rename(moved)
+    again = invoke("bids", moved, moved / "derivatives" / "mrisr", "--model", "cubic",
+                   "--participant-label", "02")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "0 done, 2 skipped" in again.output
+
+
+def test_an_existing_bidsignore_keeps_its_lines_and_gains_the_log_folder(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    out.mkdir()
+    (out / ".bidsignore").write_text("mine/")
+    assert (
+        invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "02").exit_code == 0
+    )
+    assert (out / ".bidsignore").read_text() == "mine/\nlogs/\n"
+    assert (
+        invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "02").exit_code == 0
+    )
+    assert (out / ".bidsignore").read_text() == "mine/\nlogs/\n"  # not added twice
+    readme = (out / "README.md").read_text()
+    assert "desc-srdisagreement" in readme and "toy spine" in readme
+
+
+def test_slice_thickness_is_inherited_from_metadata_above_the_scan(dataset, tmp_path):
+    """BIDS inheritance: a top-level T2w.json applies to every T2w scan (the file's own wins)."""
+    (dataset / "T2w.json").write_text('{"SliceThickness": 3.0}')
+    own = dataset / "sub-02" / "anat" / "sub-02_run-1_T2w.json"
+    own.write_text('{"SliceThickness": 3.5}')
+    scans = {s.path.name: s.slice_thickness_mm for s in find_anatomical_scans(dataset)}
+    assert scans["sub-02_run-1_T2w.nii.gz"] == 3.5
+    assert scans["sub-01_ses-1_acq-ax_T2w.nii.gz"] == 3.0
+    assert scans["sub-02_run-2_FLAIR.nii.gz"] is None
+    out = tmp_path / "derivative"
+    result = invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "01",
+                    "--session-label", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(
+        (out / "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.json").read_text()
+    )
+    assert sidecar["slice_thickness_mm"] == 3.0
+    assert sidecar["slice_thickness_source"] == "header"
+
+
+@pytest.mark.parametrize("level", [["participant"], []])
+def test_the_bids_app_form_with_an_analysis_level_and_underscore_options_works(
+    dataset, tmp_path, level
+):
+    out = tmp_path / "derivative"
+    result = invoke("bids", dataset, out, *level, "--participant_label", "02", "--model", "cubic")
+    assert result.exit_code == 0, result.output
+    assert "2 done" in result.output
+
+
+def test_a_group_analysis_level_is_refused_before_anything_is_written(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    result = invoke("bids", dataset, out, "group", "--model", "cubic")
+    assert result.exit_code == 2 and "no group level" in result.output, result.output
+    assert not out.exists()

@@ -18,12 +18,27 @@ def command(
         Path,
         typer.Argument(help="The derivative dataset, e.g. BIDS_DIR/derivatives/mrisr."),
     ],
+    analysis_level: Annotated[
+        str,
+        typer.Argument(
+            help="The BIDS-App analysis level: participant (the only one; it may be left out)."
+        ),
+    ] = "participant",
     participant_label: Annotated[
         list[str] | None,
-        typer.Option(help="Only this participant (01 or sub-01); repeat for several."),
+        typer.Option(
+            "--participant-label",
+            "--participant_label",
+            help="Only this participant (01 or sub-01); repeat for several.",
+        ),
     ] = None,
     session_label: Annotated[
-        list[str] | None, typer.Option(help="Only this session (1 or ses-1); repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--session-label",
+            "--session_label",
+            help="Only this session (1 or ses-1); repeatable.",
+        ),
     ] = None,
     suffix: Annotated[
         list[str] | None,
@@ -58,6 +73,7 @@ def command(
     from mrisr.bids import (
         DEFAULT_SUFFIXES,
         LOG_FOLDER,
+        check_analysis_level,
         check_output_dataset,
         derivative_jobs,
         find_anatomical_scans,
@@ -67,6 +83,7 @@ def command(
     from mrisr.models import ModelRequest
     from mrisr.shards import distributed_env, parse_shard
 
+    check_analysis_level(analysis_level)
     shard_k_n = parse_shard(shard) if shard is not None else None
     options = opt.upscale_options(arguments)
     # Made (and its precision checked) before anything is written to OUT_DIR.

@@ -66,7 +66,8 @@ Disagreement = Annotated[
     bool,
     typer.Option(
         "--disagreement/--no-disagreement",
-        help="Write <output>_disagreement beside the output: where the passes disagree.",
+        help="Write the disagreement map beside the output (<stem>_disagreement, or "
+        "desc-<label>disagreement for a BIDS name): where the passes disagree.",
     ),
 ]
 Tta = Annotated[
