@@ -71,9 +71,6 @@ class BidsScan:
         subject: the participant label (without ``sub-``).
         session: the session label, or None.
         suffix: e.g. ``"T2w"``.
-        slice_thickness_mm: ``SliceThickness`` from the dataset's JSON metadata
-            for this scan, with BIDS inheritance (a ``T2w.json`` at the top or
-            in ``sub-X/`` applies to every T2w scan below it), or None.
     """
 
     path: Path
@@ -81,7 +78,6 @@ class BidsScan:
     subject: str
     session: str | None
     suffix: str
-    slice_thickness_mm: float | None = None
 
 
 def check_analysis_level(level: str) -> None:
@@ -181,7 +177,7 @@ def find_anatomical_scans(
             expected="sub-<label>/[ses-<label>/]anat/sub-<label>_..._<suffix>.nii[.gz]",
             fix="check --suffix and --participant-label",
         )
-    return [_scan(Path(path), root, layout) for path in found]
+    return [_scan(Path(path), root) for path in found]
 
 
 def _labels(
@@ -200,7 +196,7 @@ def _labels(
     return labels
 
 
-def _scan(path: Path, root: Path, layout: Any) -> BidsScan:
+def _scan(path: Path, root: Path) -> BidsScan:
     entities, scan_suffix = parse_name(path.name)
     return BidsScan(
         path=path,
@@ -208,23 +204,7 @@ def _scan(path: Path, root: Path, layout: Any) -> BidsScan:
         subject=entities["sub"],
         session=entities.get("ses"),
         suffix=scan_suffix,
-        slice_thickness_mm=_inherited_thickness(path, layout),
     )
-
-
-def _inherited_thickness(path: Path, layout: Any) -> float | None:
-    """``SliceThickness`` (mm) of a scan by the BIDS inheritance principle, or None.
-
-    pybids merges the JSON files that apply to the scan, the most specific
-    winning (specification, "The Inheritance Principle"). A value that is not
-    a positive number is left for :func:`mrisr.consistency.slice_thickness`
-    to ignore, as a bad value in a sidecar beside the scan is.
-    """
-    try:
-        value = layout.get_metadata(str(path)).get("SliceThickness")
-        return float(value) if value is not None else None
-    except (ValueError, TypeError, AttributeError, OSError):
-        return None
 
 
 def parse_name(name: str) -> tuple[dict[str, str], str]:
@@ -303,13 +283,7 @@ def derivative_jobs(scans: Sequence[BidsScan], out_dir: str | Path) -> list[Scan
             "SpatialReference": uri,
         }
         jobs.append(
-            ScanJob(
-                scan.path,
-                folder / derivative_name(scan.path.name),
-                fields,
-                create_folder=True,
-                slice_thickness_mm=scan.slice_thickness_mm,
-            )
+            ScanJob(scan.path, folder / derivative_name(scan.path.name), fields, create_folder=True)
         )
     return jobs
 

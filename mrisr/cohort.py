@@ -90,16 +90,12 @@ class ScanJob:
         sidecar_fields: extra JSON fields for its sidecar (BIDS ``Sources``...).
         create_folder: create the output's folder when it is missing (BIDS
             ``sub-X/ses-Y/anat``).
-        slice_thickness_mm: the scan's slice thickness from metadata its file
-            does not carry (a BIDS dataset's inherited ``SliceThickness``), used
-            when the scan itself says none; None: the scan's own.
     """
 
     input: Path
     output: Path | None = None
     sidecar_fields: dict[str, Any] | None = field(default=None, compare=False)
     create_folder: bool = False
-    slice_thickness_mm: float | None = None
 
     @property
     def output_path(self) -> Path:
@@ -337,8 +333,6 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
         job.input, job.output_path, overwrite=settings.overwrite, options=settings.options
     )
     volume = load_volume(job.input)
-    if job.slice_thickness_mm is not None and volume.meta.get("slice_thickness_mm") is None:
-        volume.meta["slice_thickness_mm"] = job.slice_thickness_mm
     try:
         plan = plan_upscale(
             volume, factor=settings.factor, axis=settings.axis, spacing_mm=settings.spacing_mm

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import math
 import os
 import struct
@@ -24,7 +23,8 @@ import numpy as np
 from nibabel.freesurfer.mghformat import MGHHeader
 
 from mrisr.errors import GeometryError, InputError
-from mrisr.io.files import stem, suffix
+from mrisr.io import sidecars
+from mrisr.io.files import suffix
 from mrisr.io.validation import (
     MAX_DEFLATE_RATIO,
     REEXPORT,
@@ -220,16 +220,6 @@ def _check_stored_size(
             )
 
 
-def _sidecar_slice_thickness(path: Path) -> float | None:
-    """SliceThickness (mm) from a BIDS/dcm2niix JSON sidecar beside the image, if any."""
-    sidecar = path.with_name(stem(path) + ".json")
-    try:
-        value = json.loads(sidecar.read_text()).get("SliceThickness")
-        return float(value) if value is not None else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-
-
 def load_nibabel(path: Path, kind: str) -> Volume:
     """Read a NIfTI or MGH file through nibabel: header checks first, then the voxels.
 
@@ -240,7 +230,8 @@ def load_nibabel(path: Path, kind: str) -> Volume:
     Returns:
         float32 (X, Y, Z) voxels (a 4th axis of size 1 dropped), the RAS+ affine
         in mm, a copy of the header, and ``meta`` (format, on-disk dtype, form
-        codes, slice thickness from a JSON sidecar beside the file if any).
+        codes, slice thickness from the file's JSON metadata if any: the sidecar
+        beside it, or what it inherits in a BIDS dataset, see :mod:`mrisr.io.sidecars`).
 
     Raises:
         InputError: wrong magic, truncated or damaged file, an unusable shape
@@ -303,7 +294,7 @@ def load_nibabel(path: Path, kind: str) -> Volume:
     if data.shape != shape:
         meta["squeezed_shape"] = raw_shape
         data = data.reshape(shape)
-    thickness = _sidecar_slice_thickness(path)
+    thickness = sidecars.slice_thickness(path)
     if thickness is not None:
         meta["slice_thickness_mm"] = thickness
     return Volume(data=data, affine=affine, header=header.copy(), source=path, meta=meta)
