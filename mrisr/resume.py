@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mrisr.errors import MrisrError
@@ -88,6 +89,9 @@ def resume_difference(job: ScanJob, models: ModelCache, settings: CohortSettings
             )
         if differences:
             return "the options differ: " + "; ".join(differences)
+        metadata = _metadata_difference(job.input, recorded, settings)
+        if metadata is not None:
+            return metadata
         if recorded["input"]["sha256"] != file_sha256(job.input):
             return "the input changed since (its SHA-256 differs from the recorded one)"
         model = models.get(float(recorded["factor"]))
@@ -99,6 +103,34 @@ def resume_difference(job: ScanJob, models: ModelCache, settings: CohortSettings
     except (OSError, ValueError, KeyError, TypeError, AttributeError, MrisrError) as error:
         return f"its sidecar {sidecar.name} cannot be compared ({type(error).__name__}: {error})"
     return None
+
+
+def _metadata_difference(
+    scan: Path, recorded: dict[str, Any], settings: CohortSettings
+) -> str | None:
+    """What changed in the slice thickness a NIfTI/MGH scan's JSON metadata gives, if anything.
+
+    The input's hash does not cover its JSON sidecar, nor, in a BIDS dataset,
+    the files it inherits (:mod:`mrisr.io.sidecars`); a thickness given as an
+    option is compared with the options instead.
+    """
+    from mrisr.io.files import READ_FORMATS, suffix
+    from mrisr.io.sidecars import slice_thickness
+
+    if settings.options.thickness_mm is not None or not scan.is_file():
+        return None
+    if READ_FORMATS.get(suffix(scan)) not in ("nifti", "mgh"):
+        return None
+    then = recorded.get("slice_thickness_mm")
+    if recorded.get("slice_thickness_source") != "header":
+        then = None
+    now = slice_thickness(scan)
+    if now == then:
+        return None
+    return (
+        f"the slice thickness of its JSON metadata changed: {then!r} mm (recorded) against "
+        f"{now!r} mm (now)"
+    )
 
 
 def _option_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -376,3 +376,20 @@ def test_a_group_analysis_level_is_refused_before_anything_is_written(dataset, t
     result = invoke("bids", dataset, out, "group", "--model", "cubic")
     assert result.exit_code == 2 and "no group level" in result.output, result.output
     assert not out.exists()
+
+
+def test_a_changed_inherited_thickness_is_not_taken_for_a_finished_scan(dataset, tmp_path):
+    """The input's hash does not cover the metadata files it inherits: they are compared too."""
+    out = tmp_path / "derivative"
+    selection = ("--model", "cubic", "--participant-label", "02", "--suffix", "T2w")
+    assert invoke("bids", dataset, out, *selection).exit_code == 0
+    assert "0 done, 1 skipped" in invoke("bids", dataset, out, *selection).output
+    (dataset / "T2w.json").write_text('{"SliceThickness": 3.0}')
+    changed = invoke("bids", dataset, out, *selection)
+    assert changed.exit_code == 3, changed.output
+    assert "slice thickness of its JSON metadata changed: None mm (recorded) against 3.0" in (
+        " ".join(changed.output.split())
+    )
+    redone = invoke("bids", dataset, out, *selection, "--overwrite")
+    assert redone.exit_code == 0 and "1 done" in redone.output
+    assert "0 done, 1 skipped" in invoke("bids", dataset, out, *selection).output
