@@ -282,10 +282,27 @@ def derivative_jobs(scans: Sequence[BidsScan], out_dir: str | Path) -> list[Scan
             "Sources": [uri],
             "SpatialReference": uri,
         }
+        output = folder / derivative_name(scan.path.name)
+        # "bids::" is this (the derivative) dataset: the map describes the result beside it.
+        result_uri = f"bids::{output.relative_to(out_dir).as_posix()}"
+        map_fields = {
+            "Description": MAP_DESCRIPTION,
+            "Sources": [result_uri, uri],
+            "SpatialReference": uri,
+        }
         jobs.append(
-            ScanJob(scan.path, folder / derivative_name(scan.path.name), fields, create_folder=True)
+            ScanJob(scan.path, output, fields, create_folder=True, map_sidecar_fields=map_fields)
         )
     return jobs
+
+
+#: The ``Description`` of a disagreement map's sidecar.
+MAP_DESCRIPTION = (
+    "Disagreement map of the desc-sr result beside it: per voxel, the spread between "
+    "mrisr's passes (the two planes that contain the thick axis, and flipped passes with "
+    "test-time augmentation), pooled over a one-voxel neighbourhood, in the result's "
+    "intensity units; high values mark where the result should not be trusted"
+)
 
 
 def check_output_dataset(raw_root: str | Path, out_dir: str | Path) -> None:
@@ -451,9 +468,10 @@ super-resolved along its thick-slice axis to (near) isotropic voxels.
   options, the input's SHA-256, the residual against the measured slices).
 - `*_desc-srdisagreement_<suffix>.nii.gz` (unless `--no-disagreement`): where
   the result should not be trusted: the spread between the model's passes, per
-  voxel, in the image's intensity units, on the result's grid. It is described
-  in the result's sidecar (`disagreement`); the suffix is the scan's, as BIDS
-  names have no suffix for such maps.
+  voxel, in the image's intensity units, on the result's grid. Its JSON sidecar
+  names the result it belongs to (`Sources`); the result's sidecar has its
+  figures (`disagreement`). The suffix is the scan's, as BIDS names have no
+  suffix for such maps.
 - `logs/` (listed in `.bidsignore`): the runs' JSON summaries.
 """
 

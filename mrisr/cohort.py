@@ -90,12 +90,15 @@ class ScanJob:
         sidecar_fields: extra JSON fields for its sidecar (BIDS ``Sources``...).
         create_folder: create the output's folder when it is missing (BIDS
             ``sub-X/ses-Y/anat``).
+        map_sidecar_fields: fields of a JSON sidecar for the disagreement map
+            (BIDS derivatives); None: the map has none.
     """
 
     input: Path
     output: Path | None = None
     sidecar_fields: dict[str, Any] | None = field(default=None, compare=False)
     create_folder: bool = False
+    map_sidecar_fields: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def output_path(self) -> Path:
@@ -330,7 +333,11 @@ def _prepare(job: ScanJob, models: ModelCache, settings: CohortSettings) -> _Pre
     if job.create_folder:
         job.output_path.parent.mkdir(parents=True, exist_ok=True)
     check_upscale_outputs(
-        job.input, job.output_path, overwrite=settings.overwrite, options=settings.options
+        job.input,
+        job.output_path,
+        overwrite=settings.overwrite,
+        options=settings.options,
+        map_sidecar=job.map_sidecar_fields is not None,
     )
     volume = load_volume(job.input)
     try:
@@ -437,6 +444,7 @@ def _write(job: ScanJob, result: Volume, settings: CohortSettings) -> float:
         options=settings.options,
         overwrite=settings.overwrite,
         sidecar_fields=job.sidecar_fields,
+        map_sidecar_fields=job.map_sidecar_fields,
     )
     return time.perf_counter() - start
 

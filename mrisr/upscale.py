@@ -518,10 +518,12 @@ def check_upscale_outputs(
     *,
     overwrite: bool,
     options: UpscaleOptions | None = None,
+    map_sidecar: bool = False,
 ) -> tuple[Path, Path]:
     """The output image and sidecar paths of a scan, refused now if they cannot be written.
 
-    The disagreement map (when ``options.disagreement``) is checked with them.
+    The disagreement map (when ``options.disagreement``) is checked with them,
+    and its own JSON sidecar when ``map_sidecar`` (BIDS derivatives).
 
     Args:
         input_path: the scan.
@@ -550,6 +552,8 @@ def check_upscale_outputs(
     outputs = [output, sidecar]
     if options.disagreement:
         outputs.append(disagreement_path(output))
+        if map_sidecar:
+            outputs.append(sidecar_path(disagreement_path(output)))
     if options.adapt is not None and options.adapt.save_path is not None:
         outputs.append(Path(options.adapt.save_path))
     check_outputs(input_path, outputs, overwrite=overwrite)
@@ -611,6 +615,7 @@ def write_upscaled(
     options: UpscaleOptions,
     overwrite: bool = False,
     sidecar_fields: dict[str, Any] | None = None,
+    map_sidecar_fields: dict[str, Any] | None = None,
 ) -> None:
     """Write an :func:`upscale_volume` result: image, disagreement map, then sidecar.
 
@@ -624,16 +629,20 @@ def write_upscaled(
         options: the options ``result`` was made with.
         overwrite: replace existing outputs.
         sidecar_fields: extra JSON-ready fields for the sidecar.
+        map_sidecar_fields: when given (BIDS derivatives), the disagreement
+            map gets a JSON sidecar of its own with these fields.
 
     Raises:
         OutputError: see :func:`mrisr.io.outputs.write_image_and_sidecar`;
             files this call wrote are removed again.
     """
     provenance = {**_provenance(result, input_path, output, options), **(sidecar_fields or {})}
-    extras = {}
+    extras, extra_json = {}, {}
     if options.disagreement:
         spread_path = disagreement_path(output)
         extras[spread_path] = result.meta["disagreement"]
+        if map_sidecar_fields is not None:
+            extra_json[sidecar_path(spread_path)] = map_sidecar_fields
         provenance["disagreement"] = {
             **provenance["disagreement"],
             "file": str(spread_path.resolve()),
@@ -648,9 +657,11 @@ def write_upscaled(
         overwrite=overwrite,
         dtype=options.dtype,
         extras=extras,
+        extra_json=extra_json,
     )
     if stale is not None:
         stale.unlink(missing_ok=True)
+        sidecar_path(stale).unlink(missing_ok=True)  # a BIDS map's own sidecar
 
 
 def _provenance(

@@ -191,15 +191,19 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
         "logs/mrisr_summary.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-sr_T2w.nii.gz",
+        "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-srdisagreement_T2w.json",
         "sub-01/ses-1/anat/sub-01_ses-1_acq-ax_desc-srdisagreement_T2w.nii.gz",
         "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-sr_T2w.json",
         "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-sr_T2w.nii.gz",
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-srdisagreement_T2w.json",
         "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_desc-srdisagreement_T2w.nii.gz",
         "sub-02/anat/sub-02_run-1_desc-sr_T2w.json",
         "sub-02/anat/sub-02_run-1_desc-sr_T2w.nii.gz",
+        "sub-02/anat/sub-02_run-1_desc-srdisagreement_T2w.json",
         "sub-02/anat/sub-02_run-1_desc-srdisagreement_T2w.nii.gz",
         "sub-02/anat/sub-02_run-2_desc-sr_FLAIR.json",
         "sub-02/anat/sub-02_run-2_desc-sr_FLAIR.nii.gz",
+        "sub-02/anat/sub-02_run-2_desc-srdisagreement_FLAIR.json",
         "sub-02/anat/sub-02_run-2_desc-srdisagreement_FLAIR.nii.gz",
     ]
     assert files_under(out) == expected  # nothing for sub-03, not even its folder
@@ -210,6 +214,16 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
     assert (out / ".bidsignore").read_text() == "logs/\n"
     check_dataset_description(out, dataset, schema)
     check_sidecar(out, "sub-02/anat/sub-02_run-1_desc-sr_T2w.json", dataset)
+    check_map_sidecar(out, "sub-02/anat/sub-02_run-1_desc-srdisagreement_T2w.json")
+
+
+def check_map_sidecar(out, path):
+    sidecar = json.loads((out / path).read_text())
+    result = "bids::sub-02/anat/sub-02_run-1_desc-sr_T2w.nii.gz"
+    raw = "bids:raw:sub-02/anat/sub-02_run-1_T2w.nii.gz"
+    assert sidecar["Sources"] == [result, raw] and sidecar["SpatialReference"] == raw
+    assert (out / result.removeprefix("bids::")).is_file()
+    assert "Disagreement map" in sidecar["Description"]
 
 
 def check_dataset_description(out, raw, schema):
@@ -393,3 +407,28 @@ def test_a_changed_inherited_thickness_is_not_taken_for_a_finished_scan(dataset,
     redone = invoke("bids", dataset, out, *selection, "--overwrite")
     assert redone.exit_code == 0 and "1 done" in redone.output
     assert "0 done, 1 skipped" in invoke("bids", dataset, out, *selection).output
+
+
+def test_overwrite_without_the_map_removes_the_earlier_map_and_its_sidecar(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    selection = ("--model", "cubic", "--participant-label", "02", "--suffix", "T2w")
+    assert invoke("bids", dataset, out, *selection).exit_code == 0
+    folder = out / "sub-02" / "anat"
+    assert (folder / "sub-02_run-1_desc-srdisagreement_T2w.json").is_file()
+    again = invoke("bids", dataset, out, *selection, "--overwrite", "--no-disagreement")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "sub-02_run-1_desc-sr_T2w.json",
+        "sub-02_run-1_desc-sr_T2w.nii.gz",
+    ]
+
+
+def test_an_existing_map_sidecar_is_refused_without_overwrite(dataset, tmp_path):
+    out = tmp_path / "derivative"
+    folder = out / "sub-02" / "anat"
+    folder.mkdir(parents=True)
+    (folder / "sub-02_run-1_desc-srdisagreement_T2w.json").write_text("{}")
+    result = invoke("bids", dataset, out, "--model", "cubic", "--participant-label", "02",
+                    "--suffix", "T2w")  # fmt: skip
+    assert result.exit_code == 3 and "desc-srdisagreement_T2w.json" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["sub-02_run-1_desc-srdisagreement_T2w.json"]

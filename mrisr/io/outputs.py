@@ -160,6 +160,7 @@ def write_image_and_sidecar(
     overwrite: bool,
     dtype: Any = "float32",
     extras: dict[Path, Volume] | None = None,
+    extra_json: dict[Path, dict[str, Any]] | None = None,
 ) -> Storage:
     """Save the image, any extra images (the disagreement map), then the sidecar: all or none.
 
@@ -176,6 +177,8 @@ def write_image_and_sidecar(
             else float32. A top-level provenance entry whose ``"file"`` is an
             extra's absolute path gets its ``"storage"`` (type, scale factor,
             largest rounding error).
+        extra_json: ``{path: fields}`` JSON files written with the extras (a
+            BIDS derivative's sidecar of its disagreement map).
 
     Returns:
         How the image's voxels were stored.
@@ -199,6 +202,8 @@ def write_image_and_sidecar(
             extra_storage = choose_storage(volume.data, extra_dtype, kind, path)
             save_volume(volume, path, overwrite=overwrite, dtype=extra_storage)
             _record_storage(provenance, path, extra_storage)
+        for path, fields in (extra_json or {}).items():
+            write_json_atomic(fields, path, overwrite=overwrite)
         write_json_atomic(provenance, sidecar, overwrite=overwrite)
     return storage
 
