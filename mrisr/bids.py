@@ -277,10 +277,14 @@ def derivative_jobs(scans: Sequence[BidsScan], out_dir: str | Path) -> list[Scan
     for scan in scans:
         folder = out_dir / Path(scan.relpath).parent
         uri = f"bids:{RAW_NAME}:{scan.relpath}"
+        # REQUIRED for volumetric anatomical derivatives; mrisr strips nothing, so
+        # the result is skull-stripped exactly when its input says it was.
+        stripped = skull_stripped(scan.path)
         fields = {
             "Description": f"{scan.suffix} super-resolved along its thick-slice axis by mrisr",
             "Sources": [uri],
             "SpatialReference": uri,
+            "SkullStripped": stripped,
         }
         output = folder / derivative_name(scan.path.name)
         # "bids::" is this (the derivative) dataset: the map describes the result beside it.
@@ -289,11 +293,23 @@ def derivative_jobs(scans: Sequence[BidsScan], out_dir: str | Path) -> list[Scan
             "Description": MAP_DESCRIPTION,
             "Sources": [result_uri, uri],
             "SpatialReference": uri,
+            "SkullStripped": stripped,
         }
         jobs.append(
             ScanJob(scan.path, output, fields, create_folder=True, map_sidecar_fields=map_fields)
         )
     return jobs
+
+
+def skull_stripped(scan: Path) -> bool:
+    """``SkullStripped`` of a scan's result: its input's (JSON metadata, with inheritance), else False.
+
+    A raw scan is not skull-stripped; a scan from a derivative dataset says so
+    in its metadata (BIDS derivatives, "Preprocessed or cleaned data").
+    """
+    from mrisr.io.sidecars import metadata
+
+    return metadata(scan, keys=("SkullStripped",)).get("SkullStripped") is True
 
 
 #: The ``Description`` of a disagreement map's sidecar.

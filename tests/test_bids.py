@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -215,6 +218,22 @@ def test_the_bids_command_writes_valid_derivatives_and_reports_the_corrupt_scan(
     check_dataset_description(out, dataset, schema)
     check_sidecar(out, "sub-02/anat/sub-02_run-1_desc-sr_T2w.json", dataset)
     check_map_sidecar(out, "sub-02/anat/sub-02_run-1_desc-srdisagreement_T2w.json")
+    check_with_the_bids_validator(out)
+
+
+def check_with_the_bids_validator(out):
+    """The BIDS validator (the schema-based one, from PyPI's bids-validator-deno): no error."""
+    validator = shutil.which("bids-validator-deno") or shutil.which(
+        "bids-validator-deno", path=str(Path(sys.executable).parent)
+    )
+    if validator is None:
+        return  # not installed (it is in the dev extra): the schema rules above still ran
+    run = subprocess.run(
+        [validator, str(out), "--format", "json"], capture_output=True, text=True, timeout=300
+    )
+    issues = json.loads(run.stdout)["issues"]["issues"]
+    errors = [(i["code"], i.get("subCode"), i.get("location")) for i in issues if i["severity"] == "error"]  # fmt: skip
+    assert errors == [], errors
 
 
 def check_map_sidecar(out, path):
@@ -224,6 +243,7 @@ def check_map_sidecar(out, path):
     assert sidecar["Sources"] == [result, raw] and sidecar["SpatialReference"] == raw
     assert (out / result.removeprefix("bids::")).is_file()
     assert "Disagreement map" in sidecar["Description"]
+    assert sidecar["SkullStripped"] is False
 
 
 def check_dataset_description(out, raw, schema):
@@ -432,3 +452,13 @@ def test_an_existing_map_sidecar_is_refused_without_overwrite(dataset, tmp_path)
                     "--suffix", "T2w")  # fmt: skip
     assert result.exit_code == 3 and "desc-srdisagreement_T2w.json" in result.output
     assert sorted(p.name for p in folder.iterdir()) == ["sub-02_run-1_desc-srdisagreement_T2w.json"]
+
+
+def test_skull_stripped_follows_the_input_s_metadata(dataset):
+    from mrisr.bids import skull_stripped
+
+    scan = dataset / "sub-02" / "anat" / "sub-02_run-1_T2w.nii.gz"
+    assert skull_stripped(scan) is False  # a raw scan, nothing said
+    (dataset / "T2w.json").write_text('{"SkullStripped": true}')
+    assert skull_stripped(scan) is True
+    assert skull_stripped(dataset / "sub-02" / "anat" / "sub-02_run-2_FLAIR.nii.gz") is False
