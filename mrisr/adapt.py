@@ -539,8 +539,10 @@ def refuse_without_network(model: Any) -> None:
         ConfigError: ``"cubic"`` (also inside a :class:`mrisr.models.ModelRequest`)
             or a loaded model without a network.
     """
+    from mrisr.models import names_cubic
+
     spec = getattr(model, "spec", model)
-    if isinstance(spec, str) and spec.strip().lower() == "cubic":
+    if names_cubic(spec):
         raise ConfigError(
             "--adapt needs a trained model, and --model cubic is interpolation",
             expected="a bundled model, a run folder or a .safetensors file",

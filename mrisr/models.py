@@ -46,6 +46,11 @@ DEFAULT_TILE_COLS = 256
 _MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
+def names_cubic(spec: object) -> bool:
+    """Whether a ``--model`` value names cubic interpolation (``"cubic"``, any case, spaces ignored)."""
+    return isinstance(spec, str) and spec.strip().lower() == "cubic"
+
+
 def covers_factor(factor_range: tuple[float, float], factor: float) -> bool:
     """Whether a model trained on ``factor_range`` serves ``factor``.
 
@@ -225,7 +230,7 @@ def load_slice_model(
     from mrisr.device import check_precision_text
 
     precision = check_precision_text(precision)  # refused even for cubic, which ignores it
-    if isinstance(spec, str) and spec.strip().lower() == "cubic":
+    if names_cubic(spec):
         return CubicSliceModel()
     from mrisr.inference import GeneratorSliceModel
 

@@ -195,3 +195,80 @@ def test_demo_refuses_a_file_as_its_folder(tmp_path):
     assert result.exit_code == 2, result.output
     assert "is a file, not a folder: it cannot be the demo folder" in result.output
     assert blocker.read_text() == "x"
+
+
+# ------------------------------------------------- options that change nothing
+
+
+def thick_scan(folder: Path) -> Path:
+    """A small 4 mm thick-slice scan (1 x 1 x 4 mm voxels)."""
+    data = np.random.default_rng(0).random((16, 16, 6)).astype(np.float32) + 1
+    path = folder / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 4.0, 1.0])), str(path))
+    return path
+
+
+CUBIC = ("--model", "cubic")
+NO_NETWORK = "when only cubic interpolation runs (no network --model)"
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "words"),
+    [
+        ("upscale", [*CUBIC, "--precision", "bfloat16"], ["--precision bfloat16", "--model cubic"]),
+        ("upscale", [*CUBIC, "--device", "cpu"], ["--device cpu has no effect with --model cubic"]),
+        ("upscale", [*CUBIC, "--threads", "1"], ["--threads 1 has no effect with --model cubic"]),
+        ("upscale", [*CUBIC, "--batch-size", "4"], ["--batch-size 4 has no effect"]),
+        ("upscale", [*CUBIC, "--force"], ["--force has no effect with --model cubic"]),
+        (
+            "upscale",
+            [*CUBIC, "--precision", "float32", "--threads", "2"],
+            ["--threads 2, --precision float32 have no effect", "drop --threads, --precision,"],
+        ),
+        (
+            "upscale",
+            ["--consistency-profile", "gaussian", "--no-consistency"],
+            ["--consistency-profile gaussian has no effect with --no-consistency"],
+        ),
+        (
+            "upscale",
+            ["--adapt", "--adapt-steps", "5", "--adapt-seconds", "3"],
+            ["--adapt-steps 5 and --adapt-seconds 3 both given", "keep one of"],
+        ),
+        ("bids", [*CUBIC, "--precision", "float32"], ["--precision float32", "--model cubic"]),
+        (
+            "bids",
+            ["--consistency-profile", "gaussian", "--no-consistency"],
+            ["--consistency-profile gaussian", "--no-consistency"],
+        ),
+        ("evaluate", ["--device", "cpu"], ["--device cpu has no effect", NO_NETWORK]),
+        ("evaluate", [*CUBIC, "--force"], ["--force has no effect", NO_NETWORK]),
+        ("evaluate", ["--threads", "1"], ["--threads 1 has no effect", NO_NETWORK]),
+        ("demo", [*CUBIC, "--device", "cpu"], ["--device cpu has no effect with --model cubic"]),
+    ],
+)
+def test_options_that_another_option_makes_ineffective_are_refused_before_work(
+    tmp_path, command, extra, words
+):
+    scan = thick_scan(tmp_path)
+    places = {
+        "upscale": [scan],
+        "bids": [tmp_path, tmp_path / "derivatives"],
+        "evaluate": [scan],
+        "demo": ["--out", tmp_path / "demo"],
+    }
+    before = sorted(tmp_path.iterdir())
+    result = invoke(command, *places[command], *extra)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for word in [*words, "Fix: drop" if "both given" not in message else "Fix: keep"]:
+        assert word in message, message
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+
+
+def test_options_that_do_something_still_run(tmp_path):
+    scan = thick_scan(tmp_path)
+    result = invoke("upscale", scan, *CUBIC, "--consistency-profile", "gaussian", "--consistency")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "scan_sr.json").read_text())
+    assert record["faithfulness"]["residual_profile"] == "gaussian"

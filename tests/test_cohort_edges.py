@@ -198,9 +198,9 @@ def test_a_failed_overwrite_leaves_the_earlier_result_whole(scans, tmp_path, mon
 def test_evaluate_refuses_a_truth_too_small_and_warns_about_a_thick_one(thick, tmp_path, caplog):
     small = tmp_path / "small.nii.gz"
     save_volume(thick, small)  # 13 slices along axis 2: 10 after cropping to whole 5x slices
-    result = invoke("evaluate", small, "--axis", "2", "--factor", "5", "--threads", "1")
+    result = invoke("evaluate", small, "--axis", "2", "--factor", "5")
     assert result.exit_code == 2 and "SSIM window" in result.output, result.output
     assert "win_size" not in result.output
-    warned = invoke("evaluate", small, "--axis", "0", "--factor", "2", "--threads", "1")
+    warned = invoke("evaluate", small, "--axis", "0", "--factor", "2")
     assert warned.exit_code == 0, warned.output
     assert "compare with a blurred truth" in caplog.text  # 1 x 1 x 4 mm voxels

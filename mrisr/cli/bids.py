@@ -73,6 +73,7 @@ def command(
     request = ModelRequest(
         model, device=device, threads=threads, batch_size=batch_size, precision=precision
     )
+    opt.refuse_ineffective(command, arguments)
     scans = find_anatomical_scans(
         bids_dir,
         participant_labels=participant_label or (),

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console, output
+from mrisr.cli.options import refuse_ineffective
 from mrisr.device import DEVICE_HELP
 
 NAME = "demo"
@@ -34,6 +35,7 @@ def command(
     from mrisr.evaluation import rich_table
     from mrisr.models import load_slice_model
 
+    refuse_ineffective(command, {"model": model, "device": device})
     network = load_slice_model(model, factor=factor, device=device)
     with console.status(f"simulating {factor:g}x thick slices and upscaling"):
         result = run_demo(out, network, factor=factor, overwrite=overwrite)

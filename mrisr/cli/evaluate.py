@@ -61,6 +61,12 @@ def command(
     from mrisr.upscale import UpscaleOptions
 
     check_precision_text(precision)  # before any work, even when only cubic runs
+    opt.refuse_ineffective(
+        command,
+        {"device": device, "threads": threads, "precision": precision, "force": force},
+        networks=model or [],
+        without_network="when only cubic interpolation runs (no network --model)",
+    )
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)
     volume = load_volume(scan)

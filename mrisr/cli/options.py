@@ -7,6 +7,8 @@ commands cannot drift apart. Each alias is a typer ``Annotated`` type.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -138,3 +140,75 @@ def upscale_options(arguments: dict[str, Any], **given: Any) -> UpscaleOptions:
     chosen = {_FIELD_OF_PARAMETER.get(k, k): v for k, v in arguments.items()}
     settings = {k: v for k, v in chosen.items() if k in names and k not in given}
     return UpscaleOptions(**settings, **given)
+
+
+#: Options only a network uses (cubic interpolation runs none): parameter -> flag.
+_NETWORK_ONLY = {
+    "device": "--device",
+    "threads": "--threads",
+    "precision": "--precision",
+    "batch_size": "--batch-size",
+    "force": "--force",
+}
+
+
+def refuse_ineffective(
+    command: Callable[..., Any],
+    arguments: dict[str, Any],
+    *,
+    networks: Sequence[str | None] | None = None,
+    without_network: str = "with --model cubic",
+) -> None:
+    """Refuse, before any work, options that the other options given make ineffective.
+
+    An option is "given" when its value differs from the command's default.
+
+    Args:
+        command: the command function (its signature holds the defaults).
+        arguments: the command's parameters (its ``locals()`` at the start).
+        networks: the ``--model`` values that will run; default
+            ``[arguments["model"]]``. Only ``"cubic"`` values (or none) mean
+            that no network runs.
+        without_network: how the message says that no network runs.
+
+    Raises:
+        ConfigError: ``--device``, ``--threads``, ``--precision``,
+            ``--batch-size`` or ``--force`` given where only cubic interpolation
+            runs (it has no network and no trained factor range), or
+            ``--consistency-profile`` other than ``mean`` with ``--no-consistency``.
+    """
+    from mrisr.errors import ConfigError
+    from mrisr.models import names_cubic
+
+    defaults = {
+        name: parameter.default for name, parameter in inspect.signature(command).parameters.items()
+    }
+    specs = [arguments.get("model")] if networks is None else list(networks)
+    if all(names_cubic(spec) for spec in specs):
+        given = [
+            flag if isinstance(arguments[name], bool) else f"{flag} {arguments[name]}"
+            for name, flag in _NETWORK_ONLY.items()
+            if name in arguments and not _same(arguments[name], defaults.get(name))
+        ]
+        if given:
+            flags = ", ".join(text.split()[0] for text in given)
+            raise ConfigError(
+                f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect "
+                f"{without_network}: cubic interpolation runs no network and takes any factor",
+                fix=f"drop {flags}, or choose a network with --model (a bundled model's name, "
+                "a training run folder or a .safetensors file)",
+            )
+    profile = arguments.get("consistency_profile")
+    if arguments.get("consistency") is False and profile is not None and not _same(profile, "mean"):
+        raise ConfigError(
+            f"--consistency-profile {profile} has no effect with --no-consistency: it is the "
+            "slice profile of the consistency projection, which --no-consistency turns off",
+            fix="drop --consistency-profile, or drop --no-consistency",
+        )
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether an option's value is its default (text compared without case or spaces)."""
+    if isinstance(value, str) and isinstance(default, str):
+        return value.strip().lower() == default.strip().lower()
+    return value == default

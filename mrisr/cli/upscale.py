@@ -61,7 +61,7 @@ def command(
     ] = None,
     adapt_steps: Annotated[
         int | None,
-        typer.Option(help="Adaptation budget in steps (deterministic; overrides --adapt-seconds)."),
+        typer.Option(help="Adaptation budget in steps (deterministic; not with --adapt-seconds)."),
     ] = None,
     save_adapted: Annotated[
         Path | None,
@@ -85,6 +85,7 @@ def command(
     )
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = opt.upscale_options(arguments, adapt=adapting)
+    opt.refuse_ineffective(command, arguments)
     single = is_single_scan(scans)
     if single and output is not None and output.is_dir():  # -o results/ for one scan too
         output = output / default_output_path(scans[0]).name
@@ -123,9 +124,20 @@ def command(
 def _adapt_settings(
     adapt: bool, seconds: float | None, steps: int | None, save: Path | None
 ) -> object | None:
-    """The adaptation settings, or None; budget options without --adapt are refused."""
+    """The adaptation settings, or None.
+
+    Raises:
+        ConfigError: budget or save options without --adapt, both budgets
+            (--adapt-steps and --adapt-seconds), or settings AdaptSettings refuses.
+    """
     from mrisr.errors import ConfigError
 
+    if steps is not None and seconds is not None:
+        raise ConfigError(
+            f"--adapt-steps {steps} and --adapt-seconds {seconds:g} both given: the "
+            "adaptation has one budget, in steps or in seconds",
+            fix="keep one of --adapt-steps and --adapt-seconds",
+        )
     if not adapt:
         given = [
             name

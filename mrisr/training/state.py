@@ -166,11 +166,11 @@ def adopt_init_network(config: TrainConfig) -> TrainConfig:
     from dataclasses import replace
 
     from mrisr.checkpoint import read_description
-    from mrisr.models import model_location
+    from mrisr.models import model_location, names_cubic
 
     model = config.model
     source = model.init_from
-    if not source or source.strip().lower() == "cubic" or model.generator or model.generator_kwargs:
+    if not source or names_cubic(source) or model.generator or model.generator_kwargs:
         return config
     description = read_description(model_location(source))
     network = description["generator"]
