@@ -57,11 +57,14 @@ def command(
         ),
     ] = False,
     adapt_seconds: Annotated[
-        float | None, typer.Option(help="Adaptation time budget in seconds; default 90.")
+        float | None,
+        typer.Option(help="Adaptation time budget in seconds, at most 3600; default 90."),
     ] = None,
     adapt_steps: Annotated[
         int | None,
-        typer.Option(help="Adaptation budget in steps (deterministic; not with --adapt-seconds)."),
+        typer.Option(
+            help="Adaptation budget in steps, 1 to 10000 (deterministic; not with --adapt-seconds)."
+        ),
     ] = None,
     save_adapted: Annotated[
         Path | None,
