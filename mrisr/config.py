@@ -35,6 +35,8 @@ Size = Literal["small", "full"]
 #: Network size names. What each size means is stated by each network class
 #: (``mrisr.networks.ConfiguredNetwork.sizes``; ``full`` is the paper's network).
 SIZES: tuple[str, ...] = ("small", "full")
+#: The network size of a run that names none (and starts from no model).
+DEFAULT_SIZE = "small"
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
 #: ``data.profile`` values: a fixed profile, or ``mixed`` (either, drawn per batch).
 TRAINING_PROFILES: tuple[str, ...] = (*PROFILES, "mixed")
@@ -268,7 +270,10 @@ class ModelConfig:
 
     Attributes:
         recipe: name in :data:`mrisr.recipes.RECIPES` (``esrgan`` by default).
-        size: ``small`` (fast, for CPUs and tests) or ``full`` (the paper's size).
+        size: ``small`` (fast, for CPUs and tests) or ``full`` (the paper's size);
+            None (the default): the ``init_from`` model's size, else
+            :data:`DEFAULT_SIZE`. A size given with ``init_from`` must be the
+            model's (see :attr:`network_size`).
         generator: generator name overriding the recipe's (see ``mrisr models``).
         generator_kwargs: constructor arguments overriding the size's.
         discriminator: discriminator name overriding the recipe's.
@@ -280,7 +285,7 @@ class ModelConfig:
     """
 
     recipe: str = "esrgan"
-    size: str = "small"
+    size: str | None = None
     generator: str | None = None
     generator_kwargs: Mapping[str, Any] = field(default_factory=dict)
     discriminator: str | None = None
@@ -295,9 +300,15 @@ class ModelConfig:
                 f"model.recipe must be a recipe name, got {self.recipe!r}",
                 fix="run `mrisr models` to list them",
             )
-        _check_choice("model", "size", self.size, SIZES)
+        if self.size is not None:
+            _check_choice("model", "size", self.size, SIZES)
         object.__setattr__(self, "generator_kwargs", _frozen_mapping(self.generator_kwargs))
         object.__setattr__(self, "discriminator_kwargs", _frozen_mapping(self.discriminator_kwargs))
+
+    @property
+    def network_size(self) -> str:
+        """The size the networks are built at: :attr:`size`, or :data:`DEFAULT_SIZE` when unset."""
+        return self.size if self.size is not None else DEFAULT_SIZE
 
 
 @dataclass(frozen=True)
