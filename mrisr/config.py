@@ -106,6 +106,18 @@ def _check_range(
         )
 
 
+def _check_path_text(section: str, name: str, value: Any, option: str) -> None:
+    """Refuse an empty path: read as a path it would silently be the current folder."""
+    name = name if section == "config" else f"{section}.{name}"
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"{name} is an empty path: it names no file or folder (read as a path it would be "
+            "the current folder)",
+            fix=f"give {option} ({name}) a file or folder name (. for the current folder), "
+            "or leave it out",
+        )
+
+
 def _check_choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(
@@ -208,6 +220,7 @@ class DataConfig:
                 f"data.axes must be distinct thick axes out of 0, 1, 2, got {list(self.axes)!r}",
                 fix="e.g. axes: [0, 1, 2]",
             )
+        _check_path_text("data", "volumes", self.volumes, "--volumes")
         _check_choice("data", "profile", self.profile, TRAINING_PROFILES)
         _check_range("data", "patch_size", self.patch_size, 8, 1024)
         if self.patch_size < 2 * self.max_factor:
@@ -302,6 +315,7 @@ class ModelConfig:
             )
         if self.size is not None:
             _check_choice("model", "size", self.size, SIZES)
+        _check_path_text("model", "init_from", self.init_from, "--init-from")
         object.__setattr__(self, "generator_kwargs", _frozen_mapping(self.generator_kwargs))
         object.__setattr__(self, "discriminator_kwargs", _frozen_mapping(self.discriminator_kwargs))
 
@@ -343,6 +357,9 @@ class LossConfig:
                 _check_range("loss", name, value, 0.0, 1e6)
         if self.pixel_kind is not None:
             _check_choice("loss", "pixel_kind", self.pixel_kind, ("l1", "l2"))
+        _check_path_text(
+            "loss", "perceptual_weights", self.perceptual_weights, "--perceptual-weights"
+        )
 
 
 @dataclass(frozen=True)
@@ -468,6 +485,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("config", "ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _check_path_text("config", "out", self.out, "--out")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(
                 f"seed must be an integer >= 0, got {self.seed!r}", fix="pass --seed 0 or more"

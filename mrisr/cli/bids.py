@@ -13,10 +13,15 @@ NAME = "bids"
 
 
 def command(
-    bids_dir: Annotated[Path, typer.Argument(help="The BIDS dataset's top folder.")],
+    bids_dir: Annotated[
+        Path, typer.Argument(parser=opt.non_empty_path, help="The BIDS dataset's top folder.")
+    ],
     out_dir: Annotated[
         Path,
-        typer.Argument(help="The derivative dataset, e.g. BIDS_DIR/derivatives/mrisr."),
+        typer.Argument(
+            parser=opt.non_empty_path,
+            help="The derivative dataset, e.g. BIDS_DIR/derivatives/mrisr.",
+        ),
     ],
     participant_label: Annotated[
         list[str] | None,
@@ -48,9 +53,10 @@ def command(
     summary: Annotated[
         Path | None,
         typer.Option(
+            parser=opt.non_empty_path,
             help="JSON summary of the run; default OUT_DIR/logs/mrisr_summary[_sub-X][_ses-Y]"
             "[_SUFFIX][_shard-K-of-N].json, named after the selection so that runs for other "
-            "participants do not replace it."
+            "participants do not replace it.",
         ),
     ] = None,
 ) -> None:

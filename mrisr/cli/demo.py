@@ -13,16 +13,17 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console, output
-from mrisr.cli.options import refuse_ineffective
+from mrisr.cli.options import non_empty_path, refuse_ineffective
 from mrisr.device import DEVICE_HELP
 
 NAME = "demo"
 
 
 def command(
-    out: Annotated[Path, typer.Option(help="Folder for demo.png and the volumes.")] = Path(
-        "mrisr_demo"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(parser=non_empty_path, help="Folder for demo.png and the volumes."),
+    ] = Path("mrisr_demo"),
     factor: Annotated[float, typer.Option(help="Thick-slice factor to simulate.")] = 4.0,
     model: Annotated[
         str | None,

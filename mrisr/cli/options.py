@@ -20,6 +20,30 @@ from mrisr.device import DEVICE_HELP, PRECISION_HELP
 if TYPE_CHECKING:
     from mrisr.upscale import UpscaleOptions
 
+
+def non_empty_path(text: str | Path) -> Path:
+    """A path option's or argument's value as a Path, refusing an empty one.
+
+    ``Path("")`` is ``Path(".")``: an empty value (``-o "$OUT"`` with ``OUT``
+    unset) would silently mean the current folder: train into it, write
+    outputs there, or upscale every scan in it. Every path parameter of the
+    command line is parsed by this function (``parser=``).
+
+    Raises:
+        typer.BadParameter: an empty (or all-blank) value; the command line
+            prints it with the option's name and exits with code 2, before any work.
+    """
+    if isinstance(text, Path):  # a default, already a path
+        return text
+    if not text.strip():
+        raise typer.BadParameter(
+            f"{text!r} is empty: an empty path would silently mean the current folder. "
+            "Fix: give a file or folder name (. for the current folder), or leave the "
+            "option out for its default"
+        )
+    return Path(text)
+
+
 Model = Annotated[
     str | None,
     typer.Option(
@@ -106,9 +130,10 @@ Shard = Annotated[
 Summary = Annotated[
     Path | None,
     typer.Option(
+        parser=non_empty_path,
         help="JSON summary (scan, status, seconds, output, error) of the run; default "
         "mrisr_summary.json in the -o folder (else the current folder), and with one scan and "
-        "-o FILE, in FILE's folder."
+        "-o FILE, in FILE's folder.",
     ),
 ]
 

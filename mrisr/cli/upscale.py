@@ -18,9 +18,10 @@ def command(
     scans: Annotated[
         list[Path],
         typer.Argument(
+            parser=opt.non_empty_path,
             help="NIfTI, MGH, NRRD, MHA file or DICOM folder. Several scans, folders of scans "
             "or quoted globs ('data/**/*.nii.gz') run in one process: the model loads once, "
-            "finished scans are skipped, a failed scan does not stop the others."
+            "finished scans are skipped, a failed scan does not stop the others.",
         ),
     ],
     output: Annotated[
@@ -28,6 +29,7 @@ def command(
         typer.Option(
             "-o",
             "--output",
+            parser=opt.non_empty_path,
             help="Output file; default <stem>_sr.nii.gz beside the input. With several scans "
             "-o is an output FOLDER (created when missing).",
         ),
@@ -68,7 +70,10 @@ def command(
     ] = None,
     save_adapted: Annotated[
         Path | None,
-        typer.Option(help="Write the adapted model to this .safetensors file (for --model)."),
+        typer.Option(
+            parser=opt.non_empty_path,
+            help="Write the adapted model to this .safetensors file (for --model).",
+        ),
     ] = None,
     dtype: opt.Dtype = "float32",
     shard: opt.Shard = None,
