@@ -74,8 +74,12 @@ def make_scans(folder: Path, count: int) -> list[Path]:
 
 
 def mrisr(*args: object, threads: int) -> list[str]:
-    """The command line of ``mrisr ...`` run with this interpreter."""
-    return [sys.executable, "-m", "mrisr", *map(str, args), "--threads", str(threads)]
+    """The command line of ``mrisr ...`` run with this interpreter.
+
+    ``--threads`` only for a network: mrisr refuses it with ``--model cubic``.
+    """
+    command = [sys.executable, "-m", "mrisr", *map(str, args)]
+    return command if "cubic" in command else [*command, "--threads", str(threads)]
 
 
 def quiet(command: list[str]) -> subprocess.Popen:

@@ -480,8 +480,10 @@ def stage_upscale(args: argparse.Namespace, device: str, model_file: str | None)
         output = args.out / f"speed_{name}_sr.nii.gz"
         command = [
             sys.executable, "-m", "mrisr", "upscale", str(scan), "-o", str(output),
-            "--model", spec, "--factor", f"{SPEED_FACTOR:g}", "--device", device, "--overwrite",
+            "--model", spec, "--factor", f"{SPEED_FACTOR:g}", "--overwrite",
         ]  # fmt: skip
+        if spec != "cubic":  # cubic runs no network: mrisr refuses --device with it
+            command += ["--device", device]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=REPO)
         end_to_end = time.perf_counter() - start

@@ -65,6 +65,13 @@ log = logging.getLogger(__name__)
 #: Training budget when neither steps nor seconds are given (about 1-2 minutes on
 #: 2 CPU cores with the bundled model; see docs/adaptation.md).
 DEFAULT_SECONDS = 90.0
+#: Most steps a budget may ask for: about 10 minutes on 2 CPU cores (750 steps took
+#: 25-54 s in docs/adaptation.md), 13x the largest budget measured there, where
+#: 750 steps already gained little over 150 on brains and lost on spines.
+#: A larger number is a typo or a misunderstanding that would run for hours or days.
+MAX_STEPS = 10_000
+#: Most seconds a budget may ask for: one hour, 40x the default.
+MAX_SECONDS = 3600.0
 #: Adam learning rate of the fine-tuning (measured: see docs/adaptation.md).
 LEARNING_RATE = 1e-4
 #: Pairs per step.
@@ -101,8 +108,8 @@ class AdaptSettings:
             or None.
 
     Raises:
-        ConfigError: a budget of zero or less, or a save path that is not
-            ``.safetensors``.
+        ConfigError: a budget of zero or less, or over :data:`MAX_STEPS` steps or
+            :data:`MAX_SECONDS` seconds, or a save path that is not ``.safetensors``.
     """
 
     steps: int | None = None
@@ -118,10 +125,24 @@ class AdaptSettings:
                 f"adaptation budget must be at least 1 step, got {self.steps!r}",
                 fix="pass --adapt-steps 1 or more, or leave it out",
             )
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise ConfigError(
+                f"adaptation budget of {self.steps} steps is over the limit of {MAX_STEPS:,} "
+                "(about 10 minutes on 2 CPU cores; docs/adaptation.md measured 150 and 750)",
+                fix=f"pass --adapt-steps {MAX_STEPS} or fewer (a few hundred is typical), "
+                "or leave it out for the default time budget",
+            )
         if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ConfigError(
                 f"adaptation budget must be a positive number of seconds, got {self.seconds!r}",
                 fix="pass --adapt-seconds > 0, or leave it out",
+            )
+        if self.seconds is not None and self.seconds > MAX_SECONDS:
+            raise ConfigError(
+                f"adaptation budget of {self.seconds:g} seconds is over the limit of "
+                f"{MAX_SECONDS:g} (one hour)",
+                fix=f"pass --adapt-seconds {MAX_SECONDS:g} or less (the default is "
+                f"{DEFAULT_SECONDS:g}), or leave it out",
             )
         if self.save_path is not None and Path(self.save_path).suffix != ".safetensors":
             raise ConfigError(
@@ -539,8 +560,10 @@ def refuse_without_network(model: Any) -> None:
         ConfigError: ``"cubic"`` (also inside a :class:`mrisr.models.ModelRequest`)
             or a loaded model without a network.
     """
+    from mrisr.models import names_cubic
+
     spec = getattr(model, "spec", model)
-    if isinstance(spec, str) and spec.strip().lower() == "cubic":
+    if names_cubic(spec):
         raise ConfigError(
             "--adapt needs a trained model, and --model cubic is interpolation",
             expected="a bundled model, a run folder or a .safetensors file",

@@ -35,6 +35,8 @@ Size = Literal["small", "full"]
 #: Network size names. What each size means is stated by each network class
 #: (``mrisr.networks.ConfiguredNetwork.sizes``; ``full`` is the paper's network).
 SIZES: tuple[str, ...] = ("small", "full")
+#: The network size of a run that names none (and starts from no model).
+DEFAULT_SIZE = "small"
 PROFILES: tuple[str, ...] = ("mean", "gaussian")
 #: ``data.profile`` values: a fixed profile, or ``mixed`` (either, drawn per batch).
 TRAINING_PROFILES: tuple[str, ...] = (*PROFILES, "mixed")
@@ -101,6 +103,18 @@ def _check_range(
         raise ConfigError(
             f"{name} must be in {left}{low:g}, {high:g}{right}, got {value!r}",
             fix=f"set {name} inside that range",
+        )
+
+
+def _check_path_text(section: str, name: str, value: Any, option: str) -> None:
+    """Refuse an empty path: read as a path it would silently be the current folder."""
+    name = name if section == "config" else f"{section}.{name}"
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"{name} is an empty path: it names no file or folder (read as a path it would be "
+            "the current folder)",
+            fix=f"give {option} ({name}) a file or folder name (. for the current folder), "
+            "or leave it out",
         )
 
 
@@ -206,6 +220,7 @@ class DataConfig:
                 f"data.axes must be distinct thick axes out of 0, 1, 2, got {list(self.axes)!r}",
                 fix="e.g. axes: [0, 1, 2]",
             )
+        _check_path_text("data", "volumes", self.volumes, "--volumes")
         _check_choice("data", "profile", self.profile, TRAINING_PROFILES)
         _check_range("data", "patch_size", self.patch_size, 8, 1024)
         if self.patch_size < 2 * self.max_factor:
@@ -268,7 +283,10 @@ class ModelConfig:
 
     Attributes:
         recipe: name in :data:`mrisr.recipes.RECIPES` (``esrgan`` by default).
-        size: ``small`` (fast, for CPUs and tests) or ``full`` (the paper's size).
+        size: ``small`` (fast, for CPUs and tests) or ``full`` (the paper's size);
+            None (the default): the ``init_from`` model's size, else
+            :data:`DEFAULT_SIZE`. A size given with ``init_from`` must be the
+            model's (see :attr:`network_size`).
         generator: generator name overriding the recipe's (see ``mrisr models``).
         generator_kwargs: constructor arguments overriding the size's.
         discriminator: discriminator name overriding the recipe's.
@@ -280,7 +298,7 @@ class ModelConfig:
     """
 
     recipe: str = "esrgan"
-    size: str = "small"
+    size: str | None = None
     generator: str | None = None
     generator_kwargs: Mapping[str, Any] = field(default_factory=dict)
     discriminator: str | None = None
@@ -295,9 +313,16 @@ class ModelConfig:
                 f"model.recipe must be a recipe name, got {self.recipe!r}",
                 fix="run `mrisr models` to list them",
             )
-        _check_choice("model", "size", self.size, SIZES)
+        if self.size is not None:
+            _check_choice("model", "size", self.size, SIZES)
+        _check_path_text("model", "init_from", self.init_from, "--init-from")
         object.__setattr__(self, "generator_kwargs", _frozen_mapping(self.generator_kwargs))
         object.__setattr__(self, "discriminator_kwargs", _frozen_mapping(self.discriminator_kwargs))
+
+    @property
+    def network_size(self) -> str:
+        """The size the networks are built at: :attr:`size`, or :data:`DEFAULT_SIZE` when unset."""
+        return self.size if self.size is not None else DEFAULT_SIZE
 
 
 @dataclass(frozen=True)
@@ -332,6 +357,9 @@ class LossConfig:
                 _check_range("loss", name, value, 0.0, 1e6)
         if self.pixel_kind is not None:
             _check_choice("loss", "pixel_kind", self.pixel_kind, ("l1", "l2"))
+        _check_path_text(
+            "loss", "perceptual_weights", self.perceptual_weights, "--perceptual-weights"
+        )
 
 
 @dataclass(frozen=True)
@@ -457,6 +485,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("config", "ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _check_path_text("config", "out", self.out, "--out")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(
                 f"seed must be an integer >= 0, got {self.seed!r}", fix="pass --seed 0 or more"

@@ -7,7 +7,7 @@ this module only reads and writes them, naming the file in every error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mrisr.errors import ConfigError
 
@@ -21,8 +21,9 @@ def load_config(path: str | Path) -> TrainConfig:
     """Read a :class:`TrainConfig` from YAML; missing settings take their defaults.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, unknown keys or bad values,
-            the message naming the file.
+        ConfigError: unreadable file, invalid YAML, a key given twice in one
+            section (YAML would keep the last silently), unknown keys or bad
+            values, the message naming the file (and the line, where there is one).
     """
     import yaml
 
@@ -52,6 +53,16 @@ def load_config(path: str | Path) -> TrainConfig:
             path=path,
             fix="indent with spaces, not tabs, and close every bracket and quote",
         ) from None
+    repeated = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
+    if repeated is not None:
+        key, line, first = repeated
+        raise ConfigError(
+            f"sets {key} twice (line {line}; first on line {first}): YAML would keep the "
+            "last one silently",
+            path=path,
+            expected="each setting once per section",
+            fix=f"delete one of the two {key.rsplit('.', 1)[-1]}: lines, keeping the value you mean",
+        )
     if values is not None and not isinstance(values, dict):
         raise ConfigError(
             f"holds a YAML {type(values).__name__}, not settings",
@@ -64,6 +75,40 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(
             error.problem, path=path, expected=error.expected, fix=error.fix
         ) from None
+
+
+def _repeated_key(node: Any, where: str = "") -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping of a composed YAML document, or None.
+
+    Args:
+        node: a ``yaml.Node`` (or None for an empty document).
+        where: the dotted keys above ``node``.
+
+    Returns:
+        (dotted key, its line, the line of its first occurrence), lines from 1.
+    """
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _repeated_key(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    first_lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # a merge key ("<<") may be overridden; a complex key is from_dict's to refuse
+        key = f"{where}.{key_node.value}" if where else str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in first_lines:
+            return key, line, first_lines[key]
+        first_lines[key] = line
+        found = _repeated_key(value_node, key)
+        if found is not None:
+            return found
+    return None
 
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:

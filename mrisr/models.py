@@ -46,6 +46,11 @@ DEFAULT_TILE_COLS = 256
 _MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
+def names_cubic(spec: object) -> bool:
+    """Whether a ``--model`` value names cubic interpolation (``"cubic"``, any case, spaces ignored)."""
+    return isinstance(spec, str) and spec.strip().lower() == "cubic"
+
+
 def covers_factor(factor_range: tuple[float, float], factor: float) -> bool:
     """Whether a model trained on ``factor_range`` serves ``factor``.
 
@@ -225,7 +230,7 @@ def load_slice_model(
     from mrisr.device import check_precision_text
 
     precision = check_precision_text(precision)  # refused even for cubic, which ignores it
-    if isinstance(spec, str) and spec.strip().lower() == "cubic":
+    if names_cubic(spec):
         return CubicSliceModel()
     from mrisr.inference import GeneratorSliceModel
 
@@ -234,6 +239,21 @@ def load_slice_model(
     if spec is None:
         return GeneratorSliceModel.from_file(default_model_path(factor), **options)
     return GeneratorSliceModel.from_file(model_location(spec), **options)
+
+
+def check_not_empty(spec: str | Path | None) -> None:
+    """Refuse an empty ``--model`` value: as a path it would silently be the current folder.
+
+    Raises:
+        ConfigError: ``spec`` is an empty or blank string.
+    """
+    if isinstance(spec, str) and not spec.strip():
+        raise ConfigError(
+            "--model is empty: an empty path names no model, and would silently be read as "
+            "the current folder (a run folder there)",
+            fix="name a model (cubic, a bundled model's name, a run folder or a .safetensors "
+            "file), or leave --model out for the bundled default",
+        )
 
 
 def model_location(spec: str | Path) -> Path:
@@ -246,9 +266,10 @@ def model_location(spec: str | Path) -> Path:
         The path (not checked further: loading says what is wrong with it).
 
     Raises:
-        ConfigError: a name that is neither a bundled model nor an existing path
-            and does not look like one.
+        ConfigError: an empty value, or a name that is neither a bundled model
+            nor an existing path and does not look like one.
     """
+    check_not_empty(spec)
     bundled = bundled_models()
     if isinstance(spec, str) and spec in bundled:
         return bundled[spec]
@@ -286,7 +307,8 @@ class ModelRequest:
         precision: ``"auto"``, ``"float32"`` or ``"bfloat16"``.
 
     Raises:
-        ConfigError: an unknown precision (checked when made, before any scan is read).
+        ConfigError: an empty ``spec`` or an unknown precision (checked when made,
+            before any scan is read).
     """
 
     spec: str | Path | None = None
@@ -299,6 +321,7 @@ class ModelRequest:
     def __post_init__(self) -> None:
         from mrisr.device import check_precision_text
 
+        check_not_empty(self.spec)
         object.__setattr__(self, "precision", check_precision_text(self.precision))
 
     def load(self, factor: float | None) -> CubicSliceModel | GeneratorSliceModel:

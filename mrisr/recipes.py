@@ -454,11 +454,14 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
     model, loss, optim = config.model, config.loss, config.optim
     gen_name = model.generator or recipe.generator
     disc_name = model.discriminator or recipe.discriminator
-    gen_kwargs = {**generator_kwargs(recipe, model.size, gen_name), **model.generator_kwargs}
+    gen_kwargs = {
+        **generator_kwargs(recipe, model.network_size, gen_name),
+        **model.generator_kwargs,
+    }
     disc_kwargs: dict[str, Any] = {}
     if disc_name is not None:
         disc_kwargs = {
-            **_network_sizes("discriminator", disc_name, model.size),
+            **_network_sizes("discriminator", disc_name, model.network_size),
             **model.discriminator_kwargs,
         }
 
@@ -487,7 +490,7 @@ def resolve(config: TrainConfig, *, perceptual_available: bool) -> ResolvedRecip
         lr_pretrain=(
             optim.lr_pretrain
             if optim.lr_pretrain is not None
-            else recipe.lr_pretrain_by_size.get(model.size, recipe.lr_pretrain)
+            else recipe.lr_pretrain_by_size.get(model.network_size, recipe.lr_pretrain)
         ),
         lr_g=optim.lr_g if optim.lr_g is not None else recipe.lr_g,
         lr_d=optim.lr_d if optim.lr_d is not None else recipe.lr_d,

@@ -266,12 +266,30 @@ def _scan_file(tmp_path: Path) -> Path:
     return path
 
 
+def test_a_budget_over_the_limit_is_refused_with_a_fix(model):
+    from mrisr.adapt import MAX_SECONDS, MAX_STEPS, AdaptSettings
+
+    assert AdaptSettings(steps=MAX_STEPS).budget == {"steps": MAX_STEPS}
+    assert AdaptSettings(seconds=MAX_SECONDS).budget == {"seconds": MAX_SECONDS}
+    with pytest.raises(ConfigError, match="1000000000 steps is over the limit of 10,000") as caught:
+        AdaptSettings(steps=10**9)
+    assert "--adapt-steps 10000 or fewer" in caught.value.fix
+    with pytest.raises(ConfigError, match="over the limit of 3600") as caught:
+        AdaptSettings(seconds=1e7)
+    assert "--adapt-seconds 3600 or less" in caught.value.fix
+    # The API's keyword budget goes through the same check, before any step.
+    with pytest.raises(ConfigError, match="over the limit"):
+        adapt_model(_scan(), model, steps=MAX_STEPS + 1)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--adapt", "--model", "cubic"], "cubic"),
         (["--adapt", "--adapt-steps", "0"], "budget"),
         (["--adapt", "--adapt-seconds", "-5"], "budget"),
+        (["--adapt", "--adapt-steps", str(10**9)], "over the limit of 10,000"),
+        (["--adapt", "--adapt-seconds", "1e7"], "over the limit of 3600"),
         (["--adapt-steps", "3"], "without --adapt"),
         (["--adapt", "--save-adapted", "x.pt"], ".safetensors"),
     ],

@@ -195,3 +195,159 @@ def test_demo_refuses_a_file_as_its_folder(tmp_path):
     assert result.exit_code == 2, result.output
     assert "is a file, not a folder: it cannot be the demo folder" in result.output
     assert blocker.read_text() == "x"
+
+
+# ------------------------------------------------- options that change nothing
+
+
+def thick_scan(folder: Path) -> Path:
+    """A small 4 mm thick-slice scan (1 x 1 x 4 mm voxels)."""
+    data = np.random.default_rng(0).random((16, 16, 6)).astype(np.float32) + 1
+    path = folder / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 4.0, 1.0])), str(path))
+    return path
+
+
+CUBIC = ("--model", "cubic")
+NO_NETWORK = "when only cubic interpolation runs (no network --model)"
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "words"),
+    [
+        ("upscale", [*CUBIC, "--precision", "bfloat16"], ["--precision bfloat16", "--model cubic"]),
+        ("upscale", [*CUBIC, "--device", "cpu"], ["--device cpu has no effect with --model cubic"]),
+        ("upscale", [*CUBIC, "--threads", "1"], ["--threads 1 has no effect with --model cubic"]),
+        ("upscale", [*CUBIC, "--batch-size", "4"], ["--batch-size 4 has no effect"]),
+        ("upscale", [*CUBIC, "--force"], ["--force has no effect with --model cubic"]),
+        (
+            "upscale",
+            [*CUBIC, "--precision", "float32", "--threads", "2"],
+            ["--threads 2, --precision float32 have no effect", "drop --threads, --precision,"],
+        ),
+        (
+            "upscale",
+            ["--consistency-profile", "gaussian", "--no-consistency"],
+            ["--consistency-profile gaussian has no effect with --no-consistency"],
+        ),
+        (
+            "upscale",
+            ["--adapt", "--adapt-steps", "5", "--adapt-seconds", "3"],
+            ["--adapt-steps 5 and --adapt-seconds 3 both given", "keep one of"],
+        ),
+        ("bids", [*CUBIC, "--precision", "float32"], ["--precision float32", "--model cubic"]),
+        (
+            "bids",
+            ["--consistency-profile", "gaussian", "--no-consistency"],
+            ["--consistency-profile gaussian", "--no-consistency"],
+        ),
+        ("evaluate", ["--device", "cpu"], ["--device cpu has no effect", NO_NETWORK]),
+        ("evaluate", [*CUBIC, "--force"], ["--force has no effect", NO_NETWORK]),
+        ("evaluate", ["--threads", "1"], ["--threads 1 has no effect", NO_NETWORK]),
+        ("demo", [*CUBIC, "--device", "cpu"], ["--device cpu has no effect with --model cubic"]),
+    ],
+)
+def test_options_that_another_option_makes_ineffective_are_refused_before_work(
+    tmp_path, command, extra, words
+):
+    scan = thick_scan(tmp_path)
+    places = {
+        "upscale": [scan],
+        "bids": [tmp_path, tmp_path / "derivatives"],
+        "evaluate": [scan],
+        "demo": ["--out", tmp_path / "demo"],
+    }
+    before = sorted(tmp_path.iterdir())
+    result = invoke(command, *places[command], *extra)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for word in [*words, "Fix: drop" if "both given" not in message else "Fix: keep"]:
+        assert word in message, message
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+
+
+def test_options_that_do_something_still_run(tmp_path):
+    scan = thick_scan(tmp_path)
+    result = invoke("upscale", scan, *CUBIC, "--consistency-profile", "gaussian", "--consistency")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "scan_sr.json").read_text())
+    assert record["faithfulness"]["residual_profile"] == "gaussian"
+
+
+# ----------------------------------------------------------------- empty paths
+
+
+def tiny_volume(path: Path) -> Path:
+    """A 1 mm volume for `mrisr train`."""
+    data = np.random.default_rng(1).random((24, 24, 24)).astype(np.float32) + 1
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+QUICK_TRAIN = (
+    *("--steps", "1", "--gan-steps", "0", "--patch-size", "16", "--batch-size", "2"),
+    *("--val-crop", "16", "--device", "cpu", "--threads", "1", "--quiet"),
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["upscale", "scan.nii.gz", "-o", ""], "'-o' / '--output'"),
+        (["upscale", ""], "'scans'"),
+        (["upscale", "scan.nii.gz", "--summary", ""], "'--summary'"),
+        (["upscale", "scan.nii.gz", "--adapt", "--save-adapted", ""], "'--save-adapted'"),
+        (["upscale", "scan.nii.gz", "--model", ""], "--model is empty"),
+        (["simulate", "hr.nii.gz", "--axis", "2", "--factor", "2", "-o", ""], "'-o' / '--output'"),
+        (["simulate", "", "--axis", "2", "--factor", "2", "-o", "x.nii.gz"], "'VOLUME'"),
+        (["info", ""], "'scan'"),
+        (["evaluate", ""], "'scan'"),
+        (["evaluate", "hr.nii.gz", "--figure", ""], "'--figure'"),
+        (["demo", "--out", ""], "'--out'"),
+        (["bids", "", "derivatives"], "'bids_dir'"),
+        (["bids", ".", ""], "'out_dir'"),
+        (["bids", ".", "derivatives", "--summary", ""], "'--summary'"),
+        (["train", "--volumes", "vols", "--out", "", *QUICK_TRAIN], "'--out'"),
+        (["train", "--volumes", "", "--out", "run", *QUICK_TRAIN], "'--volumes'"),
+        (
+            ["train", "--volumes", "vols", "--out", "run", "--init-from", "", *QUICK_TRAIN],
+            "model.init_from is an empty path",
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "run", "--perceptual-weights", ""]
+            + list(QUICK_TRAIN),
+            "loss.perceptual_weights is an empty path",
+        ),
+    ],
+)
+def test_an_empty_path_is_refused_before_any_work_instead_of_meaning_the_current_folder(
+    tmp_path, monkeypatch, args, named
+):
+    # The current folder holds what an empty path would have silently stood for.
+    thick_scan(tmp_path)
+    tiny_volume(tmp_path / "hr.nii.gz")
+    (tmp_path / "vols").mkdir()
+    tiny_volume(tmp_path / "vols" / "v1.nii.gz")
+    tiny_volume(tmp_path / "vols" / "v2.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.replace("│", " ").split())
+    assert named in message, message
+    assert "empty" in message and "Fix:" in message, message
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, here or anywhere
+
+
+def test_empty_paths_in_settings_are_refused_by_the_api_too(tmp_path):
+    from mrisr.config import TrainConfig, with_overrides
+    from mrisr.errors import ConfigError
+    from mrisr.models import ModelRequest, load_slice_model
+
+    for key in ("out", "data.volumes", "model.init_from", "loss.perceptual_weights"):
+        with pytest.raises(ConfigError, match=f"{key.split('.')[-1]} is an empty path"):
+            with_overrides(TrainConfig(), {key: " "})
+    with pytest.raises(ConfigError, match="--model is empty"):
+        ModelRequest("")
+    with pytest.raises(ConfigError, match="--model is empty"):
+        load_slice_model("", factor=4.0)

@@ -117,6 +117,27 @@ def test_a_3d_scan_among_2d_ones_is_skipped_not_failed(scans, isotropic, tmp_pat
     assert not (out / "t2_3d_sr.nii.gz").exists()
 
 
+def test_a_broken_symbolic_link_among_scans_fails_as_its_own_scan_naming_its_target(
+    scans, tmp_path
+):
+    lost = scans / "s3.nii.gz"
+    lost.symlink_to(tmp_path / "unmounted" / "s3.nii.gz")
+    (scans / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not named like an image: ignored
+    out = tmp_path / "out"
+    result = invoke("upscale", scans, "--model", "cubic", "-o", out)
+    assert result.exit_code == 3, result.output  # it was silently left out
+    assert "2 done, 0 skipped (already done), 1 failed" in result.output
+    summary = json.loads((out / "mrisr_summary.json").read_text())
+    (record,) = [s for s in summary["scans"] if s["scan"] == str(lost)]
+    assert record["status"] == "failed"
+    assert "is a broken symbolic link: its target" in record["error"]
+    assert str(tmp_path / "unmounted" / "s3.nii.gz") in record["error"]
+    assert "Fix: restore the target" in record["error"]
+    # Named alone, it is refused with the same words.
+    alone = invoke("upscale", lost, "--model", "cubic")
+    assert alone.exit_code == 2 and "is a broken symbolic link" in alone.output
+
+
 def test_one_3d_scan_alone_is_still_refused(isotropic, tmp_path):
     result = invoke("upscale", isotropic, "--model", "cubic", "-o", tmp_path / "x.nii.gz")
     assert result.exit_code == 2 and "isotropic" in result.output
@@ -198,9 +219,9 @@ def test_a_failed_overwrite_leaves_the_earlier_result_whole(scans, tmp_path, mon
 def test_evaluate_refuses_a_truth_too_small_and_warns_about_a_thick_one(thick, tmp_path, caplog):
     small = tmp_path / "small.nii.gz"
     save_volume(thick, small)  # 13 slices along axis 2: 10 after cropping to whole 5x slices
-    result = invoke("evaluate", small, "--axis", "2", "--factor", "5", "--threads", "1")
+    result = invoke("evaluate", small, "--axis", "2", "--factor", "5")
     assert result.exit_code == 2 and "SSIM window" in result.output, result.output
     assert "win_size" not in result.output
-    warned = invoke("evaluate", small, "--axis", "0", "--factor", "2", "--threads", "1")
+    warned = invoke("evaluate", small, "--axis", "0", "--factor", "2")
     assert warned.exit_code == 0, warned.output
     assert "compare with a blurred truth" in caplog.text  # 1 x 1 x 4 mm voxels

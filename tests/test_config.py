@@ -142,6 +142,38 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "line", "first"),
+    [
+        ("schedule:\n  steps: 100\n  gan_steps: 0\n  steps: 5\n", "schedule.steps", 4, 2),
+        ("model:\n  size: small\nseed: 1\nmodel:\n  size: full\n", "model", 4, 1),
+        ("seed: 1\nseed: 2\n", "seed", 2, 1),
+        (
+            "model:\n  generator_kwargs: {num_feat: 8, num_feat: 16}\n",
+            "model.generator_kwargs.num_feat",
+            2,
+            2,
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_the_file_the_line_and_the_key(
+    tmp_path, text, key, line, first
+):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(
+        f"{path}: sets {key} twice (line {line}; first on line {first})"
+    )
+    assert caught.value.fix and key.rsplit(".", 1)[-1] in caught.value.fix
+    # A YAML merge key ("<<") may be overridden by the section's own setting.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("x: &m {steps: 3, gan_steps: 0}\nschedule:\n  <<: *m\n  steps: 9\n")
+    with pytest.raises(ConfigError, match="unknown setting x"):  # not "twice"
+        load_config(merged)
+
+
 def test_construction_in_python_is_validated_too():
     with pytest.raises(ConfigError, match="data.patch_size"):
         DataConfig(patch_size=4)

@@ -222,6 +222,35 @@ def test_unreadable_files_are_skipped_with_a_warning_naming_them(tmp_path, rng, 
     assert not any("notes.txt" in w for w in warnings)
 
 
+def test_a_broken_symbolic_link_is_skipped_with_a_warning_naming_it_and_its_target(
+    tmp_path, rng, caplog
+):
+    good = [save_nifti(tmp_path / f"{n}.nii.gz", smooth_volume(rng)) for n in ("a", "b")]
+    lost = tmp_path / "lost.nii.gz"
+    lost.symlink_to(tmp_path / "elsewhere" / "gone.nii.gz")
+    relative = tmp_path / "moved.mgz"
+    relative.symlink_to("old_name.mgz")
+    with caplog.at_level(logging.WARNING, logger="mrisr"):
+        found = find_volumes(tmp_path)
+    assert found == good
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    (said,) = [w for w in warnings if str(lost) in w]
+    assert "broken symbolic link" in said and str(tmp_path / "elsewhere" / "gone.nii.gz") in said
+    assert "fix: restore the target" in said
+    (said,) = [w for w in warnings if str(relative) in w]
+    assert str(tmp_path / "old_name.mgz") in said  # a relative target, from the link's folder
+    # Links alone: the folder holds no readable volume, and says how many it tried.
+    for path in good:
+        path.unlink()
+    with pytest.raises(InputError, match="holds no readable volume .2 candidate"):
+        find_volumes(tmp_path)
+    # The folder itself a broken link: named as one, with its target.
+    folder = tmp_path / "volumes"
+    folder.symlink_to(tmp_path / "unmounted")
+    with pytest.raises(InputError, match="is a broken symbolic link: its target .*unmounted"):
+        find_volumes(folder)
+
+
 def test_volumes_whose_voxels_cannot_be_read_are_skipped_when_loading(tmp_path, rng, caplog):
     good = save_nifti(tmp_path / "good.nii.gz", smooth_volume(rng))
     truncated = save_nifti(tmp_path / "truncated.nii", smooth_volume(rng))

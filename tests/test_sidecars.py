@@ -92,7 +92,9 @@ def test_a_scan_whose_name_is_not_bids_reads_only_its_own_sidecar(dataset):
 def test_loading_a_scan_in_a_dataset_takes_its_inherited_thickness(dataset):
     root, scan = dataset
     save_volume(
-        Volume(np.arange(48, dtype=np.float32).reshape(4, 4, 3), np.diag([1.0, 1.0, 4.0, 1.0])), scan, overwrite=True
+        Volume(np.arange(48, dtype=np.float32).reshape(4, 4, 3), np.diag([1.0, 1.0, 4.0, 1.0])),
+        scan,
+        overwrite=True,
     )
     assert "slice_thickness_mm" not in load_volume(scan).meta
     write(root / "T2w.json", {"SliceThickness": 3})

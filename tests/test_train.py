@@ -790,6 +790,45 @@ def test_init_from_alone_takes_the_models_network_settings(volumes, tmp_path):
     assert adopt_init_network(own) is own
 
 
+def _labelled_model(path: Path, size: str) -> Path:
+    """A small rrdbnet model file whose description says it is of ``size``."""
+    from mrisr.checkpoint import save_model
+    from mrisr.networks import build_generator
+
+    generator = build_generator("rrdbnet", size="small", num_feat=8, num_block=1)
+    description = {"factor_range": [2.0, 6.0], "recipe": "esrgan", "size": size}
+    return save_model(path, generator, name="rrdbnet", description=description)
+
+
+def test_a_size_given_that_is_not_the_init_model_s_is_refused_before_any_work(volumes, tmp_path):
+    from mrisr.training.state import adopt_init_network
+
+    full = _labelled_model(tmp_path / "full.safetensors", "full")
+    # A size given that is not the model's is refused, naming both (it trained the
+    # model's size, silently).
+    run = tmp_path / "run"
+    result = invoke(
+        "train", "--volumes", volumes, "--out", run, "--init-from", full, "--size", "small",
+        "--steps", 1, "--gan-steps", 0, "--patch-size", 16, "--batch-size", 2,
+        "--val-crop", 16, "--device", "cpu", "--threads", 1, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "--size small (model.size) does not match --init-from" in message
+    assert "full.safetensors: that is a full-size model" in message
+    assert "Fix: drop --size to take the model's size, pass --size full" in message
+    assert not run.exists()
+    # Without --size the model's size is taken (and stated in the run's config);
+    quiet = with_overrides(TrainConfig(), {"model.init_from": str(full)})
+    assert quiet.model.size is None
+    assert adopt_init_network(quiet).model.size == "full"
+    # the same size given is fine, and no init model means the default size.
+    same = with_overrides(quiet, {"model.size": "full"})
+    assert adopt_init_network(same).model.generator_kwargs["num_feat"] == 8
+    unsized = TrainConfig()
+    assert adopt_init_network(unsized) is unsized and unsized.model.network_size == "small"
+
+
 def test_an_init_model_that_does_not_fit_leaves_no_run_folder(quick_run, volumes, tmp_path):
     _, result, _ = quick_run
     config = make_config(

@@ -13,10 +13,15 @@ NAME = "bids"
 
 
 def command(
-    bids_dir: Annotated[Path, typer.Argument(help="The BIDS dataset's top folder.")],
+    bids_dir: Annotated[
+        Path, typer.Argument(parser=opt.non_empty_path, help="The BIDS dataset's top folder.")
+    ],
     out_dir: Annotated[
         Path,
-        typer.Argument(help="The derivative dataset, e.g. BIDS_DIR/derivatives/mrisr."),
+        typer.Argument(
+            parser=opt.non_empty_path,
+            help="The derivative dataset, e.g. BIDS_DIR/derivatives/mrisr.",
+        ),
     ],
     analysis_level: Annotated[
         str,
@@ -63,9 +68,10 @@ def command(
     summary: Annotated[
         Path | None,
         typer.Option(
+            parser=opt.non_empty_path,
             help="JSON summary of the run; default OUT_DIR/logs/mrisr_summary[_sub-X][_ses-Y]"
             "[_SUFFIX][_shard-K-of-N].json, named after the selection so that runs for other "
-            "participants do not replace it."
+            "participants do not replace it.",
         ),
     ] = None,
 ) -> None:
@@ -90,6 +96,7 @@ def command(
     request = ModelRequest(
         model, device=device, threads=threads, batch_size=batch_size, precision=precision
     )
+    opt.refuse_ineffective(command, arguments)
     scans = find_anatomical_scans(
         bids_dir,
         participant_labels=participant_label or (),

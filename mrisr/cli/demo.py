@@ -13,15 +13,17 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import console, output
+from mrisr.cli.options import non_empty_path, refuse_ineffective
 from mrisr.device import DEVICE_HELP
 
 NAME = "demo"
 
 
 def command(
-    out: Annotated[Path, typer.Option(help="Folder for demo.png and the volumes.")] = Path(
-        "mrisr_demo"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(parser=non_empty_path, help="Folder for demo.png and the volumes."),
+    ] = Path("mrisr_demo"),
     factor: Annotated[float, typer.Option(help="Thick-slice factor to simulate.")] = 4.0,
     model: Annotated[
         str | None,
@@ -34,6 +36,7 @@ def command(
     from mrisr.evaluation import rich_table
     from mrisr.models import load_slice_model
 
+    refuse_ineffective(command, {"model": model, "device": device})
     network = load_slice_model(model, factor=factor, device=device)
     with console.status(f"simulating {factor:g}x thick slices and upscaling"):
         result = run_demo(out, network, factor=factor, overwrite=overwrite)

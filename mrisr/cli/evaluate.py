@@ -20,7 +20,12 @@ NAME = "evaluate"
 
 
 def command(
-    scan: Annotated[Path, typer.Argument(help="High-resolution (near-isotropic) scan: the truth.")],
+    scan: Annotated[
+        Path,
+        typer.Argument(
+            parser=opt.non_empty_path, help="High-resolution (near-isotropic) scan: the truth."
+        ),
+    ],
     axis: Annotated[int, typer.Option(help="Axis to make thick: 0, 1 or 2.")] = 2,
     factor: Annotated[float, typer.Option(help="Thick-to-thin slice ratio (> 1).")] = 4.0,
     model: Annotated[
@@ -45,7 +50,10 @@ def command(
     ] = False,
     figure: Annotated[
         Path | None,
-        typer.Option(help="Write a PNG of the centre planes, error and disagreement maps here."),
+        typer.Option(
+            parser=opt.non_empty_path,
+            help="Write a PNG of the centre planes, error and disagreement maps here.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP} (networks).")] = "auto",
     threads: opt.Threads = None,
@@ -61,6 +69,12 @@ def command(
     from mrisr.upscale import UpscaleOptions
 
     check_precision_text(precision)  # before any work, even when only cubic runs
+    opt.refuse_ineffective(
+        command,
+        {"device": device, "threads": threads, "precision": precision, "force": force},
+        networks=model or [],
+        without_network="when only cubic interpolation runs (no network --model)",
+    )
     if figure is not None:
         check_figure_path(figure, overwrite=overwrite)
     volume = load_volume(scan)

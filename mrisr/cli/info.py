@@ -8,12 +8,16 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import output
+from mrisr.cli.options import non_empty_path
 
 NAME = "info"
 
 
 def command(
-    scan: Annotated[Path, typer.Argument(help="NIfTI, MGH, NRRD, MHA file or DICOM folder.")],
+    scan: Annotated[
+        Path,
+        typer.Argument(parser=non_empty_path, help="NIfTI, MGH, NRRD, MHA file or DICOM folder."),
+    ],
     factor: Annotated[
         float | None, typer.Option(help="Planned factor; default: isotropic voxels.")
     ] = None,

@@ -7,6 +7,8 @@ commands cannot drift apart. Each alias is a typer ``Annotated`` type.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +19,30 @@ from mrisr.device import DEVICE_HELP, PRECISION_HELP
 
 if TYPE_CHECKING:
     from mrisr.upscale import UpscaleOptions
+
+
+def non_empty_path(text: str | Path) -> Path:
+    """A path option's or argument's value as a Path, refusing an empty one.
+
+    ``Path("")`` is ``Path(".")``: an empty value (``-o "$OUT"`` with ``OUT``
+    unset) would silently mean the current folder: train into it, write
+    outputs there, or upscale every scan in it. Every path parameter of the
+    command line is parsed by this function (``parser=``).
+
+    Raises:
+        typer.BadParameter: an empty (or all-blank) value; the command line
+            prints it with the option's name and exits with code 2, before any work.
+    """
+    if isinstance(text, Path):  # a default, already a path
+        return text
+    if not text.strip():
+        raise typer.BadParameter(
+            f"{text!r} is empty: an empty path would silently mean the current folder. "
+            "Fix: give a file or folder name (. for the current folder), or leave the "
+            "option out for its default"
+        )
+    return Path(text)
+
 
 Model = Annotated[
     str | None,
@@ -105,9 +131,10 @@ Shard = Annotated[
 Summary = Annotated[
     Path | None,
     typer.Option(
+        parser=non_empty_path,
         help="JSON summary (scan, status, seconds, output, error) of the run; default "
         "mrisr_summary.json in the -o folder (else the current folder), and with one scan and "
-        "-o FILE, in FILE's folder."
+        "-o FILE, in FILE's folder.",
     ),
 ]
 
@@ -139,3 +166,75 @@ def upscale_options(arguments: dict[str, Any], **given: Any) -> UpscaleOptions:
     chosen = {_FIELD_OF_PARAMETER.get(k, k): v for k, v in arguments.items()}
     settings = {k: v for k, v in chosen.items() if k in names and k not in given}
     return UpscaleOptions(**settings, **given)
+
+
+#: Options only a network uses (cubic interpolation runs none): parameter -> flag.
+_NETWORK_ONLY = {
+    "device": "--device",
+    "threads": "--threads",
+    "precision": "--precision",
+    "batch_size": "--batch-size",
+    "force": "--force",
+}
+
+
+def refuse_ineffective(
+    command: Callable[..., Any],
+    arguments: dict[str, Any],
+    *,
+    networks: Sequence[str | None] | None = None,
+    without_network: str = "with --model cubic",
+) -> None:
+    """Refuse, before any work, options that the other options given make ineffective.
+
+    An option is "given" when its value differs from the command's default.
+
+    Args:
+        command: the command function (its signature holds the defaults).
+        arguments: the command's parameters (its ``locals()`` at the start).
+        networks: the ``--model`` values that will run; default
+            ``[arguments["model"]]``. Only ``"cubic"`` values (or none) mean
+            that no network runs.
+        without_network: how the message says that no network runs.
+
+    Raises:
+        ConfigError: ``--device``, ``--threads``, ``--precision``,
+            ``--batch-size`` or ``--force`` given where only cubic interpolation
+            runs (it has no network and no trained factor range), or
+            ``--consistency-profile`` other than ``mean`` with ``--no-consistency``.
+    """
+    from mrisr.errors import ConfigError
+    from mrisr.models import names_cubic
+
+    defaults = {
+        name: parameter.default for name, parameter in inspect.signature(command).parameters.items()
+    }
+    specs = [arguments.get("model")] if networks is None else list(networks)
+    if all(names_cubic(spec) for spec in specs):
+        given = [
+            flag if isinstance(arguments[name], bool) else f"{flag} {arguments[name]}"
+            for name, flag in _NETWORK_ONLY.items()
+            if name in arguments and not _same(arguments[name], defaults.get(name))
+        ]
+        if given:
+            flags = ", ".join(text.split()[0] for text in given)
+            raise ConfigError(
+                f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect "
+                f"{without_network}: cubic interpolation runs no network and takes any factor",
+                fix=f"drop {flags}, or choose a network with --model (a bundled model's name, "
+                "a training run folder or a .safetensors file)",
+            )
+    profile = arguments.get("consistency_profile")
+    if arguments.get("consistency") is False and profile is not None and not _same(profile, "mean"):
+        raise ConfigError(
+            f"--consistency-profile {profile} has no effect with --no-consistency: it is the "
+            "slice profile of the consistency projection, which --no-consistency turns off",
+            fix="drop --consistency-profile, or drop --no-consistency",
+        )
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether an option's value is its default (text compared without case or spaces)."""
+    if isinstance(value, str) and isinstance(default, str):
+        return value.strip().lower() == default.strip().lower()
+    return value == default

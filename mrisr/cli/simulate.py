@@ -8,15 +8,22 @@ from typing import Annotated
 import typer
 
 from mrisr.cli.common import say
+from mrisr.cli.options import non_empty_path
 
 NAME = "simulate"
 
 
 def command(
-    volume_path: Annotated[Path, typer.Argument(metavar="VOLUME", help="High-resolution volume.")],
+    volume_path: Annotated[
+        Path,
+        typer.Argument(metavar="VOLUME", parser=non_empty_path, help="High-resolution volume."),
+    ],
     axis: Annotated[int, typer.Option(help="Axis made thick: 0, 1 or 2.")],
     factor: Annotated[float, typer.Option(help="Thick / thin spacing ratio (> 1).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.nii.gz...).")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", parser=non_empty_path, help="Output file (.nii.gz...)."),
+    ],
     profile: Annotated[str, typer.Option(help="Slice profile: mean or gaussian.")] = "mean",
     thickness: Annotated[
         float | None, typer.Option(help="Slice thickness in mm; default: the slice spacing.")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mrisr.cli.common import console, progress_bar, say
+from mrisr.cli.options import non_empty_path
 from mrisr.device import DEVICE_HELP
 
 if TYPE_CHECKING:
@@ -27,7 +28,9 @@ NAME = "train"
 
 
 def _option(kind: Any, help: str) -> Any:
-    """An optional option of type ``kind`` (None: the config's value)."""
+    """An optional option of type ``kind`` (None: the config's value); a path may not be empty."""
+    if kind is Path:
+        return Annotated[kind | None, typer.Option(parser=non_empty_path, help=help)]
     return Annotated[kind | None, typer.Option(help=help)]
 
 

@@ -18,9 +18,10 @@ def command(
     scans: Annotated[
         list[Path],
         typer.Argument(
+            parser=opt.non_empty_path,
             help="NIfTI, MGH, NRRD, MHA file or DICOM folder. Several scans, folders of scans "
             "or quoted globs ('data/**/*.nii.gz') run in one process: the model loads once, "
-            "finished scans are skipped, a failed scan does not stop the others."
+            "finished scans are skipped, a failed scan does not stop the others.",
         ),
     ],
     output: Annotated[
@@ -28,6 +29,7 @@ def command(
         typer.Option(
             "-o",
             "--output",
+            parser=opt.non_empty_path,
             help="Output file; default <stem>_sr.nii.gz beside the input. With several scans "
             "-o is an output FOLDER (created when missing).",
         ),
@@ -57,15 +59,21 @@ def command(
         ),
     ] = False,
     adapt_seconds: Annotated[
-        float | None, typer.Option(help="Adaptation time budget in seconds; default 90.")
+        float | None,
+        typer.Option(help="Adaptation time budget in seconds, at most 3600; default 90."),
     ] = None,
     adapt_steps: Annotated[
         int | None,
-        typer.Option(help="Adaptation budget in steps (deterministic; overrides --adapt-seconds)."),
+        typer.Option(
+            help="Adaptation budget in steps, 1 to 10000 (deterministic; not with --adapt-seconds)."
+        ),
     ] = None,
     save_adapted: Annotated[
         Path | None,
-        typer.Option(help="Write the adapted model to this .safetensors file (for --model)."),
+        typer.Option(
+            parser=opt.non_empty_path,
+            help="Write the adapted model to this .safetensors file (for --model).",
+        ),
     ] = None,
     dtype: opt.Dtype = "float32",
     shard: opt.Shard = None,
@@ -85,6 +93,7 @@ def command(
     )
     adapting = _adapt_settings(adapt, adapt_seconds, adapt_steps, save_adapted)
     options = opt.upscale_options(arguments, adapt=adapting)
+    opt.refuse_ineffective(command, arguments)
     single = is_single_scan(scans)
     if single and output is not None and output.is_dir():  # -o results/ for one scan too
         output = output / default_output_path(scans[0]).name
@@ -123,9 +132,20 @@ def command(
 def _adapt_settings(
     adapt: bool, seconds: float | None, steps: int | None, save: Path | None
 ) -> object | None:
-    """The adaptation settings, or None; budget options without --adapt are refused."""
+    """The adaptation settings, or None.
+
+    Raises:
+        ConfigError: budget or save options without --adapt, both budgets
+            (--adapt-steps and --adapt-seconds), or settings AdaptSettings refuses.
+    """
     from mrisr.errors import ConfigError
 
+    if steps is not None and seconds is not None:
+        raise ConfigError(
+            f"--adapt-steps {steps} and --adapt-seconds {seconds:g} both given: the "
+            "adaptation has one budget, in steps or in seconds",
+            fix="keep one of --adapt-steps and --adapt-seconds",
+        )
     if not adapt:
         given = [
             name

@@ -81,17 +81,47 @@ def require_existing(
         ``Path(path)``.
 
     Raises:
-        MrisrError: ``error``, when nothing (of ``kind``) exists at ``path``.
+        MrisrError: ``error``, when nothing (of ``kind``) exists at ``path``; a
+            symbolic link to nothing is named as one, with its target.
     """
     path = Path(path)
     there = {"path": path.exists, "file": path.is_file, "folder": path.is_dir}[kind]()
     if not there:
+        target = broken_link_target(path)
+        if target is not None:
+            raise error(
+                f"is a broken symbolic link: its target {target} does not exist",
+                path=path,
+                expected=expected,
+                fix=BROKEN_LINK_FIX,
+            )
         if kind == "folder":
             problem = "is not a folder" + ("" if path.exists() else " (nothing exists there)")
         else:
             problem = "does not exist" if not path.exists() else f"is not a {kind}"
         raise error(problem, path=path, expected=expected, fix=fix)
     return path
+
+
+#: What to do about a symbolic link whose target is missing.
+BROKEN_LINK_FIX = (
+    "restore the target (a moved or unmounted folder?), point the link at the file "
+    "(ln -sfn FILE LINK), or remove the link"
+)
+
+
+def broken_link_target(path: str | Path) -> str | None:
+    """Where ``path`` points when it is a symbolic link to nothing (missing target, loop), else None.
+
+    Returns:
+        The target as a path from the current folder (a relative link's target
+        is relative to the link's folder), or None.
+    """
+    path = Path(path)
+    if not path.is_symlink() or path.exists():
+        return None
+    target = os.readlink(path)
+    return target if os.path.isabs(target) else os.path.normpath(path.parent / target)
 
 
 def suffix(path: str | Path) -> str:

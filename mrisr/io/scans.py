@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mrisr.errors import InputError
-from mrisr.io.files import READ_FORMATS, READABLE, stem, suffix
+from mrisr.io.files import READ_FORMATS, READABLE, broken_link_target, stem, suffix
 from mrisr.io.outputs import disagreement_path, sidecar_path
 
 #: Characters that make an argument a glob pattern (expanded by mrisr, not the shell).
@@ -32,7 +32,9 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
       sub-folders; a folder holding no image file but other files is one
       DICOM series. mrisr's own outputs (an image whose JSON sidecar records
       ``mrisr_version``) and hidden files are left out, so that a second run
-      over the same folder does not upscale the first run's results;
+      over the same folder does not upscale the first run's results; a
+      symbolic link named like an image whose target is missing is kept, so
+      that it fails as its own scan, naming the link and its target;
     * a pattern with ``*``, ``?`` or ``[`` (quoted, so that the shell leaves
       it alone; ``**`` crosses folders) gives what it matches, each as above;
     * a path that does not exist is kept: it fails as its own scan, with
@@ -77,10 +79,12 @@ def _scans_in(path: Path, *, named: bool) -> list[Path]:
         if named:  # a file the user named is a scan, whatever made it
             return [path]
         image = suffix(path) in READ_FORMATS and not _is_mrisr_output(path)
-        return [path] if path.is_file() and image else []
+        return [path] if image and (path.is_file() or _broken_link(path)) else []
     children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     files = [p for p in children if p.is_file()]
     images = [p for p in files if suffix(p) in READ_FORMATS]
+    # A link to nothing named like an image is reported as a failed scan, not skipped.
+    images += [p for p in children if suffix(p) in READ_FORMATS and _broken_link(p)]
     if not images and any(suffix(p) not in _NOT_DICOM for p in files):
         return [path]  # a folder of files in no image format: one DICOM series
     scans = [p for p in images if not _is_mrisr_output(p)]
@@ -93,6 +97,10 @@ def _scans_in(path: Path, *, named: bool) -> list[Path]:
             fix="check the folder, or name the scans themselves",
         )
     return scans
+
+
+def _broken_link(path: Path) -> bool:
+    return broken_link_target(path) is not None
 
 
 def _is_mrisr_output(path: Path) -> bool:

@@ -27,7 +27,14 @@ import numpy as np
 from mrisr.config import DataConfig
 from mrisr.errors import ConfigError, InputError
 from mrisr.intensity import Normalisation, fit_normalisation
-from mrisr.io.files import READ_FORMATS, require_existing, stem, suffix
+from mrisr.io.files import (
+    BROKEN_LINK_FIX,
+    READ_FORMATS,
+    broken_link_target,
+    require_existing,
+    stem,
+    suffix,
+)
 from mrisr.slices import PAIR_KINDS
 from mrisr.training.degrade import Degrader
 from mrisr.training.pairs import FOREGROUND_LEVEL, PairDataset
@@ -65,14 +72,18 @@ def volume_name(path: str | Path) -> str:
 
 
 def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and suffix(path) in VOLUME_SUFFIXES
+    """A file named like a volume, or a broken symbolic link named like one (to be reported)."""
+    return suffix(path) in VOLUME_SUFFIXES and (
+        path.is_file() or broken_link_target(path) is not None
+    )
 
 
 def find_volumes(folder: str | Path, *, allow_anisotropic: bool = False) -> list[Path]:
     """The readable training volumes in a folder, sorted by name.
 
-    Files whose header cannot be read (or that are not 3D) are skipped with a
-    WARNING naming them; voxel data is read later by
+    Files whose header cannot be read (or that are not 3D), and symbolic links
+    whose target is missing, are skipped with a WARNING naming them (and the
+    link's target); voxel data is read later by
     :func:`load_training_volumes`. Only headers are read, so an anisotropic
     volume is refused before anything is loaded.
 
@@ -95,6 +106,15 @@ def find_volumes(folder: str | Path, *, allow_anisotropic: bool = False) -> list
     candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
     readable, spacings = [], {}
     for path in candidates:
+        target = broken_link_target(path)
+        if target is not None:
+            log.warning(
+                "skipping %s: a broken symbolic link (its target %s does not exist); fix: %s",
+                path,
+                target,
+                BROKEN_LINK_FIX,
+            )
+            continue
         try:
             image = nib.load(str(path))
             shape = image.shape

@@ -396,7 +396,7 @@ def describe_run(
 
     return {
         "recipe": plan.recipe,
-        "size": config.model.size,
+        "size": config.model.network_size,
         "factor_range": list(config.data.factor_bounds),
         "normalisation": dict(DEFAULT_NORMALISATION),
         "training_data": {

@@ -150,7 +150,9 @@ def adopt_init_network(config: TrainConfig) -> TrainConfig:
 
     ``mrisr train --init-from fast-wide`` then fine-tunes that model without the
     user restating its generator and sizes; settings given explicitly win (and
-    :func:`initialise_from_model` refuses them if they do not fit).
+    :func:`initialise_from_model` refuses them if they do not fit). A size given
+    that is not the model's is refused here: taking the model's would train
+    another size than asked for, silently.
 
     Args:
         config: the run's settings.
@@ -160,25 +162,34 @@ def adopt_init_network(config: TrainConfig) -> TrainConfig:
         ``size`` are the init model's.
 
     Raises:
-        ConfigError: an unknown model name.
+        ConfigError: an unknown model name, or a ``model.size`` (``--size``)
+            other than the init model's.
         CheckpointError: the model file is missing or damaged.
     """
     from dataclasses import replace
 
     from mrisr.checkpoint import read_description
-    from mrisr.models import model_location
+    from mrisr.models import model_location, names_cubic
 
     model = config.model
     source = model.init_from
-    if not source or source.strip().lower() == "cubic" or model.generator or model.generator_kwargs:
+    if not source or names_cubic(source) or model.generator or model.generator_kwargs:
         return config
     description = read_description(model_location(source))
+    theirs = description.get("size")
+    if model.size is not None and theirs is not None and model.size != theirs:
+        raise ConfigError(
+            f"--size {model.size} (model.size) does not match --init-from {source}: "
+            f"that is a {theirs}-size model, and training starts from its network",
+            fix=f"drop --size to take the model's size, pass --size {theirs}, or pass "
+            f"--init-from a {model.size}-size model",
+        )
     network = description["generator"]
     adopted = replace(
         model,
         generator=network["name"],
         generator_kwargs=dict(network.get("config") or {}),
-        size=description.get("size") or model.size,
+        size=theirs or model.network_size,
     )
     return replace(config, model=adopted)
 
