@@ -223,7 +223,7 @@ class UpscaleOptions:
 
 def upscale_volume(
     volume: Volume,
-    model: SliceModel,
+    model: SliceModel | ModelRequest | str | Path | None = None,
     *,
     plan: UpscalePlan | None = None,
     factor: float | None = None,
@@ -237,7 +237,11 @@ def upscale_volume(
 
     Args:
         volume: the scan, (X, Y, Z) voxels with its affine.
-        model: any :class:`SliceModel` (``CubicSliceModel()``, a trained network).
+        model: any :class:`SliceModel` (``CubicSliceModel()``, a trained network),
+            a :class:`mrisr.models.ModelRequest`, or a ``--model`` value
+            (``"cubic"``, ``"fast"``, a model file or run folder; see
+            :func:`mrisr.models.load_slice_model`); None: the bundled model for
+            the planned factor.
         plan: the output grid, from :func:`plan_upscale` of this volume; default
             planned here from ``factor`` and ``axis``.
         factor: upsampling factor; default: isotropic voxels (see
@@ -268,6 +272,7 @@ def upscale_volume(
             ``spacing_mm``, a factor outside the model's range (without
             ``force``), or an unusable thickness.
         GeometryError: no thick axis to upscale (see :func:`plan_upscale`).
+        CheckpointError: a model file that is missing, unsafe or damaged.
         RuntimeError: the model returned slices of the wrong shape.
     """
     options = UpscaleOptions.build(options, settings)
@@ -275,6 +280,7 @@ def upscale_volume(
         plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     else:
         _check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+    model = choose_model(model, plan.factor)
     grid = plan.to_dict()
     # With --spacing the model, consistency and range all work on the scan
     # downsampled in-plane: the "input" the output must reproduce.

@@ -317,3 +317,18 @@ def test_options_object_and_keyword_settings_are_the_same_and_unknown_ones_are_r
         upscale_volume(volume, CubicSliceModel(), consistancy=True)
     with pytest.raises(ConfigError, match="unknown fusion"):
         UpscaleOptions(fusion="median")
+
+
+def test_the_model_may_be_named_as_on_the_command_line(rng):
+    """upscale_volume takes what upscale_file takes: a model, a --model value, or None."""
+    from mrisr.errors import CheckpointError
+
+    volume = Volume(smooth_volume(rng, (20, 18, 9)), oblique_affine())
+    by_name = upscale_volume(volume, "cubic", factor=4)
+    loaded = upscale_volume(volume, CubicSliceModel(), factor=4)
+    np.testing.assert_array_equal(by_name.data, loaded.data)
+    assert by_name.meta["upscale"]["model"]["name"] == "cubic"
+    bundled = upscale_volume(volume, factor=4)  # None: the bundled model for 4x
+    assert bundled.meta["upscale"]["model"]["name"] == "fast"
+    with pytest.raises((ConfigError, CheckpointError), match="no-such-model"):
+        upscale_volume(volume, "no-such-model", factor=4)
