@@ -332,3 +332,18 @@ def test_the_model_may_be_named_as_on_the_command_line(rng):
     assert bundled.meta["upscale"]["model"]["name"] == "fast"
     with pytest.raises((ConfigError, CheckpointError), match="no-such-model"):
         upscale_volume(volume, "no-such-model", factor=4)
+
+
+def test_an_output_too_large_for_memory_is_refused_before_any_work(rng, monkeypatch):
+    import mrisr.plan
+
+    volume = Volume(smooth_volume(rng, (20, 18, 9)), oblique_affine())
+    plan_upscale(volume, factor=300)  # 20 x 18 x 2700 voxels, about 62 MB: fits here
+    monkeypatch.setattr(mrisr.plan, "physical_memory", lambda: 32 * 2**20)  # 32 MiB
+    with pytest.raises(
+        ConfigError, match=r"factor 300 makes an output of 20 x 18 x 2700 voxels"
+    ) as caught:
+        upscale_volume(volume, "cubic", factor=300)
+    assert "0.1 GiB of memory" in str(caught.value) and "smaller --factor" in str(caught.value)
+    monkeypatch.setattr(mrisr.plan, "physical_memory", lambda: None)  # unknown: not checked
+    plan_upscale(volume, factor=300)
