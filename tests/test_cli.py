@@ -351,3 +351,33 @@ def test_empty_paths_in_settings_are_refused_by_the_api_too(tmp_path):
         ModelRequest("")
     with pytest.raises(ConfigError, match="--model is empty"):
         load_slice_model("", factor=4.0)
+
+
+def test_ctrl_c_says_what_was_left_and_exits_130(tmp_path, monkeypatch):
+    """Not a silent exit: the user learns that no half-written file stays."""
+    import mrisr.upscale
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mrisr.upscale, "upscale_file", interrupted)
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"")
+    result = CliRunner().invoke(app, ["upscale", str(scan)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: files that were not complete were removed" in result.output
+
+
+def test_results_on_stdout_are_not_wrapped_when_piped(shared_data, tmp_path):
+    """`mrisr info scan | grep` must see each fact whole on its line."""
+    deep = tmp_path / ("a" * 60) / ("b" * 60)
+    deep.mkdir(parents=True)
+    scan = deep / "spine_t2_thick.nii.gz"
+    from mrisr import load_volume, save_volume, simulate_volume
+
+    save_volume(
+        simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4), scan
+    )
+    result = CliRunner().invoke(app, ["info", str(scan)])
+    assert result.exit_code == 0, result.output
+    assert str(scan) in result.stdout.splitlines()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -13,13 +14,20 @@ from rich.markup import escape
 
 from mrisr.errors import MrisrError
 
+#: The width results are laid out for when stdout is not a terminal: as wide as they need.
+PIPED_WIDTH = 1000
+
 #: Messages and progress go to stderr, so that a command's results alone reach stdout.
 console = Console(stderr=True)
 #: A command's results (facts, tables): stdout, so that `mrisr info scan | less` works.
-output = Console()
+#: Piped or redirected, lines are never wrapped (rich would wrap at 80 columns, cutting
+#: values in two for grep and scripts) and tables get the width they need.
+output = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH, soft_wrap=True)
 
 #: Exit code for input, geometry, config and output errors.
 EXIT_USER_ERROR = 2
+#: Exit code after Ctrl-C: 128 + SIGINT, the shells' convention.
+EXIT_INTERRUPTED = 130
 
 
 def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,6 +41,16 @@ def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             root.setLevel(logging.WARNING)
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            exit_code = getattr(interrupt, "exit_code", EXIT_INTERRUPTED)
+            console.print(
+                "interrupted: files that were not complete were removed; those reported as "
+                "written above are whole",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(exit_code) from None
         except MrisrError as error:
             # The message is text, not markup: "[low, high]" must not vanish.
             console.print(
