@@ -33,8 +33,8 @@ class DemoResult:
 
     Attributes:
         evaluation: metrics and volumes of every method.
-        figure: the PNG written.
-        volumes: the NIfTI files written (thick input, each result, truth).
+        figure: the PNG written (absolute path).
+        volumes: the NIfTI files written (thick input, each result, truth; absolute paths).
     """
 
     evaluation: EvaluationResult
@@ -88,7 +88,7 @@ def run_demo(
         *(_save(v, out / f"{name}.nii.gz", overwrite) for name, v in result.results.items()),
         _save(result.truth, out / "truth.nii.gz", overwrite),
     ]
-    return DemoResult(evaluation=result, figure=Path(figure), volumes=volumes)
+    return DemoResult(evaluation=result, figure=Path(figure).absolute(), volumes=volumes)
 
 
 def _save(volume: Volume, path: Path, overwrite: bool) -> Path:

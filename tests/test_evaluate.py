@@ -256,3 +256,24 @@ def test_a_model_outside_its_factor_range_runs_only_with_force(rng):
         evaluate(volume, axis=2, factor=6, models=models)
     result = evaluate(volume, axis=2, factor=6, models=models, force=True)
     assert result.metrics["narrow"] == result.metrics["cubic"]  # the same interpolation
+
+
+def test_the_shipped_demo_truth_is_not_warned_about_but_a_thick_one_is(caplog):
+    """1.25 / 0.94 mm (the demo's IXI crop) is not thick-sliced; 1.5 times is, as for upscale."""
+    import logging
+
+    from mrisr.demo import demo_volume_path
+    from mrisr.interpolation import CubicSliceModel
+    from mrisr.io import load_volume
+
+    demo = load_volume(demo_volume_path())
+    with caplog.at_level(logging.WARNING):
+        evaluate(demo, axis=2, factor=4, models={"cubic": CubicSliceModel()})
+    assert "blurred truth" not in caplog.text
+    affine = demo.affine.copy()
+    affine[:3, 2] *= 1.5 * 0.9375 / 1.25  # 1.5 times the in-plane spacing
+    with caplog.at_level(logging.WARNING):
+        evaluate(
+            demo.with_data(demo.data, affine), axis=0, factor=4, models={"cubic": CubicSliceModel()}
+        )
+    assert "blurred truth" in caplog.text

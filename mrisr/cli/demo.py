@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from mrisr.cli import options as opt
 from mrisr.cli.common import console, output
 from mrisr.cli.options import non_empty_path, refuse_ineffective
 from mrisr.device import DEVICE_HELP
@@ -30,14 +31,15 @@ def command(
         typer.Option(help="Model to show; default: the bundled model for the factor."),
     ] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}.")] = "auto",
+    threads: opt.Threads = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo's files.")] = False,
 ) -> None:
     from mrisr.demo import run_demo
     from mrisr.evaluation import rich_table
     from mrisr.models import load_slice_model
 
-    refuse_ineffective(command, {"model": model, "device": device})
-    network = load_slice_model(model, factor=factor, device=device)
+    refuse_ineffective(command, {"model": model, "device": device, "threads": threads})
+    network = load_slice_model(model, factor=factor, device=device, threads=threads)
     with console.status(f"simulating {factor:g}x thick slices and upscaling"):
         result = run_demo(out, network, factor=factor, overwrite=overwrite)
     output.print(rich_table(result.evaluation, title="mrisr demo"))
