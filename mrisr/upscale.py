@@ -117,6 +117,13 @@ def check_factor_range(model: SliceModel, factor: float, *, force: bool = False)
     if force:
         log.warning("factor %.3g outside model %s's range %g-%g", factor, model.name, low, high)
         return
+    if low == high:  # a model trained at one factor: no range to speak of
+        raise ConfigError(
+            f"factor {factor:.3g} is not the factor {low:g} that model {model.name!r} was "
+            "trained for",
+            expected=f"a factor of {low:g}",
+            fix=f"pass --factor {low:g}, use a model trained for this factor, or --force",
+        )
     raise ConfigError(
         f"factor {factor:.3g} is outside the range {low:g}-{high:g} that model "
         f"{model.name!r} was trained for",

@@ -347,3 +347,25 @@ def test_an_output_too_large_for_memory_is_refused_before_any_work(rng, monkeypa
     assert "0.1 GiB of memory" in str(caught.value) and "smaller --factor" in str(caught.value)
     monkeypatch.setattr(mrisr.plan, "physical_memory", lambda: None)  # unknown: not checked
     plan_upscale(volume, factor=300)
+
+
+def test_a_model_of_one_factor_names_that_factor_not_a_range(rng):
+    class OneFactor(CubicSliceModel):
+        name = "x4"
+        factor_range = (4.0, 4.0)
+
+    volume = Volume(smooth_volume(rng, (8, 8, 5)), oblique_affine())
+    with pytest.raises(ConfigError, match="factor 6 is not the factor 4 that model 'x4' was trained for") as caught:  # fmt: skip
+        upscale_volume(volume, OneFactor(), factor=6)
+    assert "between" not in str(caught.value) and "--factor 4," in str(caught.value)
+
+
+def test_a_missing_output_folder_named_with_a_slash_says_so(tmp_path):
+    from mrisr.errors import OutputError
+    from mrisr.io import output_format
+
+    with pytest.raises(OutputError, match="no folder of that name exists") as caught:
+        output_format(f"{tmp_path}/results/")
+    assert "mkdir -p" in str(caught.value)
+    with pytest.raises(OutputError, match="has an extension mrisr does not write"):
+        output_format(tmp_path / "results.txt")

@@ -112,6 +112,15 @@ def output_format(path: str | Path) -> str:
     path = Path(path)
     ending = suffix(path)
     kind = WRITE_FORMATS.get(ending)
+    if kind is None and not ending and not path.is_dir():
+        # `-o results/` reaches here as `results`: a folder that does not exist yet.
+        raise OutputError(
+            "has no image file ending, and no folder of that name exists",
+            path=path,
+            expected="an output file name (" + ", ".join(WRITE_FORMATS) + ") or an existing folder",
+            fix=f"create the folder first (mkdir -p {path}), or name the output file with an "
+            "ending, e.g. scan_sr.nii.gz",
+        )
     if kind is None:
         raise OutputError(
             f"has an extension mrisr does not write ({ending or 'none'})",
