@@ -351,3 +351,41 @@ def test_empty_paths_in_settings_are_refused_by_the_api_too(tmp_path):
         ModelRequest("")
     with pytest.raises(ConfigError, match="--model is empty"):
         load_slice_model("", factor=4.0)
+
+
+# ------------------------------------------------ bad values name the fix
+
+
+def bad_value_files(folder: Path) -> None:
+    """What the commands of the test below read, under ``folder`` (the current folder)."""
+    thick_scan(folder)
+    tiny_volume(folder / "hr.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["upscale", "scan.nii.gz", *CUBIC, "--fusion", "max"],
+            ["unknown fusion 'max'", "mean, fba", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["evaluate", "hr.nii.gz", "--fusion", "median"],
+            ["unknown fusion 'median'", "mean, fba", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["bids", ".", "derivatives", *CUBIC, "--fusion", "max"],
+            ["unknown fusion 'max'", "Fix: pass --fusion mean"],
+        ),
+    ],
+)
+def test_a_bad_option_value_is_refused_with_the_fix(tmp_path, monkeypatch, args, words):
+    bad_value_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.replace("│", " ").split())
+    for word in words:
+        assert word in message, message
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
