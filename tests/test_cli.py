@@ -360,6 +360,9 @@ def bad_value_files(folder: Path) -> None:
     """What the commands of the test below read, under ``folder`` (the current folder)."""
     thick_scan(folder)
     tiny_volume(folder / "hr.nii.gz")
+    (folder / "vols").mkdir()
+    for name in ("v1", "v2"):
+        tiny_volume(folder / "vols" / f"{name}.nii.gz")
 
 
 @pytest.mark.parametrize(
@@ -376,6 +379,14 @@ def bad_value_files(folder: Path) -> None:
         (
             ["bids", ".", "derivatives", *CUBIC, "--fusion", "max"],
             ["unknown fusion 'max'", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "run", *QUICK_TRAIN, "--axes", "0,x"],
+            ["--axes must be axis numbers", "'0,x'", "Fix: pass e.g. --axes 0,1,2"],
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "run", "--steps", "1", "--device", "gpu"],
+            ["device must be auto, cpu, cuda or cuda:N, got 'gpu'", "Fix: pass --device auto"],
         ),
     ],
 )
