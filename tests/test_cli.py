@@ -388,6 +388,10 @@ def bad_value_files(folder: Path) -> None:
             ["train", "--volumes", "vols", "--out", "run", "--steps", "1", "--device", "gpu"],
             ["device must be auto, cpu, cuda or cuda:N, got 'gpu'", "Fix: pass --device auto"],
         ),
+        (
+            ["upscale", "scan.nii.gz", "hr.nii.gz", *CUBIC, "-o", "x" * 300],
+            ["cannot be created: File name too long", "Fix: check its name", "-o"],
+        ),
     ],
 )
 def test_a_bad_option_value_is_refused_with_the_fix(tmp_path, monkeypatch, args, words):
