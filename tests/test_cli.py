@@ -363,6 +363,20 @@ def bad_value_files(folder: Path) -> None:
     (folder / "vols").mkdir()
     for name in ("v1", "v2"):
         tiny_volume(folder / "vols" / f"{name}.nii.gz")
+    # Perceptual-loss weights that are not torchvision's VGG19.
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"classifier.0.weight": torch.zeros(2, 2)}, str(folder / "no_vgg.safetensors"))
+    save_file({"features.0.weight": torch.zeros(2, 3, 3, 3)}, str(folder / "small.safetensors"))
+    torch.save([torch.zeros(2)], folder / "list.pt")
+
+
+#: A training run with a GAN stage (the perceptual loss is built for it) on ``vols``.
+GAN_TRAIN = (
+    *("train", "--volumes", "vols", "--out", "run", "--steps", "1", "--gan-steps", "1"),
+    *("--patch-size", "32", "--batch-size", "2", "--val-crop", "16", "--device", "cpu", "--quiet"),
+)
 
 
 @pytest.mark.parametrize(
@@ -387,6 +401,18 @@ def bad_value_files(folder: Path) -> None:
         (
             ["train", "--volumes", "vols", "--out", "run", "--steps", "1", "--device", "gpu"],
             ["device must be auto, cpu, cuda or cuda:N, got 'gpu'", "Fix: pass --device auto"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "no_vgg.safetensors"],
+            ["no_vgg.safetensors: holds no VGG conv weights", "Fix: pass torchvision's vgg19"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "small.safetensors"],
+            ["small.safetensors: does not fit VGG19", "Fix: pass torchvision's vgg19"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "list.pt"],
+            ["list.pt: holds a list, not a state dict", "Fix: pass torchvision's vgg19"],
         ),
         (
             ["upscale", "scan.nii.gz", "hr.nii.gz", *CUBIC, "-o", "x" * 300],
