@@ -60,7 +60,10 @@ class FrozenDict(dict):
     """
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("config mappings are read-only; build a new config instead")
+        raise TypeError(
+            "config mappings are read-only; build a new config instead, e.g. with "
+            "mrisr.config.with_overrides(config, {'model.generator_kwargs': {...}})"
+        )
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
     __ior__ = _refuse  # type: ignore[assignment]

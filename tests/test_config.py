@@ -78,7 +78,7 @@ def test_configs_are_frozen_all_the_way_down():
     config = custom_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 3  # type: ignore[misc]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="read-only; build a new config instead, e.g. with"):
         config.model.generator_kwargs["num_block"] = 5  # type: ignore[index]
     assert pickle.loads(pickle.dumps(config)) == config
 
