@@ -216,7 +216,7 @@ class UpscaleOptions:
             raise ConfigError(
                 f"unknown upscale option(s) {', '.join(unknown)}",
                 expected=f"fields of UpscaleOptions: {', '.join(f.name for f in fields(cls))}",
-                fix="pass only those fields (check the spelling), e.g. fusion=\"fba\"",
+                fix='pass only those fields (check the spelling), e.g. fusion="fba"',
             )
         return replace(base, **settings) if settings else base
 
