@@ -413,6 +413,7 @@ def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSe
         raise ConfigError(
             f"unknown adaptation setting(s) {', '.join(unknown)}",
             expected="steps, seconds, seed",
+            fix="pass steps=, seconds= or seed= (or settings=AdaptSettings(...))",
         )
     return replace(base, **budget) if budget else base
 

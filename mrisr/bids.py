@@ -156,7 +156,13 @@ def find_anatomical_scans(
         # specification; the dataset_description check above is the refusal.
         layout = bids.BIDSLayout(str(root), validate=False, derivatives=False)
     except Exception as error:  # pybids raises its own types for unreadable datasets
-        raise InputError(f"cannot be indexed by pybids: {error}", path=root) from error
+        raise InputError(
+            f"cannot be indexed by pybids: {error}",
+            path=root,
+            expected="a BIDS dataset pybids can read",
+            fix="check the dataset with the BIDS validator (bids-validator) and correct what "
+            "it reports",
+        ) from error
     query: dict[str, Any] = {
         "datatype": "anat",
         "suffix": list(suffixes),
@@ -197,7 +203,7 @@ def _labels(
 
 
 def _scan(path: Path, root: Path) -> BidsScan:
-    entities, scan_suffix = parse_name(path.name)
+    entities, scan_suffix = parse_name(path.name, source=path)
     return BidsScan(
         path=path,
         relpath=path.relative_to(root).as_posix(),
@@ -207,8 +213,12 @@ def _scan(path: Path, root: Path) -> BidsScan:
     )
 
 
-def parse_name(name: str) -> tuple[dict[str, str], str]:
+def parse_name(name: str, *, source: str | Path | None = None) -> tuple[dict[str, str], str]:
     """``sub-01_ses-1_T2w.nii.gz`` -> ({"sub": "01", "ses": "1"}, "T2w"), in file order.
+
+    Args:
+        name: the file name.
+        source: the file, for messages (default ``name``).
 
     Raises:
         InputError: a part that is not ``key-label``, or no ``sub`` entity.
@@ -221,12 +231,19 @@ def parse_name(name: str) -> tuple[dict[str, str], str]:
         if not key or not label:
             raise InputError(
                 f"has a name part {pair!r} that is not key-label",
-                path=name,
+                path=source or name,
                 expected="sub-<label>[_ses-<label>][_<key>-<label>...]_<suffix>.nii[.gz]",
+                fix="rename it as BIDS names scans: key-label parts joined by _, then the "
+                "suffix (e.g. sub-01_ses-1_acq-ax_T2w.nii.gz)",
             )
         entities[key] = label
     if "sub" not in entities:
-        raise InputError("has no sub-<label> in its name", path=name)
+        raise InputError(
+            "has no sub-<label> in its name",
+            path=source or name,
+            expected="sub-<label>[_ses-<label>][_<key>-<label>...]_<suffix>.nii[.gz]",
+            fix="rename it to begin with its subject, as BIDS names scans: sub-01_T2w.nii.gz",
+        )
     return entities, scan_suffix
 
 

@@ -171,22 +171,14 @@ def save_model(
             fix="name the model file e.g. model.safetensors",
         )
     generator = _unwrap(generator)
-    generators = _generator_table()
-    if name not in generators:
+    built_by = _generator_class(name, path)
+    if not isinstance(generator, built_by):
         raise ConfigError(
-            f"unknown generator name {name!r}",
-            path=path,
-            expected=f"one of {sorted(generators)}",
-            fix="pass the GENERATORS key the generator was built with",
-        )
-    if not isinstance(generator, generators[name]):
-        raise ConfigError(
-            f"generator is a {type(generator).__name__}, but {name!r} builds "
-            f"{generators[name].__name__}",
+            f"generator is a {type(generator).__name__}, but {name!r} builds {built_by.__name__}",
             path=path,
             fix="pass the name the generator was built with",
         )
-    config = _checked_config(generator, generators[name], path)
+    config = _checked_config(generator, built_by, path)
 
     tensors = {key: _storable(value) for key, value in generator.state_dict().items()}
     check_finite_weights(tensors, path)  # a diverged run must not become a model file
@@ -402,18 +394,30 @@ def convert_torch_checkpoint(
             loaded = loaded[key]
             break
     state = {_strip_prefixes(key): value for key, value in dict(loaded).items()}
-    generators = _generator_table()
-    if name not in generators:
-        raise ConfigError(
-            f"unknown generator name {name!r}", expected=f"one of {sorted(generators)}"
-        )
-    generator = generators[name](**config)
+    generator = _generator_class(name, source)(**config)
     _check_fit(generator, state, name, source)
     generator.load_state_dict(state, strict=True)
     return save_model(destination, generator, name=name, description=description)
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _generator_class(name: str, path: Path) -> type[nn.Module]:
+    """The class :data:`mrisr.networks.GENERATORS` builds ``name`` with; the one refusal of a name.
+
+    Raises:
+        ConfigError: a name the table does not hold (``path``: the model concerned).
+    """
+    generators = _generator_table()
+    if name not in generators:
+        raise ConfigError(
+            f"unknown generator name {name!r}",
+            path=path,
+            expected=f"one of {', '.join(sorted(generators))}",
+            fix="pass as name= the GENERATORS key the generator was built with",
+        )
+    return generators[name]
 
 
 def _generator_table() -> Mapping[str, type[nn.Module]]:
@@ -487,6 +491,8 @@ def _checked_factor_range(value: Any, path: Path) -> tuple[float, float]:
             f"description factor_range [{low}, {high}] is not a range of factors",
             path=path,
             expected="1 <= low <= high",
+            fix="pass description={'factor_range': [low, high], ...} with the smaller factor "
+            "first, both at least 1",
         )
     return low, high
 

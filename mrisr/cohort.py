@@ -190,7 +190,13 @@ def _make_output_folder(folder: Path) -> None:
             fix="name a folder with -o",
         ) from error
     except OSError as error:
-        raise OutputError(f"cannot be created: {error.strerror or error}", path=folder) from error
+        raise OutputError(
+            f"cannot be created: {error.strerror or error}",
+            path=folder,
+            expected="an output folder mrisr can create",
+            fix="check its name and that its parent folder is writable, or name another folder "
+            "with -o",
+        ) from error
 
 
 def _refuse_shared_outputs(jobs: Sequence[ScanJob]) -> None:

@@ -60,7 +60,10 @@ class FrozenDict(dict):
     """
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("config mappings are read-only; build a new config instead")
+        raise TypeError(
+            "config mappings are read-only; build a new config instead, e.g. with "
+            "mrisr.config.with_overrides(config, {'model.generator_kwargs': {...}})"
+        )
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
     __ior__ = _refuse  # type: ignore[assignment]
@@ -195,7 +198,9 @@ class DataConfig:
         if self.factor_range is not None:
             if len(self.factor_range) != 2:
                 raise ConfigError(
-                    f"data.factor_range must be [low, high], got {list(self.factor_range)!r}"
+                    f"data.factor_range must be [low, high], got {list(self.factor_range)!r}",
+                    fix="set data.factor_range to two factors, the smaller first, e.g. [2, 6] "
+                    "(--factor-range 2 6)",
                 )
             low, high = self.factor_range
             _check_range("data", "factor_range[0]", low, 1.0, 32.0, low_open=True)
@@ -492,8 +497,10 @@ class TrainConfig:
             )
         try:
             check_device_text(self.device)
-        except ConfigError:
-            raise ConfigError(f"device must be {DEVICE_HELP}, got {self.device!r}") from None
+        except ConfigError as error:  # named as the setting; the fix is the device check's
+            raise ConfigError(
+                f"device must be {DEVICE_HELP}, got {self.device!r}", fix=error.fix
+            ) from None
         if self.threads is not None:
             _check_range("config", "threads", self.threads, 1, 1024)
 
@@ -654,6 +661,8 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainCo
                 raise ConfigError(
                     f"unknown config section {parent!r} in {key!r}",
                     expected=f"one of {', '.join(k for k, v in merged.items() if isinstance(v, dict))}",
+                    fix="name a setting as section.name, e.g. data.factor, or a top-level "
+                    "name such as seed",
                 )
             target = target[parent]
         target[name] = _plain(value)

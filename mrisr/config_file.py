@@ -68,6 +68,8 @@ def load_config(path: str | Path) -> TrainConfig:
             f"holds a YAML {type(values).__name__}, not settings",
             path=path,
             expected="sections such as data:, model:, optim:, schedule:",
+            fix="write settings as 'section:' lines with indented 'name: value' lines under "
+            "them (e.g. data: then '  factor: 4'), as in the run's config.yaml",
         )
     try:
         return from_dict(TrainConfig, values if values is not None else {})

@@ -42,7 +42,8 @@ def check_device_text(text: str) -> str:
     raise ConfigError(
         f"unknown device {text!r}",
         expected=DEVICE_HELP,
-        fix="pass --device auto",
+        fix="pass --device auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N "
+        "(N: the GPU's index)",
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from mrisr.errors import ConfigError, InputError
 from mrisr.figures import check_figure_path, nearest_on_grid, save_figure
-from mrisr.fusion import FUSIONS, Fusion
+from mrisr.fusion import Fusion, check_fusion
 from mrisr.geometry import MIN_ANISOTROPY, output_slice_count
 from mrisr.metrics import METRICS, compare_volumes, foreground_mask, reference_range
 from mrisr.simulate import Profile, check_profile, simulate_volume
@@ -258,8 +258,7 @@ def evaluate(
     if not models:
         raise ConfigError("no model to evaluate", fix="pass at least one model (e.g. cubic)")
     check_profile(profile)
-    if fusion not in FUSIONS:
-        raise ConfigError(f"unknown fusion {fusion!r}", expected=f"one of {FUSIONS}")
+    check_fusion(fusion)
     truth, crop = crop_to_whole_slices(volume_hr, axis, factor)
     _check_truth(volume_hr, truth)
     region = _mask_for(mask, volume_hr, truth, axis, crop)

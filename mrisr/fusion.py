@@ -13,6 +13,21 @@ Fusion = Literal["mean", "fba"]
 FUSIONS: tuple[str, ...] = ("mean", "fba")
 
 
+def check_fusion(method: object) -> None:
+    """Refuse a fusion mrisr does not know; the one place this is decided.
+
+    Raises:
+        ConfigError: ``method`` is not one of :data:`FUSIONS`.
+    """
+    if method not in FUSIONS:
+        raise ConfigError(
+            f"unknown fusion {method!r}",
+            expected=f"one of {', '.join(FUSIONS)}",
+            fix="pass --fusion mean (voxel average, the default) or --fusion fba "
+            "(Fourier burst accumulation)",
+        )
+
+
 def fuse_mean(volumes: Sequence[np.ndarray]) -> np.ndarray:
     """Voxel-wise average of same-shape volumes (the seed papers' fusion), float32."""
     # Summing in place avoids stacking copies of full-size volumes (peak memory).
@@ -62,8 +77,5 @@ def fuse(volumes: Sequence[np.ndarray], method: Fusion = "mean") -> np.ndarray:
     Raises:
         ConfigError: an unknown method.
     """
-    if method == "mean":
-        return fuse_mean(volumes)
-    if method == "fba":
-        return fuse_fba(volumes)
-    raise ConfigError(f"unknown fusion {method!r}", expected=f"one of {FUSIONS}")
+    check_fusion(method)
+    return fuse_fba(volumes) if method == "fba" else fuse_mean(volumes)

@@ -64,9 +64,13 @@ def resampled_affine(affine: np.ndarray, axis: int, n_in: int, n_out: int) -> np
         GeometryError: an axis other than 0, 1, 2, or a slice count below 1.
     """
     if axis not in (0, 1, 2):
-        raise GeometryError(f"axis must be 0, 1 or 2, got {axis}")
+        raise GeometryError(f"axis must be 0, 1 or 2, got {axis}", fix="pass axis 0, 1 or 2")
     if n_in < 1 or n_out < 1:
-        raise GeometryError(f"slice counts must be positive, got n_in={n_in}, n_out={n_out}")
+        raise GeometryError(
+            f"slice counts must be positive, got n_in={n_in}, n_out={n_out}",
+            fix="pass the voxels along the axis before (n_in) and after (n_out, e.g. "
+            "round(n_in * factor)), both at least 1",
+        )
     scale = np.eye(4)
     inverse_factor = n_in / n_out
     scale[axis, axis] = inverse_factor

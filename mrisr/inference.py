@@ -144,9 +144,17 @@ class GeneratorSliceModel:
                 fix="pass --batch-size 1 or more (default 16; lower it to use less memory)",
             )
         if tile_cols is not None and (not isinstance(tile_cols, int) or tile_cols < 8):
-            raise ConfigError(f"tile_cols must be None or a whole number >= 8, got {tile_cols!r}")
+            raise ConfigError(
+                f"tile_cols must be None or a whole number >= 8, got {tile_cols!r}",
+                fix=f"pass tile_cols={DEFAULT_TILE_COLS} (the default), another whole number "
+                ">= 8, or None for no tiling",
+            )
         if not 0.0 <= tile_overlap < 1.0:
-            raise ConfigError(f"tile_overlap must be in [0, 1), got {tile_overlap!r}")
+            raise ConfigError(
+                f"tile_overlap must be in [0, 1), got {tile_overlap!r}",
+                fix=f"pass a fraction of the tile in [0, 1), e.g. {DEFAULT_TILE_OVERLAP} "
+                "(the default)",
+            )
         if threads is not None:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
                 raise ConfigError(
@@ -234,10 +242,15 @@ class GeneratorSliceModel:
             raise InputError(
                 f"slice stack has shape {stack.shape}",
                 expected="(slices, rows, cols) with rows, cols >= 1",
+                fix="pass the slices of a volume as mrisr.to_slice_stack gives them",
             )
         count, rows, cols = stack.shape
         if isinstance(out_rows, bool) or int(out_rows) != out_rows or out_rows < rows:
-            raise InputError(f"out_rows is {out_rows!r}", expected=f"a whole number >= {rows}")
+            raise InputError(
+                f"out_rows is {out_rows!r}",
+                expected=f"a whole number >= {rows}",
+                fix=f"pass out_rows = the {rows} input rows times the factor, rounded",
+            )
         out_rows = int(out_rows)
         result = np.empty((count, out_rows, cols), dtype=np.float32)
         batch = self.batch_size

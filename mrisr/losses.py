@@ -321,6 +321,13 @@ class VGGFeatures(nn.Module):
         return super().train(False)
 
 
+#: What to do about a file that does not hold torchvision's VGG19 weights.
+VGG_FIX = (
+    "pass torchvision's vgg19 weights (IMAGENET1K_V1): save vgg19(weights=...).state_dict() "
+    "with safetensors.torch.save_file, or leave --perceptual-weights out"
+)
+
+
 def load_vgg_state(path: str | Path) -> dict[str, Tensor]:
     """Read VGG19 weights from a ``.safetensors`` file or a weights-only torch file.
 
@@ -369,6 +376,7 @@ def load_vgg_state(path: str | Path) -> dict[str, Tensor]:
             f"holds a {type(state).__name__}, not a state dict",
             path=path,
             expected="a mapping of parameter names to tensors",
+            fix=VGG_FIX,
         )
     result: dict[str, Tensor] = {}
     for key, value in state.items():
@@ -389,6 +397,7 @@ def load_vgg_state(path: str | Path) -> dict[str, Tensor]:
             "holds no VGG conv weights",
             path=path,
             expected="keys like features.0.weight (torchvision's vgg19)",
+            fix=VGG_FIX,
         )
     return result
 
@@ -439,6 +448,7 @@ class PerceptualLoss(nn.Module):
                 f"{detail.strip()}",
                 path=weights_path,
                 expected="torchvision's vgg19 weights",
+                fix=VGG_FIX,
             )
         self.vgg.load_state_dict({k: state[k] for k in wanted})
 

@@ -73,7 +73,11 @@ def _pair(result: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:
             fix="upscale to the reference's grid (see mrisr.evaluation, which crops to match)",
         )
     if x.size == 0:
-        raise InputError("cannot compare empty volumes", expected="at least one voxel")
+        raise InputError(
+            "cannot compare empty volumes",
+            expected="at least one voxel",
+            fix="pass the result and the reference as (X, Y, Z) volumes with voxels",
+        )
     for name, data in (("result", x), ("reference", y)):
         if not np.isfinite(data).all():
             raise InputError(
@@ -139,7 +143,11 @@ def _range(reference: np.ndarray, data_range: float | None) -> float:
     if data_range is None:
         return reference_range(reference)
     if not (math.isfinite(data_range) and data_range > 0):
-        raise ConfigError(f"data_range must be a positive number, got {data_range}")
+        raise ConfigError(
+            f"data_range must be a positive number, got {data_range}",
+            fix="pass the reference's intensity span (> 0), or data_range=None to take it "
+            "from the reference",
+        )
     return float(data_range)
 
 
@@ -164,9 +172,15 @@ def foreground_mask(reference: Any, *, fraction: float = 0.1, dilation: int = 2)
         InputError: nothing lies above the threshold.
     """
     if not 0 <= fraction < 1:
-        raise ConfigError(f"fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(
+            f"fraction must be in [0, 1), got {fraction}",
+            fix="pass e.g. fraction=0.1 (the default)",
+        )
     if dilation < 0:
-        raise ConfigError(f"dilation must be >= 0 voxels, got {dilation}")
+        raise ConfigError(
+            f"dilation must be >= 0 voxels, got {dilation}",
+            fix="pass e.g. dilation=2 (the default), or 0 for none",
+        )
     y = _voxels(reference)
     mask = y > float(y.min()) + fraction * reference_range(y)
     if not mask.any():
@@ -281,7 +295,10 @@ def ssim_map(
     x, y = _pair(result, reference)
     span = _range(y, data_range)
     if win_size < 1 or win_size % 2 == 0:
-        raise ConfigError(f"SSIM window must be an odd number of voxels, got {win_size}")
+        raise ConfigError(
+            f"SSIM window must be an odd number of voxels, got {win_size}",
+            fix=f"pass an odd win_size >= 1, e.g. {SSIM_WINDOW} (the default) or 7",
+        )
     if min(y.shape) < win_size:
         raise InputError(
             f"volume of shape {y.shape} is smaller than the {win_size}-voxel SSIM window",

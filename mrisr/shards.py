@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 from mrisr.errors import ConfigError
 
-__all__ = ["distributed_env", "gather_records", "parse_shard", "rank_share", "take_shard"]
+__all__ = [
+    "check_shard",
+    "distributed_env",
+    "gather_records",
+    "parse_shard",
+    "rank_share",
+    "take_shard",
+]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -24,13 +32,31 @@ def parse_shard(text: str) -> tuple[int, int]:
         ConfigError: not two whole numbers with 1 <= K <= N.
     """
     parts = str(text).strip().split("/")
-    if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
-        k, n = (int(part) for part in parts)
-        if 1 <= k <= n:
-            return k, n
+    whole = len(parts) == 2 and all(part.strip().isdigit() for part in parts)
+    # Anything but two whole numbers becomes (0, 0), which check_shard refuses.
+    k, n = (int(part) for part in parts) if whole else (0, 0)
+    return check_shard(k, n, given=text)
+
+
+def check_shard(k: int, n: int, *, given: object = None) -> tuple[int, int]:
+    """Refuse a share other than whole numbers 1 <= K <= N; the one place this is decided.
+
+    Args:
+        k: the share, 1-based.
+        n: the number of shares.
+        given: what the user wrote (``"K/N"`` text), for the message; default ``"k/n"``.
+
+    Returns:
+        ``(k, n)`` as ints.
+
+    Raises:
+        ConfigError: as above.
+    """
+    if all(isinstance(v, Integral) and not isinstance(v, bool) for v in (k, n)) and 1 <= k <= n:
+        return int(k), int(n)
     raise ConfigError(
-        f"shard {text!r} is not K/N with 1 <= K <= N",
-        expected="e.g. --shard 1/4 ... --shard 4/4",
+        f"shard {given if given is not None else f'{k}/{n}'!r} is not K/N with 1 <= K <= N",
+        expected="e.g. --shard 1/4 ... --shard 4/4 (shard=(1, 4) ... (4, 4) in Python)",
         fix="pass --shard ${SLURM_ARRAY_TASK_ID}/N with array ids 1..N",
     )
 
@@ -42,10 +68,9 @@ def take_shard(items: Sequence[Any], k: int, n: int) -> list[Any]:
     and, dealt round-robin from a sorted list, each gets a mix of the folders.
 
     Raises:
-        ConfigError: K outside 1..N.
+        ConfigError: K and N not whole numbers with 1 <= K <= N (:func:`check_shard`).
     """
-    if not 1 <= k <= n:
-        raise ConfigError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
+    k, n = check_shard(k, n)
     return list(items[k - 1 :: n])
 
 

@@ -70,14 +70,18 @@ def slice_profile_matrix(
         (n_out, n_in) float64 matrix whose rows sum to 1.
 
     Raises:
-        ConfigError: an unknown profile, or a thickness that is not positive or
-            too thin to cover any input voxel.
+        ConfigError: an unknown profile, or a thickness that is not a finite
+            number > 0 or is too thin to cover any input voxel.
     """
     check_profile(profile)
     spacing = n_in / n_out
     width = spacing if thickness is None else float(thickness)
-    if not width > 0:
-        raise ConfigError(f"slice thickness must be positive, got {width:g} voxels")
+    if not (math.isfinite(width) and width > 0):
+        raise ConfigError(
+            f"slice thickness must be positive, got {width:g} voxels",
+            expected="a finite profile width > 0 in thin voxels",
+            fix="pass a thickness > 0 (in thin voxels), or leave it out for the slice spacing",
+        )
     centres = (np.arange(n_out) + 0.5) * spacing - 0.5
     lower_edges = np.arange(n_in) - 0.5
     upper_edges = lower_edges + 1.0
@@ -130,13 +134,12 @@ def simulate_thick_slices(
         float32 array with ``round(n / factor)`` slices along ``axis``.
 
     Raises:
-        ConfigError: a factor of 1 or less, or a bad profile or thickness (see
-            :func:`slice_profile_matrix`).
+        ConfigError: a factor that is not a finite number > 1, or a bad profile
+            or thickness (see :func:`slice_profile_matrix`).
     """
-    if not factor > 1:
-        raise ConfigError(f"factor must be > 1, got {factor:g}")
+    value = _checked_factor(factor)
     n_in = data.shape[axis]
-    n_out = output_slice_count(n_in, 1.0 / factor)
+    n_out = output_slice_count(n_in, 1.0 / value)
     matrix = slice_profile_matrix(n_in, n_out, profile=profile, thickness=thickness)
     return apply_along_axis(matrix, data, axis)
 
@@ -159,16 +162,7 @@ def check_simulation_factor(
         ConfigError: as above; the message says how many slices would remain
             and the largest factor that keeps :data:`MIN_SLICES`.
     """
-    try:
-        value = float(factor)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 1):
-        raise ConfigError(
-            f"the simulation factor must be a finite number > 1, got {factor}",
-            path=source,
-            fix="pass --factor > 1 (thick slice spacing / thin spacing, e.g. 4)",
-        )
+    value = _checked_factor(factor, source)
     n_out = output_slice_count(n_in, 1.0 / value)
     effective = n_in / n_out
     if n_out >= MIN_SLICES and abs(effective / value - 1) > 0.05:
@@ -189,6 +183,21 @@ def check_simulation_factor(
             fix=f"pass --factor {largest:g} or less, or make another axis thick",
         )
     return n_out
+
+
+def _checked_factor(factor: float, source: str | Path | None = None) -> float:
+    """``factor`` as a float, refused unless a finite number > 1; the one place this is decided."""
+    try:
+        value = float(factor)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 1):
+        raise ConfigError(
+            f"the simulation factor must be a finite number > 1, got {factor}",
+            path=source,
+            fix="pass --factor > 1 (thick slice spacing / thin spacing, e.g. 4)",
+        )
+    return value
 
 
 def simulate_volume(

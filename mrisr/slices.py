@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mrisr.errors import ConfigError
+
 #: The six (thick axis, slicing axis) combinations used to make training pairs.
 PAIR_KINDS: tuple[tuple[int, int], ...] = tuple(
     (thick, cut) for thick in range(3) for cut in range(3) if cut != thick
@@ -26,9 +28,11 @@ def slicing_axes(thick_axis: int) -> tuple[int, int]:
 
 def _order(thick_axis: int, slice_axis: int) -> tuple[int, int, int]:
     if thick_axis == slice_axis or {thick_axis, slice_axis} - {0, 1, 2}:
-        raise ValueError(
+        raise ConfigError(
             f"thick_axis and slice_axis must be two different axes of 0, 1, 2; "
-            f"got {thick_axis} and {slice_axis}"
+            f"got {thick_axis} and {slice_axis}",
+            fix="pass the thick axis and one of the two other axes (slicing_axes(thick_axis) "
+            "names them)",
         )
     other = 3 - thick_axis - slice_axis
     return slice_axis, thick_axis, other

@@ -32,7 +32,7 @@ from mrisr.disagreement import (
     summary,
 )
 from mrisr.errors import ConfigError, naming_input
-from mrisr.fusion import FUSIONS, Fusion, fuse
+from mrisr.fusion import Fusion, check_fusion, fuse
 from mrisr.intensity import fit_normalisation
 from mrisr.io.files import renamed_together
 from mrisr.io.outputs import (
@@ -201,8 +201,7 @@ class UpscaleOptions:
                 f"consistency must be True, False or None, got {self.consistency!r}",
                 fix="pass consistency=True, False, or None (where the thickness allows it)",
             )
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"unknown fusion {self.fusion!r}", expected=f"one of {FUSIONS}")
+        check_fusion(self.fusion)
         if self.dtype not in OUTPUT_DTYPES:
             raise ConfigError(
                 f"unknown output dtype {self.dtype!r}",
@@ -224,6 +223,7 @@ class UpscaleOptions:
             raise ConfigError(
                 f"unknown upscale option(s) {', '.join(unknown)}",
                 expected=f"fields of UpscaleOptions: {', '.join(f.name for f in fields(cls))}",
+                fix='pass only those fields (check the spelling), e.g. fusion="fba"',
             )
         return replace(base, **settings) if settings else base
 

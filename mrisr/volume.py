@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from mrisr.errors import ConfigError
 from mrisr.geometry import voxel_sizes
+
+#: What to pass to :meth:`Volume.crop` instead of a box it refuses.
+_CROP_FIX = (
+    "pass three slices with step 1 that keep voxels, e.g. (slice(0, 10), slice(None), slice(None))"
+)
 
 
 @dataclass(frozen=True)
@@ -92,16 +98,19 @@ class Volume:
             voxel maps to the same world position (mm) as before.
 
         Raises:
-            ValueError: ``box`` does not have three slices, has a step other
-                than 1, or selects no voxel along an axis.
+            ConfigError: (a ValueError) ``box`` does not have three slices, has a
+                step other than 1, or selects no voxel along an axis.
         """
         if len(box) != 3 or any(not isinstance(b, slice) for b in box):
-            raise ValueError(f"box must be three slices, got {box!r}")
+            raise ConfigError(f"box must be three slices, got {box!r}", fix=_CROP_FIX)
         starts = []
         for axis, (part, n) in enumerate(zip(box, self.shape, strict=True)):
             start, stop, step = part.indices(n)
             if step != 1 or stop <= start:
-                raise ValueError(f"box selects no voxel (or steps) along axis {axis}: {part!r}")
+                raise ConfigError(
+                    f"box selects no voxel (or steps) along axis {axis} ({n} voxels): {part!r}",
+                    fix=_CROP_FIX,
+                )
             starts.append(start)
         shift = np.eye(4)
         shift[:3, 3] = starts

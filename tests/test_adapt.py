@@ -240,6 +240,11 @@ def test_bad_budgets_are_refused(model, budget, error):
         adapt_model(_scan(), model, **budget)
 
 
+def test_a_misspelt_budget_is_refused_with_the_fix(model):
+    with pytest.raises(ConfigError, match="unknown adaptation setting.*stepz.*Fix: pass steps="):
+        adapt_model(_scan(), model, stepz=3)
+
+
 @pytest.mark.parametrize(
     ("shape", "spacing"),
     [((12, 12, 6), (1.0, 1.0, 4.0)), ((40, 36, 1), (1.0, 1.0, 4.0)), ((20, 20, 3), (1, 1, 15.0))],

@@ -280,6 +280,21 @@ def test_rgb_nrrd(tmp_path: Path) -> None:
     refused(path, InputError, "3 components", "RGB")
 
 
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        (sitk.Image([8, 9, 10], sitk.sitkVectorUInt8, 3), "the image has 3 components per voxel"),
+        (sitk.Image([8, 9], sitk.sitkFloat32), "the image is 2D; expected a 3D image"),
+    ],
+    ids=["rgb", "2d"],
+)
+def test_sitk_to_ras_refuses_an_image_it_cannot_convert_with_the_fix(image, words):
+    from mrisr.io.itk_formats import sitk_to_ras
+
+    with pytest.raises(InputError, match=f"{words}.*Fix:"):
+        sitk_to_ras(image)
+
+
 def test_nan_and_inf_voxels_are_counted(tmp_path: Path) -> None:
     data = good_data()
     data[0, 0, :3] = np.nan

@@ -117,8 +117,38 @@ def test_the_entity_order_is_the_specification_schema_s(schema):
 
 
 def test_a_name_that_is_not_bids_is_refused():
-    with pytest.raises(InputError, match="key-label"):
+    with pytest.raises(InputError, match="key-label.*Fix: rename it"):
         derivative_name("sub-01_bad_T2w.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        (
+            "sub-01_bad_T2w.nii.gz",
+            ["has a name part 'bad' that is not key-label", "key-label parts"],
+        ),
+        ("acq-ax_T2w.nii.gz", ["has no sub-<label> in its name", "begin with its subject"]),
+    ],
+)
+def test_mrisr_bids_refuses_a_scan_name_that_is_not_bids_with_the_fix(
+    shared_data, tmp_path, name, words
+):
+    root = tmp_path / "raw"
+    scan = root / "sub-01" / "anat" / name
+    scan.parent.mkdir(parents=True)
+    save_volume(
+        simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4), scan
+    )
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "toy", "BIDSVersion": "1.9.0", "DatasetType": "raw"})
+    )
+    result = invoke("bids", root, tmp_path / "out", "--model", "cubic")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for word in [str(scan), *words, "Fix: rename it"]:
+        assert word in message, message
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ discovery

@@ -275,11 +275,11 @@ def test_config_the_class_does_not_accept_is_refused(saved):
 
 def test_save_refuses_what_could_not_be_loaded_back(tmp_path, generators):
     target = tmp_path / "m.safetensors"
-    with pytest.raises(ConfigError, match="unknown generator name"):
+    with pytest.raises(ConfigError, match="unknown generator name.*Fix: pass as name="):
         save_model(target, TinyGenerator(), name="no-such", description=DESCRIPTION)
     with pytest.raises(ConfigError, match="factor_range"):
         save_model(target, TinyGenerator(), name="tiny-test", description={})
-    with pytest.raises(ConfigError, match="not a range"):
+    with pytest.raises(ConfigError, match="not a range.*Fix: pass description="):
         save_model(target, TinyGenerator(), name="tiny-test", description={"factor_range": [4, 2]})
     with pytest.raises(ConfigError, match="JSON"):
         save_model(
@@ -337,6 +337,21 @@ def test_run_folder_resolution_rule(tmp_path, generators):
     assert find_model_file(folder) == best
     model = save_model(folder, TinyGenerator(), name="tiny-test", description=DESCRIPTION)
     assert find_model_file(folder) == model == folder / "model.safetensors"
+
+
+def test_convert_torch_checkpoint_refuses_an_unknown_generator_name_with_the_fix(
+    tmp_path, generators
+):
+    source = tmp_path / "net_g.pth"
+    torch.save(TinyGenerator(width=3).state_dict(), source)
+    with pytest.raises(ConfigError) as caught:
+        convert_torch_checkpoint(
+            source, tmp_path / "m.safetensors", name="no-such", config={}, description=DESCRIPTION
+        )
+    message = str(caught.value)
+    assert f"{source}: unknown generator name 'no-such'; expected one of" in message, message
+    assert "tiny-test" in message and "Fix: pass as name=" in message, message
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_convert_torch_checkpoint_reads_weights_only_and_writes_a_loadable_model(

@@ -381,3 +381,82 @@ def test_results_on_stdout_are_not_wrapped_when_piped(shared_data, tmp_path):
     result = CliRunner().invoke(app, ["info", str(scan)])
     assert result.exit_code == 0, result.output
     assert str(scan) in result.stdout.splitlines()[0]
+
+
+# ------------------------------------------------ bad values name the fix
+
+
+def bad_value_files(folder: Path) -> None:
+    """What the commands of the test below read, under ``folder`` (the current folder)."""
+    thick_scan(folder)
+    tiny_volume(folder / "hr.nii.gz")
+    (folder / "vols").mkdir()
+    for name in ("v1", "v2"):
+        tiny_volume(folder / "vols" / f"{name}.nii.gz")
+    # Perceptual-loss weights that are not torchvision's VGG19.
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"classifier.0.weight": torch.zeros(2, 2)}, str(folder / "no_vgg.safetensors"))
+    save_file({"features.0.weight": torch.zeros(2, 3, 3, 3)}, str(folder / "small.safetensors"))
+    torch.save([torch.zeros(2)], folder / "list.pt")
+
+
+#: A training run with a GAN stage (the perceptual loss is built for it) on ``vols``.
+GAN_TRAIN = (
+    *("train", "--volumes", "vols", "--out", "run", "--steps", "1", "--gan-steps", "1"),
+    *("--patch-size", "32", "--batch-size", "2", "--val-crop", "16", "--device", "cpu", "--quiet"),
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["upscale", "scan.nii.gz", *CUBIC, "--fusion", "max"],
+            ["unknown fusion 'max'", "mean, fba", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["evaluate", "hr.nii.gz", "--fusion", "median"],
+            ["unknown fusion 'median'", "mean, fba", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["bids", ".", "derivatives", *CUBIC, "--fusion", "max"],
+            ["unknown fusion 'max'", "Fix: pass --fusion mean"],
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "run", *QUICK_TRAIN, "--axes", "0,x"],
+            ["--axes must be axis numbers", "'0,x'", "Fix: pass e.g. --axes 0,1,2"],
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "run", "--steps", "1", "--device", "gpu"],
+            ["device must be auto, cpu, cuda or cuda:N, got 'gpu'", "Fix: pass --device auto"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "no_vgg.safetensors"],
+            ["no_vgg.safetensors: holds no VGG conv weights", "Fix: pass torchvision's vgg19"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "small.safetensors"],
+            ["small.safetensors: does not fit VGG19", "Fix: pass torchvision's vgg19"],
+        ),
+        (
+            [*GAN_TRAIN, "--perceptual-weights", "list.pt"],
+            ["list.pt: holds a list, not a state dict", "Fix: pass torchvision's vgg19"],
+        ),
+        (
+            ["upscale", "scan.nii.gz", "hr.nii.gz", *CUBIC, "-o", "x" * 300],
+            ["cannot be created: File name too long", "Fix: check its name", "-o"],
+        ),
+    ],
+)
+def test_a_bad_option_value_is_refused_with_the_fix(tmp_path, monkeypatch, args, words):
+    bad_value_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.replace("│", " ").split())
+    for word in words:
+        assert word in message, message
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written

@@ -142,8 +142,21 @@ def test_shard_text_is_parsed(text, expected):
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/2/3", "-1/2", "1/0"])
 def test_bad_shard_text_is_refused(text):
-    with pytest.raises(ConfigError, match="K/N"):
+    with pytest.raises(ConfigError, match="K/N.*Fix: pass --shard"):
         parse_shard(text)
+
+
+@pytest.mark.parametrize("shard", [(5, 4), (0, 2), (1, 0), (1.5, 2), "3/2"])
+def test_a_bad_shard_given_to_the_api_is_refused_with_the_fix(study, tmp_path, shard):
+    with pytest.raises(ConfigError, match="is not K/N with 1 <= K <= N.*Fix: pass --shard"):
+        list(upscale_many([study / "a"], "cubic", output_dir=tmp_path / "out", shard=shard))
+    assert not list(tmp_path.rglob("*_sr.nii.gz"))
+
+
+@pytest.mark.parametrize(("k", "n"), [(5, 4), (0, 2), (1, 0), (1.5, 2)])
+def test_take_shard_refuses_what_parse_shard_refuses(k, n):
+    with pytest.raises(ConfigError, match="is not K/N with 1 <= K <= N.*Fix: pass --shard"):
+        take_shard([1, 2, 3], k, n)
 
 
 def test_torchrun_ranks_split_each_shard_exactly_once(monkeypatch):

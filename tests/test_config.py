@@ -78,7 +78,7 @@ def test_configs_are_frozen_all_the_way_down():
     config = custom_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 3  # type: ignore[misc]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="read-only; build a new config instead, e.g. with"):
         config.model.generator_kwargs["num_block"] = 5  # type: ignore[index]
     assert pickle.loads(pickle.dumps(config)) == config
 
@@ -127,7 +127,20 @@ def test_overrides_make_a_new_config():
 def test_invalid_settings_are_refused_with_a_clear_message(values, message):
     with pytest.raises(ConfigError) as error:
         from_dict(TrainConfig, values)
-    assert message in str(error.value)
+    assert message in str(error.value) and "Fix:" in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda: DataConfig(factor_range=(2.0, 3.0, 4.0)), "Fix: set data.factor_range to two"),
+        (lambda: TrainConfig(device="gpu"), "Fix: pass --device auto"),
+        (lambda: with_overrides(TrainConfig(), {"dta.factor": 3}), "Fix: name a setting as"),
+    ],
+)
+def test_settings_refused_through_the_python_api_name_the_fix(build, words):
+    with pytest.raises(ConfigError, match=words):
+        build()
 
 
 def test_bad_yaml_names_the_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import types
 
@@ -152,12 +153,17 @@ def test_tiled_is_close_to_untiled_for_a_3x3_generator(model_file, rng):
 
 def test_bad_shapes_and_options_are_refused(model_file, rng):
     model = GeneratorSliceModel.from_file(model_file, device="cpu")
-    with pytest.raises(ValueError, match="slice stack has shape"):
+    with pytest.raises(ValueError, match="slice stack has shape.*Fix: pass the slices"):
         model.upscale_slices(np.zeros((4, 5), np.float32), 10)
-    with pytest.raises(ValueError, match="out_rows"):
+    with pytest.raises(ValueError, match="out_rows.*Fix: pass out_rows"):
         model.upscale_slices(slices(rng), 3)
-    for options in ({"batch_size": 0}, {"threads": 0}, {"tile_cols": 2}, {"tile_overlap": 1.0}):
-        with pytest.raises(ConfigError):
+    for options, option in (
+        ({"batch_size": 0}, "--batch-size"),
+        ({"threads": 0}, "--threads"),
+        ({"tile_cols": 2}, "tile_cols=256"),
+        ({"tile_overlap": 1.0}, "0.25 (the default)"),
+    ):
+        with pytest.raises(ConfigError, match=f"Fix: .*{re.escape(option)}"):
             GeneratorSliceModel.from_file(model_file, device="cpu", **options)
 
 

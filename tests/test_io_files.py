@@ -226,6 +226,27 @@ def test_files_written_together_replace_an_earlier_set_whole_or_not_at_all(tmp_p
     }
 
 
+def test_a_rename_that_fails_names_the_file_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    from mrisr.io import files
+
+    real = files._rename_into_place
+
+    def refuse_the_map(temporary: Path, path: Path) -> None:
+        if path.name == "map":
+            raise PermissionError(13, "Permission denied")
+        real(temporary, path)
+
+    monkeypatch.setattr(files, "_rename_into_place", refuse_the_map)
+    with pytest.raises(OutputError) as caught, files.renamed_together():
+        for name in ("image", "map", "sidecar"):
+            write_atomic(tmp_path / name, lambda temporary: temporary.write_text("new"))
+    message = str(caught.value)
+    assert str(tmp_path / "map") in message and "could not be renamed into place" in message
+    assert "Fix: check the folder's permissions and free space" in message, message
+    # The set up to the failure is in place, as the fix says; no temporary is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
+
+
 def test_an_interrupted_set_leaves_no_temporaries(tmp_path: Path) -> None:
     from mrisr.io.files import renamed_together
 

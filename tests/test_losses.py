@@ -135,14 +135,18 @@ def test_perceptual_loss_refuses_pickles_and_wrong_weights(tmp_path):
     _save_vgg(small, layers=("conv2_2",))
     with pytest.raises(CheckpointError, match="does not fit VGG19 up to layer conv5_4: missing"):
         PerceptualLoss(small, widths=SMALL_VGG)
-    with pytest.raises(CheckpointError, match="wrong shape"):
+    with pytest.raises(CheckpointError, match="wrong shape.*Fix: pass torchvision's vgg19"):
         PerceptualLoss(small, {"conv2_2": 1.0}, widths=(8, 8, 8, 8, 8))
     with pytest.raises(CheckpointError, match="does not exist"):
         build_perceptual_loss(tmp_path / "missing.safetensors")
     empty = tmp_path / "empty.safetensors"
     save_file({"classifier.0.weight": torch.zeros(2, 2)}, str(empty))
-    with pytest.raises(CheckpointError, match="holds no VGG conv weights"):
+    with pytest.raises(CheckpointError, match="holds no VGG conv weights.*Fix: pass torchvision"):
         load_vgg_state(empty)
+    listed = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], listed)
+    with pytest.raises(CheckpointError, match="holds a list, not a state dict.*Fix: pass"):
+        load_vgg_state(listed)
 
 
 def test_monai_perceptual_needs_a_cache(tmp_path):

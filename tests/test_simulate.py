@@ -85,12 +85,14 @@ def test_simulation_does_not_modify_its_input(rng):
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"factor": 1.0}, "factor must be > 1"),
-        ({"factor": 4, "profile": "sinc"}, "unknown slice profile"),
-        ({"factor": 4, "thickness": 0.0}, "thickness must be positive"),
+        ({"factor": 1.0}, "factor must be a finite number > 1.*Fix: pass --factor > 1"),
+        ({"factor": float("inf")}, "factor must be a finite number > 1.*Fix:"),
+        ({"factor": 4, "profile": "sinc"}, "unknown slice profile.*Fix:"),
+        ({"factor": 4, "thickness": 0.0}, "thickness must be positive.*Fix: pass a thickness > 0"),
+        ({"factor": 4, "thickness": float("nan")}, "thickness must be positive.*Fix:"),
     ],
 )
-def test_bad_simulation_settings_are_refused(rng, kwargs, words):
+def test_bad_simulation_settings_are_refused_with_the_fix(rng, kwargs, words):
     with pytest.raises(ConfigError, match=words):
         simulate_thick_slices(rng.random((4, 4, 16)), 2, **kwargs)
 

@@ -899,7 +899,8 @@ def test_a_config_that_is_not_yaml_settings_is_named_with_a_fix(tmp_path, conten
     config.write_bytes(content)
     result = invoke("train", "--config", config, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 2, result.output
-    assert f"{config}:" in result.output and words in result.output
+    message = " ".join(result.output.split())
+    assert f"{config}:" in message and words in message and "Fix:" in message, message
     assert not (tmp_path / "run").exists()
 
 

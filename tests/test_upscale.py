@@ -11,7 +11,7 @@ from mrisr.fusion import fuse
 from mrisr.geometry import resampled_affine
 from mrisr.interpolation import CubicSliceModel
 from mrisr.simulate import simulate_thick_slices, simulate_volume
-from mrisr.upscale import plan_upscale, upscale_volume
+from mrisr.upscale import UpscaleOptions, plan_upscale, upscale_volume
 from mrisr.volume import Volume
 
 
@@ -89,6 +89,24 @@ def test_fusions_agree_on_identical_inputs(rng):
     data = smooth_volume(rng, (8, 9, 10))
     for method in ("mean", "fba"):
         np.testing.assert_allclose(fuse([data, data], method), data, rtol=1e-5, atol=1e-3)
+
+
+def test_an_unknown_fusion_is_refused_by_fuse_options_and_evaluate_alike(rng):
+    from mrisr.evaluation import evaluate
+
+    data = smooth_volume(rng, (8, 9, 10))
+    volume = Volume(data, np.eye(4))
+    for call in (
+        lambda: fuse([data, data], "max"),
+        lambda: UpscaleOptions(fusion="max"),
+        lambda: evaluate(
+            volume, axis=2, factor=2, models={"cubic": CubicSliceModel()}, fusion="max"
+        ),
+    ):
+        with pytest.raises(
+            ConfigError, match="unknown fusion 'max'; expected one of mean, fba. Fix:"
+        ):
+            call()
 
 
 def test_fba_keeps_the_stronger_frequency(rng):

@@ -200,7 +200,11 @@ def _axes(text: str | None) -> list[int] | None:
     try:
         return [int(a) for a in text.replace(" ", "").split(",") if a]
     except ValueError:
-        raise ConfigError(f"--axes must be axis numbers like 0,1,2, got {text!r}") from None
+        raise ConfigError(
+            f"--axes must be axis numbers like 0,1,2, got {text!r}",
+            expected="thick axes out of 0, 1, 2, separated by commas",
+            fix="pass e.g. --axes 0,1,2 (all three, the default) or --axes 2",
+        ) from None
 
 
 def _settings(

@@ -19,7 +19,7 @@ from mrisr.errors import GeometryError, InputError
 from mrisr.geometry import voxel_sizes
 from mrisr.io.files import READABLE
 from mrisr.io.itk_formats import quiet_itk, read_or_refuse, simpleitk, sitk_to_ras
-from mrisr.io.validation import check_affine, check_dtype, check_shape
+from mrisr.io.validation import check_affine, check_components, check_dtype, check_shape
 from mrisr.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -198,14 +198,7 @@ def _load_multiframe(folder: Path, file: Path) -> Volume | None:
 def _check_image(image: Any, folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """float32 (X, Y, Z) voxels and RAS affine of a read series, refusing unusable ones."""
     sitk = simpleitk()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"holds a DICOM series with {image.GetNumberOfComponentsPerPixel()} components "
-            "per voxel (RGB)",
-            path=folder,
-            expected="greyscale intensities, one number per voxel",
-            fix="convert to greyscale first",
-        )
+    check_components(image.GetNumberOfComponentsPerPixel(), folder)
     if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         check_dtype(np.complex64, folder)
     check_shape(tuple(image.GetSize()), folder, squeeze_frames=False)

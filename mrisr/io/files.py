@@ -407,7 +407,13 @@ def renamed_together() -> Iterator[None]:
         except OSError as exc:
             for left, _ in pending[position:]:
                 left.unlink(missing_ok=True)
-            raise OutputError(f"could not be renamed into place: {exc}", path=path) from exc
+            raise OutputError(
+                f"could not be renamed into place: {exc}",
+                path=path,
+                expected="a folder where the finished file can replace its temporary",
+                fix="check the folder's permissions and free space, then run again with "
+                "--overwrite (files of the same set renamed before it are in place)",
+            ) from exc
 
 
 def _rename_into_place(temporary: Path, path: Path) -> None:

@@ -24,6 +24,7 @@ from mrisr.io.validation import (
     MAX_DEFLATE_RATIO,
     REEXPORT,
     check_affine,
+    check_components,
     check_dtype,
     check_shape,
     check_spacing,
@@ -88,11 +89,12 @@ def sitk_to_ras(image: Any) -> tuple[np.ndarray, np.ndarray]:
         InputError: the image is not 3D or not scalar.
     """
     sitk = simpleitk()
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+    check_components(image.GetNumberOfComponentsPerPixel(), None)
+    if image.GetDimension() != 3:
         raise InputError(
-            f"is a {image.GetDimension()}D image with "
-            f"{image.GetNumberOfComponentsPerPixel()} components per voxel",
-            expected="a 3D scalar image",
+            f"the image is {image.GetDimension()}D",
+            expected="a 3D image",
+            fix="pass a 3D image (SimpleITK.Extract takes one volume out of a 4D one)",
         )
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
@@ -165,13 +167,7 @@ def _load_itk_file(path: Path, kind: str) -> Volume:
     pixel = reader.GetPixelID()
     if pixel in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         check_dtype(np.complex64, path)
-    if reader.GetNumberOfComponents() != 1:
-        raise InputError(
-            f"has {reader.GetNumberOfComponents()} components per voxel (RGB or vector data)",
-            path=path,
-            expected="greyscale intensities, one number per voxel",
-            fix="convert to greyscale or extract one channel first",
-        )
+    check_components(reader.GetNumberOfComponents(), path)
     raw_shape = tuple(int(n) for n in reader.GetSize())
     shape = check_shape(raw_shape, path, squeeze_frames=True)
     check_spacing(reader.GetSpacing()[:3], path, "spacing")

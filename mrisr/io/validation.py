@@ -140,6 +140,26 @@ def check_dtype(dtype: np.dtype, path: Path | None) -> None:
         )
 
 
+def check_components(components: int, path: Path | None) -> None:
+    """Refuse voxels of several components (RGB, vector images); the one place this is decided.
+
+    Args:
+        components: numbers per voxel, as SimpleITK reports them.
+        path: file or DICOM folder for messages.
+
+    Raises:
+        InputError: more than one component per voxel.
+    """
+    if components != 1:
+        raise InputError(
+            f"{'' if path is not None else 'the image '}has {components} components per voxel "
+            "(RGB or vector data)",
+            path=path,
+            expected="greyscale intensities, one number per voxel",
+            fix="convert to greyscale or extract one channel first",
+        )
+
+
 def check_spacing(spacing: Any, path: Path | None, what: str) -> None:
     """Refuse zero, negative or non-finite voxel sizes (mm).
 

@@ -284,6 +284,7 @@ def prepare_volume(volume: Volume, name: str, *, seed: int = 0, margin: int = 8)
             f"volume {name} has no voxel above the background level",
             path=volume.source,
             expected="an image with some contrast",
+            fix="remove it from the training volumes, or check that it holds an image",
         )
     box = tuple(
         slice(max(int(where[0]) - margin, 0), min(int(where[-1]) + margin + 1, data.shape[ax]))
