@@ -446,7 +446,15 @@ GAN_TRAIN = (
         ),
         (
             ["upscale", "scan.nii.gz", "hr.nii.gz", *CUBIC, "-o", "x" * 300],
-            ["cannot be created: File name too long", "Fix: check its name", "-o"],
+            ["has a name of 300 bytes", "longer than the 255 bytes", "Fix: shorten it", "-o"],
+        ),
+        (  # one scan and --shard: the same refusal, not an OSError from is_dir()
+            ["upscale", "scan.nii.gz", *CUBIC, "--shard", "1/1", "-o", "y" * 300 + ".nii.gz"],
+            ["has a name of 307 bytes", "Fix: shorten it", "-o"],
+        ),
+        (
+            ["train", "--volumes", "vols", "--out", "z" * 256],
+            ["has a name of 256 bytes", "Fix: shorten it", "--out"],
         ),
     ],
 )

@@ -8,6 +8,7 @@ commands cannot drift apart. Each alias is a typer ``Annotated`` type.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -30,8 +31,11 @@ def non_empty_path(text: str | Path) -> Path:
     command line is parsed by this function (``parser=``).
 
     Raises:
-        typer.BadParameter: an empty (or all-blank) value; the command line
-            prints it with the option's name and exits with code 2, before any work.
+        typer.BadParameter: an empty (or all-blank) value, or a name longer than
+            file systems allow (:data:`NAME_MAX` bytes per file or folder name,
+            which would otherwise fail as a bare OSError wherever the path is
+            first touched); the command line prints it with the option's name
+            and exits with code 2, before any work.
     """
     if isinstance(text, Path):  # a default, already a path
         return text
@@ -41,7 +45,19 @@ def non_empty_path(text: str | Path) -> Path:
             "Fix: give a file or folder name (. for the current folder), or leave the "
             "option out for its default"
         )
-    return Path(text)
+    path = Path(text)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise typer.BadParameter(
+                f"has a name of {size} bytes ({part[:40]}...), longer than the {NAME_MAX} "
+                "bytes file systems allow for one file or folder name. Fix: shorten it"
+            )
+    return path
+
+
+#: The longest file or folder name (bytes) of the common file systems (ext4, XFS, APFS, NTFS).
+NAME_MAX = 255
 
 
 Model = Annotated[
