@@ -86,7 +86,7 @@ Consistency = Annotated[
     typer.Option(
         "--consistency/--no-consistency",
         help="Make the result's thick slices (box of the slice thickness) equal the input's; "
-        "default: wherever the slice thickness allows it (the sidecar says when skipped).",
+        "default: wherever the slice thickness allows it (the sidecar, where one is written, says when skipped).",
         show_default=False,
     ),
 ]
