@@ -227,12 +227,8 @@ def _settings(
         base = load_config(out / CONFIG_FILE)
     else:
         base = TrainConfig()
-    settings = with_overrides(base, overrides)
-    # Absolute paths in the run's config.yaml: --resume works from any folder.
-    if settings.data.volumes is not None:
-        volumes = str(Path(settings.data.volumes).expanduser().absolute())
-        settings = with_overrides(settings, {"data.volumes": volumes})
-    return settings
+    # train() stores the paths absolute, so that --resume works from any folder.
+    return with_overrides(base, overrides)
 
 
 def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:

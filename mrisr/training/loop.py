@@ -57,6 +57,7 @@ from mrisr.training.state import (
     PSNR_MODEL_FILE,
     STATE_FILE,
     RunLog,
+    absolute_paths,
     adopt_init_network,
     check_same_volumes,
     init_weights,
@@ -171,7 +172,8 @@ def _train(
     emit = callback if (callback is not None and main) else _ignore
 
     # ----------------------------------------- 2. configuration and run folder
-    config = adopt_init_network(config)
+    # Paths absolute: config.yaml, the resume command and init_from work from any folder.
+    config = adopt_init_network(absolute_paths(config))
     plan, perceptual = check_config(config)
     # Read and checked before the run folder exists: a model that does not fit leaves nothing.
     init = (

@@ -2,7 +2,7 @@
 
 Run folder (``config.out``)::
 
-    config.yaml          the whole config (rewritten on resume)
+    config.yaml          the whole config, paths absolute (rewritten on resume)
     model.safetensors    EMA generator of the latest save; when the run is
                          complete, its final model (the GAN model when there
                          is a GAN stage, else the stage-1 model)
@@ -102,11 +102,38 @@ def open_run(config: TrainConfig, *, resume: bool, device: torch.device) -> dict
     return state
 
 
-def _absolute_volumes(config: TrainConfig) -> TrainConfig:
-    if config.data.volumes is None:
-        return config
-    absolute = str(Path(config.data.volumes).expanduser().absolute())
-    return with_overrides(config, {"data.volumes": absolute})
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with every path setting absolute, as a run's config.yaml stores them.
+
+    Relative paths are read from the current folder (``~`` expanded): the run
+    folder ``out``, ``data.volumes``, ``model.init_from`` (a model file or run
+    folder; ``cubic`` and bundled names stay names) and
+    ``loss.perceptual_weights`` (a file; ``monai:...`` stays). The run can
+    then be resumed, with the command it prints, from any working folder.
+
+    Args:
+        config: the run's settings (not modified).
+
+    Returns:
+        A copy with those paths absolute (``config`` itself when none changes).
+    """
+    from mrisr.models import absolute_model_spec
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().absolute()) if path else None
+
+    weights = config.loss.perceptual_weights
+    changes = {
+        "out": absolute(config.out),
+        "data.volumes": absolute(config.data.volumes),
+        "model.init_from": absolute_model_spec(config.model.init_from)
+        if config.model.init_from
+        else None,
+        "loss.perceptual_weights": weights
+        if not weights or weights.startswith("monai:")
+        else absolute(weights),
+    }
+    return with_overrides(config, changes)
 
 
 def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]) -> None:
@@ -124,8 +151,8 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
             path=run_dir,
             fix="restore config.yaml, or start a new run",
         )
-    # A relative and an absolute path to the same folder are the same volumes.
-    saved, now = _absolute_volumes(load_config(saved_path)), _absolute_volumes(config)
+    # A relative and an absolute path to the same folder are the same setting.
+    saved, now = absolute_paths(load_config(saved_path)), absolute_paths(config)
     changed = [k for k in config_differences(saved, now) if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(

@@ -1,0 +1,85 @@
+"""`mrisr train` as a new user first meets it: paths, patch sizes, finished runs, messages."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mrisr.cli import app
+from mrisr.config_file import load_config
+from mrisr.training import TrainEvent, TrainingInterrupted, run_training
+from mrisr.training.state_file import load_training_state
+from tests.test_train import make_config, save_nifti, wave_volume
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("volumes")
+    save_nifti(folder / "a.nii.gz", wave_volume(0))
+    save_nifti(folder / "b.nii.gz", wave_volume(1, (36, 40, 34)))
+    return folder
+
+
+# ------------------------------------------------- 1. relative paths, resumed elsewhere
+
+
+def test_a_run_started_with_relative_paths_resumes_from_another_folder_as_printed(
+    volumes, tmp_path, monkeypatch
+):
+    start = tmp_path / "start"
+    shutil.copytree(volumes, start / "vols")
+    monkeypatch.chdir(start)
+
+    def stop_after_step_2(event: TrainEvent) -> None:
+        if event.kind == "step" and event.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = make_config(Path("vols"), Path("runs/int"), schedule__steps=50)
+    with pytest.raises(TrainingInterrupted) as caught:
+        run_training(config, callback=stop_after_step_2)
+    run = start / "runs" / "int"
+    command = caught.value.resume_command()
+    assert command == f"mrisr train --config {run / 'config.yaml'} --resume"
+    saved = load_config(run / "config.yaml")
+    assert (saved.out, saved.data.volumes) == (str(run), str(start / "vols"))
+
+    monkeypatch.chdir(tmp_path)  # another working folder, as a batch job's
+    result = invoke(*shlex.split(command)[1:], "--steps", 3, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_training_state(run / "state.pt")["step"] == 3
+
+
+def test_path_settings_are_made_absolute_and_names_are_kept(tmp_path, monkeypatch):
+    from mrisr.training.state import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").mkdir()  # a bundled model's name is the model, as --model reads it
+    config = make_config(
+        Path("vols"),
+        Path("runs/x"),
+        model__init_from="models/m.safetensors",
+        loss__perceptual_weights="vgg19.safetensors",
+    )
+    made = absolute_paths(config)
+    assert made.out == str(tmp_path / "runs" / "x")
+    assert made.data.volumes == str(tmp_path / "vols")
+    assert made.model.init_from == str(tmp_path / "models" / "m.safetensors")
+    assert made.loss.perceptual_weights == str(tmp_path / "vgg19.safetensors")
+    assert absolute_paths(made) == made
+    for name in ("cubic", "fast", "no-such-model"):  # an unknown name is refused later, as a name
+        named = make_config(Path("v"), Path("o"), model__init_from=name)
+        assert absolute_paths(named).model.init_from == name
+    monai = make_config(Path("v"), Path("o"), loss__perceptual_weights="monai:radimagenet_resnet50")
+    assert absolute_paths(monai).loss.perceptual_weights == "monai:radimagenet_resnet50"
