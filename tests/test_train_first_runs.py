@@ -83,3 +83,32 @@ def test_path_settings_are_made_absolute_and_names_are_kept(tmp_path, monkeypatc
         assert absolute_paths(named).model.init_from == name
     monai = make_config(Path("v"), Path("o"), loss__perceptual_weights="monai:radimagenet_resnet50")
     assert absolute_paths(monai).loss.perceptual_weights == "monai:radimagenet_resnet50"
+
+
+# ------------------------------------------------- 2. patches larger than the volumes
+
+QUICK = ["--steps", 1, "--gan-steps", 0, "--batch-size", 2, "--val-crop", 16, "--size", "small",
+         "--device", "cpu", "--threads", 1, "--no-tensorboard", "--quiet"]  # fmt: skip
+
+
+def test_a_patch_larger_than_the_training_volumes_is_refused_naming_the_smallest(tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    # 60^3 voxels in the file, 46^3 around its signal: patches are cut from the 46^3.
+    save_nifti(folder / "a.nii.gz", np.pad(wave_volume(0, (30, 30, 30)), 15))
+    save_nifti(folder / "big.nii.gz", wave_volume(1, (64, 64, 64)))
+    save_nifti(folder / "z.nii.gz", wave_volume(2))  # held out: validated, not cut into patches
+    run = tmp_path / "run"
+    result = invoke("train", "--volumes", folder, "--out", run, "--patch-size", 50, *QUICK)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{folder}: --patch-size 50 (data.patch_size) is larger than the training volumes" in (
+        message
+    )
+    assert "the smallest, a (60 x 60 x 60 voxels, 46 x 46 x 46 around its signal" in message
+    assert "at most 46 voxels" in message and "Fix: pass --patch-size 46 or less" in message
+    assert not run.exists()
+    result = invoke("train", "--volumes", folder, "--out", run, "--patch-size", 46, *QUICK)
+    assert result.exit_code == 0, result.output

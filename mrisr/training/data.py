@@ -228,6 +228,7 @@ class TrainingVolume:
             Otsu threshold) to centre patches on.
         signal: mean normalised intensity of those voxels: what a noise level's
             signal-to-noise ratio refers to.
+        file_shape: (X, Y, Z) voxels of the file, before the crop (for messages).
     """
 
     name: str
@@ -236,6 +237,7 @@ class TrainingVolume:
     spacing: tuple[float, float, float]
     centres: np.ndarray = field(repr=False)
     signal: float = 1.0
+    file_shape: tuple[int, ...] = ()
 
 
 def signal_mask(data: np.ndarray) -> np.ndarray:
@@ -304,6 +306,7 @@ def prepare_volume(volume: Volume, name: str, *, seed: int = 0, margin: int = 8)
         spacing=spacing,  # type: ignore[arg-type]
         centres=centres,
         signal=float(data[signal].mean()),
+        file_shape=tuple(int(n) for n in volume.data.shape),
     )
 
 
@@ -336,6 +339,52 @@ def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[Train
             fix="see the warnings above for why each was skipped",
         )
     return volumes
+
+
+def check_patch_fits(
+    volumes: Sequence[TrainingVolume],
+    patch_size: int,
+    kinds: Sequence[tuple[int, int]] = PAIR_KINDS,
+    *,
+    folder: str | Path | None = None,
+) -> None:
+    """Refuse a patch side larger than a training volume: its patches would be zero padding.
+
+    Patches are cut from each volume as :func:`prepare_volume` left it (cropped
+    to its signal plus a margin), ``patch_size`` voxels along the thick axis
+    (rows) and along the remaining in-plane axis (columns) of each pair kind;
+    where the volume is shorter, :class:`~mrisr.training.pairs.PairDataset`
+    pads with zeros. The rows simulated beyond the patch for the slice profile
+    are not part of the limit (zero beyond the volume's edge, as at any edge).
+
+    Args:
+        volumes: the prepared training volumes.
+        patch_size: ``data.patch_size``.
+        kinds: the (thick axis, slicing axis) kinds drawn.
+        folder: the volumes folder, for the message.
+
+    Raises:
+        ConfigError: naming the smallest volume, its shapes and the largest patch side that fits.
+    """
+    used = sorted({axis for thick, cut in kinds for axis in (thick, 3 - thick - cut)})
+
+    def side(volume: TrainingVolume) -> int:
+        return min(volume.data.shape[axis] for axis in used)
+
+    smallest = min(volumes, key=side)
+    limit = side(smallest)
+    if patch_size <= limit:
+        return
+    cropped = " x ".join(str(n) for n in smallest.data.shape)
+    whole = " x ".join(str(n) for n in smallest.file_shape) or cropped
+    raise ConfigError(
+        f"--patch-size {patch_size} (data.patch_size) is larger than the training volumes: the "
+        f"smallest, {smallest.name} ({whole} voxels, {cropped} around its signal, where patches "
+        f"are cut): its patches would reach past its edges into zero padding",
+        path=folder,
+        expected=f"a patch side of at most {limit} voxels",
+        fix=f"pass --patch-size {limit} or less, or train on larger volumes",
+    )
 
 
 # ----------------------------------------------------------- the whole set
@@ -377,7 +426,8 @@ def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) ->
     Raises:
         InputError: no readable volume, or a held-out volume named in the
             settings that cannot be read.
-        ConfigError: a held-out name that is not among the volumes.
+        ConfigError: a held-out name that is not among the volumes, or a
+            patch size larger than a training volume (:func:`check_patch_fits`).
     """
     all_paths = find_volumes(str(settings.volumes), allow_anisotropic=settings.allow_anisotropic)
     while True:
@@ -393,6 +443,7 @@ def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) ->
             all_paths = [p for p in all_paths if p != val_path]
     volumes = load_training_volumes(train_paths, seed=seed)
     kinds = [kind for kind in PAIR_KINDS if kind[0] in settings.axes]
+    check_patch_fits(volumes, settings.patch_size, kinds, folder=settings.volumes)
     dataset = PairDataset(
         volumes,
         patch_size=settings.patch_size,
