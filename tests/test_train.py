@@ -359,7 +359,7 @@ def test_resuming_a_folder_without_state_is_refused(volumes, tmp_path):
     [
         (["--patch-size", 24], "cannot resume with changed settings: data.patch_size"),
         (["--lr", 1e-3, "--recipe", "srcnn"], "model.recipe, optim.lr_pretrain"),
-        (["--steps", 9], "stage 1 (6 steps) cannot become 9 steps"),
+        (["--steps", 9], "stage 1 of this run ended at step 6"),
     ],
 )
 def test_changing_a_non_resumable_setting_is_refused(quick_run, options, words):

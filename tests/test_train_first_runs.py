@@ -15,13 +15,19 @@ from mrisr.cli import app
 from mrisr.config_file import load_config
 from mrisr.training import TrainEvent, TrainingInterrupted, run_training
 from mrisr.training.state_file import load_training_state
-from tests.test_train import make_config, save_nifti, wave_volume
+from tests.test_train import file_digests, make_config, read_log, save_nifti, wave_volume
 
 runner = CliRunner()
 
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def stop_after_step_2(event: TrainEvent) -> None:
+    """A training callback: SIGTERM after step 2 (the run saves its state and stops)."""
+    if event.kind == "step" and event.step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +47,6 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder_as_printe
     start = tmp_path / "start"
     shutil.copytree(volumes, start / "vols")
     monkeypatch.chdir(start)
-
-    def stop_after_step_2(event: TrainEvent) -> None:
-        if event.kind == "step" and event.step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
 
     config = make_config(Path("vols"), Path("runs/int"), schedule__steps=50)
     with pytest.raises(TrainingInterrupted) as caught:
@@ -112,3 +114,63 @@ def test_a_patch_larger_than_the_training_volumes_is_refused_naming_the_smallest
     assert not run.exists()
     result = invoke("train", "--volumes", folder, "--out", run, "--patch-size", 46, *QUICK)
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------- 3. a finished run
+
+
+@pytest.fixture(scope="module")
+def finished_run(volumes, tmp_path_factory) -> Path:
+    """A finished 2-step run without a GAN stage (the tests leave it as it is)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    run_training(make_config(volumes, run, schedule__steps=2))
+    return run
+
+
+def test_lengthening_a_finished_stage_1_names_the_run_and_how_to_train_longer(
+    finished_run, tmp_path
+):
+    run, before = finished_run, file_digests(finished_run)
+    result = invoke("train", "--out", run, "--resume", "--steps", 5, "--quiet")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{run}: stage 1 of this run ended at step 2" in message
+    assert "it cannot become 5 steps now" in message
+    model = run / "model.safetensors"
+    advice = (
+        f"mrisr train --config {run / 'config.yaml'} --out NEW_RUN --init-from {model} --steps 5"
+    )
+    assert advice in message
+    assert file_digests(run) == before
+    # The advice works as printed.
+    command = shlex.split(advice.replace("NEW_RUN", str(tmp_path / "longer")))
+    result = invoke(*command[1:], "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_training_state(tmp_path / "longer" / "state.pt")["step"] == 5
+
+
+def test_resuming_a_finished_run_says_so_where_its_model_is_and_changes_nothing(finished_run):
+    run, before = finished_run, file_digests(finished_run)
+    result = invoke("train", "--out", run, "--resume")
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert f"{run}: the run is already finished (step 2 of 2)" in message
+    assert f"its model: {run / 'model.safetensors'}" in message
+    assert "training: steps" not in message and "wrote" not in message
+    assert file_digests(run) == before
+    events: list[TrainEvent] = []
+    result = run_training(load_config(run / "config.yaml"), resume=True, callback=events.append)
+    assert result.step == 2 and [e.kind for e in events] == ["finished"]
+    assert [r["event"] for r in read_log(run)][-1] == "end"
+    assert file_digests(run) == before
+
+
+def test_shortening_stage_1_below_the_steps_done_says_how_far_it_got(volumes, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        run_training(make_config(volumes, run, schedule__steps=50), callback=stop_after_step_2)
+    result = invoke("train", "--out", run, "--resume", "--steps", 1, "--quiet")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{run}: the saved state is at step 2, past the 1 stage-1 steps asked for" in message
+    assert "Fix: pass --steps 2 or more" in message

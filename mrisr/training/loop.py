@@ -5,7 +5,8 @@ Read top to bottom, :func:`run_training` does:
 1. processes: one, or one per GPU/CPU worker under ``torchrun`` (DDP);
 2. the whole configuration checked (:func:`check_config`: recipe, sizes,
    loss combinations, perceptual weights read), the run folder checked or,
-   on ``resume``, its saved state read;
+   on ``resume``, its saved state read (a run already at its last step ends
+   here, its folder untouched);
 3. the networks built (:func:`mrisr.training.step.build_learner`: the recipe's
    generator, starting as cubic interpolation, its EMA, for the GAN stage a
    discriminator) and run once on a dummy batch, so that nothing fails after
@@ -56,6 +57,7 @@ from mrisr.training.state import (
     MODEL_FILE,
     PSNR_MODEL_FILE,
     STATE_FILE,
+    InitWeights,
     RunLog,
     absolute_paths,
     adopt_init_network,
@@ -78,7 +80,9 @@ class TrainEvent:
 
     Attributes:
         kind: ``start``, ``step``, ``log``, ``validation``, ``save``, ``interrupted``
-            (a stop signal came; the state was saved) or ``end``.
+            (a stop signal came; the state was saved), ``end``, or ``finished``
+            alone (resuming a run that had already finished: nothing trained or
+            written; ``values["model"]`` is its model file).
         step: steps done so far.
         total: steps of the whole run.
         stage: ``psnr`` (stage 1) or ``gan``.
@@ -121,7 +125,8 @@ def train(
 
     Args:
         config: all settings (``config.out`` and ``config.data.volumes`` are required).
-        resume: continue the run in ``config.out`` from its ``state.pt``.
+        resume: continue the run in ``config.out`` from its ``state.pt``; a run
+            already at its last step is left untouched (a ``finished`` event).
         callback: called with a :class:`TrainEvent` on rank 0 (progress bars).
 
     Returns:
@@ -187,15 +192,12 @@ def _train(
     schedule = Schedule.of(config, plan, start)
 
     # ---------------------------------------------------------------- 3. networks
-    learner = _learner(config, plan, perceptual, schedule, procs)
-    if init is not None:
-        init.apply(learner)
-        log.info("generator starts from %s", init.record)
-    last_val: dict[str, float] = {}
-    if saved is not None:
-        last_val = restore_learner(
-            learner, saved, stage=schedule.stage(start), steps_in_stage=schedule.in_stage(start)
-        )
+    learner, last_val = _networks(config, plan, perceptual, schedule, procs, saved, init)
+    if saved is not None and start == schedule.total:
+        # Resuming a finished run: nothing to train, and its folder is left as it is.
+        model = {"model": str(run_dir / MODEL_FILE)}
+        emit(TrainEvent("finished", start, start, schedule.stage(start - 1), model))
+        return TrainResult(run_dir, learner.generator, learner.ema, start, last_val)
 
     # -------------------------------------------------------------------- 4. data
     data = load_training_data(config.data, seed=config.seed, rank=procs.rank)
@@ -463,14 +465,40 @@ def _save(
     )
 
 
+def _networks(
+    config: TrainConfig,
+    plan: ResolvedRecipe,
+    perceptual: nn.Module | None,
+    schedule: Schedule,
+    procs: _Processes,
+    saved: Mapping[str, Any] | None,
+    init: InitWeights | None,
+) -> tuple[Learner, dict[str, float]]:
+    """The run's networks, from ``init`` or the ``saved`` state; the last validation saved."""
+    start = int(saved["step"]) if saved is not None else 0
+    finished = saved is not None and start == schedule.total  # no step to run: no dummy batch
+    learner = _learner(config, plan, perceptual, schedule, procs, check=not finished)
+    if init is not None:
+        init.apply(learner)
+        log.info("generator starts from %s", init.record)
+    if saved is None:
+        return learner, {}
+    last_val = restore_learner(
+        learner, saved, stage=schedule.stage(start), steps_in_stage=schedule.in_stage(start)
+    )
+    return learner, last_val
+
+
 def _learner(
     config: TrainConfig,
     plan: ResolvedRecipe,
     perceptual: nn.Module | None,
     schedule: Schedule,
     procs: _Processes,
+    *,
+    check: bool = True,
 ) -> Learner:
-    """The run's networks, built and run once on a dummy batch of the configured patches."""
+    """The run's networks, built and (``check``) run once on a dummy batch of the configured patches."""
     learner = build_learner(
         plan,
         device=procs.device,
@@ -485,7 +513,10 @@ def _learner(
         seed=config.seed,  # identical initial weights on every rank
     )
     patch = config.data.patch_size
-    check_learner(learner, patch_size=patch, rows_lr=lr_rows(patch, config.data.factor_bounds[1]))
+    if check:
+        check_learner(
+            learner, patch_size=patch, rows_lr=lr_rows(patch, config.data.factor_bounds[1])
+        )
     return learner
 
 

@@ -161,15 +161,37 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
             expected=f"only {', '.join(RESUMABLE_CHANGES)} may change on resume",
             fix="drop those options (the run's config.yaml is used), or start a new run",
         )
-    step = int(state["step"])
-    if config.schedule.steps != saved.schedule.steps and (
-        step >= saved.schedule.steps or step > config.schedule.steps
-    ):
+    _check_stage_1_length(run_dir, saved, config.schedule.steps, int(state["step"]))
+
+
+def _check_stage_1_length(run_dir: Path, saved: TrainConfig, steps: int, step: int) -> None:
+    """Refuse a new stage-1 length (``--steps``) that the saved ``step`` has already passed.
+
+    While stage 1 runs its length may change (its learning-rate milestones
+    move with it); once it has ended it cannot start again, and a length
+    below the steps done cannot be reached.
+    """
+    before = saved.schedule.steps
+    if steps == before or (step < before and step <= steps):
+        return
+    if step < before:
         raise ConfigError(
-            f"the saved state is at step {step}: stage 1 ({saved.schedule.steps} steps) "
-            f"cannot become {config.schedule.steps} steps now",
-            fix=f"keep --steps {saved.schedule.steps}",
+            f"the saved state is at step {step}, past the {steps} stage-1 steps asked for",
+            path=run_dir,
+            fix=f"pass --steps {step} or more (the run's own is {before})",
         )
+    # A GAN stage follows: model_psnr.safetensors is stage 1's model; else model.safetensors.
+    model = run_dir / (PSNR_MODEL_FILE if (run_dir / PSNR_MODEL_FILE).is_file() else MODEL_FILE)
+    raise ConfigError(
+        f"stage 1 of this run ended at step {before} (the saved state is at step {step}), its "
+        f"learning rate decayed over {before} steps: it cannot become {steps} steps now",
+        path=run_dir,
+        expected=f"--steps {before} (or leaving --steps out) on --resume",
+        fix=f"to train longer, start a new run from this run's stage-1 model with the same "
+        f"settings: mrisr train --config {run_dir / CONFIG_FILE} --out NEW_RUN "
+        f"--init-from {model} --steps {steps}; or drop --steps to resume as the run was "
+        "(--gan-steps N adds or lengthens a GAN stage)",
+    )
 
 
 def adopt_init_network(config: TrainConfig) -> TrainConfig:
