@@ -915,8 +915,10 @@ def test_a_run_folder_that_is_a_file_is_refused_before_any_work(volumes, tmp_pat
 
 
 def test_a_held_out_volume_too_thin_to_validate_is_named(tmp_path):
-    save_nifti(tmp_path / "a.nii.gz", wave_volume(0))
-    save_nifti(tmp_path / "thin.nii.gz", wave_volume(1, (40, 36, 3)))  # last by name: held out
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    save_nifti(folder / "a.nii.gz", wave_volume(0))
+    save_nifti(folder / "thin.nii.gz", wave_volume(1, (40, 36, 3)))  # last by name: held out
     with pytest.raises(ConfigError, match=r"thin.nii.gz: is 40 x 36 x 3 voxels: too thin") as e:
-        run_training(make_config(tmp_path, tmp_path / "run", data__val_crop=16))
+        run_training(make_config(folder, tmp_path / "run", data__val_crop=16))
     assert "--val-volume" in str(e.value)

@@ -174,3 +174,31 @@ def test_shortening_stage_1_below_the_steps_done_says_how_far_it_got(volumes, tm
     message = " ".join(result.output.split())
     assert f"{run}: the saved state is at step 2, past the 1 stage-1 steps asked for" in message
     assert "Fix: pass --steps 2 or more" in message
+
+
+# ---------------------------------------------- 4. a run folder among the volumes
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("vols/x.nii.gz", "is inside the --volumes folder"),
+        ("vols", "is the --volumes folder itself"),
+        ("link/sub/run", "is inside the --volumes folder"),  # through a symbolic link
+    ],
+)
+def test_a_run_folder_inside_the_volumes_folder_is_refused_before_any_work(
+    volumes, tmp_path, out, words
+):
+    folder = tmp_path / "vols"
+    shutil.copytree(volumes, folder)
+    (tmp_path / "link").symlink_to(folder)
+    before = sorted(p.name for p in folder.iterdir())
+    result = invoke(
+        "train", "--volumes", folder, "--out", tmp_path / out, "--patch-size", 16, *QUICK
+    )
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{tmp_path / out}: {words}" in message
+    assert f"Fix: choose an --out outside {folder}, e.g. --out {tmp_path / 'runs'}" in message
+    assert sorted(p.name for p in folder.iterdir()) == before

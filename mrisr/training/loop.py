@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from mrisr.config import PROFILES, TrainConfig, to_dict
 from mrisr.config_file import save_config
 from mrisr.device import resolve_device
-from mrisr.errors import ConfigError
+from mrisr.errors import ConfigError, OutputError
 from mrisr.io.files import check_folder_creatable, make_folder
 from mrisr.recipes import ResolvedRecipe
 from mrisr.training.data import TrainingData, load_training_data
@@ -136,7 +136,8 @@ def train(
         ConfigError: settings that cannot train (checked before the first step).
         InputError: no usable training volume.
         CheckpointError: an unreadable perceptual-weights file or saved state.
-        OutputError: the run folder already holds a run (without ``resume``).
+        OutputError: the run folder already holds a run (without ``resume``), or
+            is (inside) the volumes folder.
         TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM came; the current step
             was finished and a resumable state saved in the run folder.
     """
@@ -298,6 +299,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     Raises:
         ConfigError: a missing ``out`` or ``data.volumes``, an unknown name, or
             settings that cannot train together.
+        OutputError: ``out`` is a file, or is (inside) the volumes folder.
         CheckpointError: the perceptual weights cannot be read (or MONAI's
             network is not cached).
     """
@@ -312,6 +314,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     check_folder_creatable(str(config.out), what="run folder")  # before minutes of loading
     if config.data.volumes is None:
         raise ConfigError("no training volumes given", fix="pass --volumes DIR (or data.volumes)")
+    check_out_beside_volumes(config.out, config.data.volumes)
     spec = config.loss.perceptual_weights
     plan = resolve(config, perceptual_available=spec is not None)
     gan = config.schedule.gan_steps > 0 and plan.adversarial_loss is not None
@@ -333,6 +336,35 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     if spec:
         perceptual = build_perceptual_loss(spec, plan.perceptual_layers, plan.perceptual_criterion)
     return plan, perceptual
+
+
+def check_out_beside_volumes(out: str, volumes: str) -> None:
+    """Refuse a run folder that is the training volumes folder or lies inside it.
+
+    The run's files (config, models, state, log) would be mixed with the
+    training data the folder is read for, and a run folder named like a
+    volume (``vols/x.nii.gz``) passes for one. Symbolic links are followed.
+
+    Raises:
+        OutputError: ``out`` is ``volumes`` or under it.
+    """
+    from mrisr.io.files import stem
+
+    run, folder = Path(out).expanduser().resolve(), Path(volumes).expanduser().resolve()
+    if run != folder and folder not in run.parents:
+        return
+    where = (
+        "is the --volumes folder itself"
+        if run == folder
+        else f"is inside the --volumes folder {folder}"
+    )
+    name = stem(run) if run != folder else "run"
+    raise OutputError(
+        f"{where}: a run folder there mixes the run's files with the training volumes",
+        path=out,
+        expected="a run folder outside the folder of training volumes",
+        fix=f"choose an --out outside {folder}, e.g. --out {folder.parent / 'runs' / name}",
+    )
 
 
 @dataclass(frozen=True)
