@@ -202,3 +202,48 @@ def test_a_run_folder_inside_the_volumes_folder_is_refused_before_any_work(
     assert f"{tmp_path / out}: {words}" in message
     assert f"Fix: choose an --out outside {folder}, e.g. --out {tmp_path / 'runs'}" in message
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+# ------------------------------------------- 5. a folder with nothing to train on
+
+
+def test_a_folder_without_image_files_says_what_it_holds(tmp_path):
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("not an image")
+    result = invoke("train", "--volumes", folder, "--out", tmp_path / "run", *QUICK)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{folder}: holds no image file to train on: it holds only a.txt, sub/" in message
+    assert "sub-folders are not searched" in message and "warnings above" not in message
+    (folder / "a.txt").unlink()
+    (folder / "sub").rmdir()
+    result = invoke("train", "--volumes", folder, "--out", tmp_path / "run", *QUICK)
+    assert "holds no image file to train on: it is empty" in " ".join(result.output.split())
+
+
+def test_a_folder_whose_image_files_are_all_skipped_lists_each_and_why(tmp_path):
+    import numpy as np
+
+    from mrisr.errors import InputError
+    from mrisr.training.data import load_training_volumes
+
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    (folder / "junk.nii.gz").write_bytes(b"not gzip at all")
+    save_nifti(folder / "flat.nii", np.ones((10, 12), np.float32))
+    (folder / "lost.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    result = invoke("train", "--volumes", folder, "--out", tmp_path / "run", *QUICK)
+    assert result.exit_code == 2, result.output
+    error = " ".join(result.output.split()).split("error: ")[-1]  # the message, not the warnings
+    assert "holds no readable volume (3 candidate file(s), each skipped:" in error
+    assert "flat.nii (not a 3D volume: shape (10, 12))" in error
+    assert "junk.nii.gz (unreadable:" in error
+    assert f"lost.nii.gz (a broken symbolic link (its target {tmp_path / 'gone.nii.gz'}" in error
+    assert "warnings above" not in error
+    # Headers fine, voxels unusable: the loading step lists them too.
+    zeros = save_nifti(tmp_path / "zeros.nii.gz", np.zeros((10, 10, 10), np.float32))
+    with pytest.raises(InputError) as caught:
+        load_training_volumes([zeros])
+    assert "could be loaded: zeros.nii.gz (is all zeros)" in str(caught.value)
+    assert "warnings above" not in str(caught.value)

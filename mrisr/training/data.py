@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,47 +96,71 @@ def find_volumes(folder: str | Path, *, allow_anisotropic: bool = False) -> list
         Sorted list of paths.
 
     Raises:
-        InputError: the folder does not exist, holds no readable volume, or
-            holds anisotropic volumes (without ``allow_anisotropic``).
+        InputError: the folder does not exist, holds no image file (the
+            message says what it holds), holds no readable volume (the message
+            lists each file skipped and why), or holds anisotropic volumes
+            (without ``allow_anisotropic``).
     """
-    import nibabel as nib
-
     folder = require_existing(
         folder, expected="a folder of training volumes", fix="pass --volumes DIR", kind="folder"
     )
     candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
-    readable, spacings = [], {}
+    if not candidates:
+        raise InputError(
+            f"holds no image file to train on: {_contents(folder)}",
+            path=folder,
+            expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)} in the folder itself "
+            "(sub-folders are not searched)",
+            fix="pass --volumes the folder that holds the volumes",
+        )
+    readable, spacings, skipped = [], {}, []
     for path in candidates:
-        target = broken_link_target(path)
-        if target is not None:
-            log.warning(
-                "skipping %s: a broken symbolic link (its target %s does not exist); fix: %s",
-                path,
-                target,
-                BROKEN_LINK_FIX,
-            )
-            continue
-        try:
-            image = nib.load(str(path))
-            shape = image.shape
-        except Exception as error:  # nibabel raises many types for damaged files
-            log.warning("skipping %s: unreadable (%s)", path, str(error).splitlines()[0][:200])
-            continue
-        if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
-            log.warning("skipping %s: not a 3D volume (shape %s)", path, tuple(shape))
+        image, reason = _read_header(path)
+        if image is None:
+            fix = f"; fix: {BROKEN_LINK_FIX}" if path.is_symlink() and not path.exists() else ""
+            log.warning("skipping %s: %s%s", path, reason, fix)
+            skipped.append(f"{path.name} ({reason})")
             continue
         readable.append(path)
         spacings[path] = np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0))
     if not readable:
         raise InputError(
-            f"holds no readable volume ({len(candidates)} candidate file(s))",
+            f"holds no readable volume ({len(candidates)} candidate file(s), each skipped: "
+            f"{'; '.join(skipped)})",
             path=folder,
             expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)}",
-            fix="check the folder; see the warnings above for skipped files",
+            fix="replace or remove the files named, or pass --volumes a folder of readable 3D "
+            "volumes",
         )
     if not allow_anisotropic:
         check_isotropic(folder, spacings)
     return readable
+
+
+def _read_header(path: Path) -> tuple[Any, str]:
+    """(the image, "") with its header read, or (None, why it is skipped)."""
+    import nibabel as nib
+
+    target = broken_link_target(path)
+    if target is not None:
+        return None, f"a broken symbolic link (its target {target} does not exist)"
+    try:
+        image = nib.load(str(path))
+        shape = image.shape
+    except Exception as error:  # nibabel raises many types for damaged files
+        return None, f"unreadable: {str(error).splitlines()[0][:200]}"
+    if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+        return None, f"not a 3D volume: shape {tuple(shape)}"
+    return image, ""
+
+
+def _contents(folder: Path, most: int = 8) -> str:
+    """What a folder without image files holds, for the message: names, folders marked ``/``."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "it is empty"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"it holds only {', '.join(names[:most])}{more}"
 
 
 def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
@@ -316,13 +341,17 @@ def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[Train
     Raises:
         InputError: none could be loaded.
     """
-    volumes = []
+    volumes, skipped = [], []
     for path in paths:
         try:
             volume = read_volume(path)
             prepared = prepare_volume(volume, volume_name(path), seed=seed)
         except (InputError, OSError, ValueError, EOFError) as error:
             log.warning("skipping %s: %s", path, error)
+            why = error.problem if isinstance(error, InputError) else str(error)
+            skipped.append(
+                f"{path.name} ({why.splitlines()[0][:200] if why else type(error).__name__})"
+            )
             continue
         spacing = np.asarray(prepared.spacing)
         if spacing.max() / spacing.min() > 1.1:
@@ -334,9 +363,9 @@ def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[Train
         volumes.append(prepared)
     if not volumes:
         raise InputError(
-            f"none of the {len(paths)} training volume(s) could be loaded",
+            f"none of the {len(paths)} training volume(s) could be loaded: {'; '.join(skipped)}",
             path=paths[0].parent if paths else None,
-            fix="see the warnings above for why each was skipped",
+            fix="replace or remove the volumes named, or pass --volumes a folder of usable ones",
         )
     return volumes
 
