@@ -247,3 +247,51 @@ def test_a_folder_whose_image_files_are_all_skipped_lists_each_and_why(tmp_path)
         load_training_volumes([zeros])
     assert "could be loaded: zeros.nii.gz (is all zeros)" in str(caught.value)
     assert "warnings above" not in str(caught.value)
+
+
+# ------------------------------------------- 6. range errors name the option typed
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named", "problem"),
+    [
+        ("--patch-size", 4, "--patch-size (data.patch_size)", "must be in [8, 1024], got 4"),
+        ("--lr", 5, "--lr (optim.lr_pretrain)", "must be in (0, 1], got 5.0"),
+        ("--ema-decay", 1, "--ema-decay (ema_decay)", "must be in [0, 1), got 1.0"),
+        ("--profile", "box", "--profile (data.profile)", "must be one of mean, gaussian, mixed"),
+    ],
+)
+def test_a_train_option_out_of_range_is_named_as_typed_and_as_its_setting(
+    volumes, tmp_path, option, value, named, problem
+):
+    result = invoke("train", "--volumes", volumes, "--out", tmp_path / "run", option, value)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"error: {named} {problem}" in message
+    assert f"Fix: set {named} " in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_setting_without_an_option_is_named_by_its_key_alone(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  min_foreground: 3\n")
+    result = invoke("train", "--config", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert f"{config}: data.min_foreground must be in [0, 1], got 3.0" in result.output
+
+
+def test_the_option_of_each_setting_is_the_train_command_s_own():
+    """config.CLI_OPTIONS (what messages name) matches `mrisr train`'s options and their [keys]."""
+    import re
+
+    import typer.main
+
+    from mrisr.config import CLI_OPTIONS
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {}
+    for param in command.params:
+        found = re.search(r"\[([\w.]+)\]$", param.help or "")
+        if found:
+            options[found.group(1)] = param.opts[0]
+    assert options == CLI_OPTIONS

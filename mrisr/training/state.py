@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mrisr.config import TrainConfig, config_differences, with_overrides
+from mrisr.config import TrainConfig, to_dict, with_overrides
 from mrisr.config_file import load_config
 from mrisr.errors import CheckpointError, ConfigError, OutputError
 from mrisr.io.files import make_folder
@@ -532,3 +532,20 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 0
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Dotted names of the settings that differ between two configs."""
+    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key not in ("generator_kwargs", "discriminator_kwargs"):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
