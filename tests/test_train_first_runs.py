@@ -295,3 +295,23 @@ def test_the_option_of_each_setting_is_the_train_command_s_own():
         if found:
             options[found.group(1)] = param.opts[0]
     assert options == CLI_OPTIONS
+
+
+# ---------------------------------------------- 7. thick-slice scans among the volumes
+
+
+def test_a_thick_slice_scan_is_not_told_to_be_resampled_into_truth(tmp_path):
+    import numpy as np
+
+    from mrisr.errors import InputError
+    from mrisr.training.data import find_volumes
+
+    save_nifti(tmp_path / "iso.nii.gz", wave_volume(0))
+    save_nifti(tmp_path / "t2_ax.nii.gz", np.ones((40, 36, 8)), zooms=(0.9, 0.9, 7.07))
+    with pytest.raises(InputError) as caught:
+        find_volumes(tmp_path)
+    message = str(caught.value)
+    assert "t2_ax.nii.gz (0.9 x 0.9 x 7.07 mm: a thick-slice scan: resampling cannot add" in message
+    assert "resample to 7.07" not in message and "voxel_sizes" not in message
+    assert "high-resolution volumes with near-isotropic voxels" in message
+    assert "move the thick-slice scans out of the folder" in message and "mrisr upscale" in message

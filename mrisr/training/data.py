@@ -51,6 +51,10 @@ VOLUME_SUFFIXES: tuple[str, ...] = tuple(
 MAX_CENTRES = 200_000
 #: Largest ratio of a training volume's coarsest to finest voxel size.
 MAX_ANISOTROPY = 1.3
+#: Beyond this ratio of coarsest to finest voxel size a refused volume is a
+#: thick-slice scan, which resampling cannot make into truth; up to it, one
+#: to resample to its coarsest spacing (1 x 0.5 x 0.5 mm -> 1 mm isotropic).
+THICK_SLICE_RATIO = 2.0
 
 
 # ------------------------------------------------------------------ volumes
@@ -166,13 +170,19 @@ def _contents(folder: Path, most: int = 8) -> str:
 def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
     """Refuse volumes whose voxels are more than :data:`MAX_ANISOTROPY` times anisotropic.
 
+    The advice depends on the volume. A fine but mildly anisotropic one (its
+    coarsest spacing at most :data:`THICK_SLICE_RATIO` times its finest, e.g.
+    1 x 0.5 x 0.5 mm) becomes good truth when resampled to isotropic voxels of
+    its coarsest spacing. A thick-slice scan (0.9 x 0.9 x 7 mm) cannot:
+    resampling interpolates, it does not bring back the detail between its
+    slices; it is what a trained model upscales, not what one learns from.
+
     Args:
         folder: the training folder (for the message).
         spacings: each volume's (3,) voxel sizes in mm.
 
     Raises:
-        InputError: naming every such volume, its spacing and the isotropic
-            size to resample it to.
+        InputError: naming every such volume, its spacing and what to do with it.
     """
     bad = {
         path: sizes
@@ -181,19 +191,49 @@ def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
     }
     if not bad:
         return
+    valid = {p: sizes for p, sizes in bad.items() if sizes.min() > 0}
+    # To two decimals: a header's 1.0000025 x 0.5 x 0.5 mm is twice, not more.
+    thick = {
+        p for p, sizes in valid.items() if round(sizes.max() / sizes.min(), 2) > THICK_SLICE_RATIO
+    }
+    fine = [p for p in valid if p not in thick]
+
+    def advice(path: Path, sizes: np.ndarray) -> str:
+        if path in thick:
+            return "a thick-slice scan: resampling cannot add the detail its slices lack"
+        if path in fine:
+            return f"resample to {sizes.max():.3g} mm isotropic"
+        return "not a valid voxel size: check its header"
+
     listed = "; ".join(
-        f"{path.name} ({' x '.join(f'{s:.3g}' for s in sizes)} mm: resample to "
-        f"{sizes.max():.3g} mm isotropic)"
+        f"{path.name} ({' x '.join(f'{s:.3g}' for s in sizes)} mm: {advice(path, sizes)})"
         for path, sizes in bad.items()
+    )
+    fixes = []
+    if thick:
+        fixes.append(
+            "move the thick-slice scans out of the folder (they are what a trained model "
+            "upscales: mrisr upscale SCAN) and train on thin-slice 3D volumes"
+        )
+    if fine:
+        coarse = max(float(bad[p].max()) for p in fine)
+        fixes.append(
+            f"resample {'each of the others' if thick else 'each'} to isotropic voxels of its "
+            "coarsest spacing (e.g. nibabel.processing.resample_to_output(image, "
+            f"voxel_sizes={coarse:.3g}), or mri_convert --voxsize {coarse:.3g} {coarse:.3g} "
+            f"{coarse:.3g})"
+        )
+    fixes.append(
+        "or pass --allow-anisotropic (data.allow_anisotropic: true) to train on them as if "
+        "isotropic"
+        + (" (a thick-slice scan would teach the network its own blur)" if thick else "")
     )
     raise InputError(
         f"holds {len(bad)} volume(s) too anisotropic to serve as high-resolution truth: {listed}",
         path=folder,
-        expected=f"voxels at most {MAX_ANISOTROPY:g} times longer along one axis than another",
-        fix="resample each to isotropic voxels of its coarsest spacing first (e.g. "
-        "nibabel.processing.resample_to_output(image, voxel_sizes=1), or "
-        "mri_convert --voxsize 1 1 1), move it out of the folder, or pass "
-        "--allow-anisotropic (data.allow_anisotropic: true) to train on it as if isotropic",
+        expected="high-resolution volumes with near-isotropic voxels (at most "
+        f"{MAX_ANISOTROPY:g} times longer along one axis than another), such as 1 mm 3D scans",
+        fix="; ".join(fixes),
     )
 
 
