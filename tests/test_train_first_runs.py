@@ -176,6 +176,19 @@ def test_shortening_stage_1_below_the_steps_done_says_how_far_it_got(volumes, tm
     assert "Fix: pass --steps 2 or more" in message
 
 
+def test_shortening_a_gan_stage_below_its_steps_done_names_the_run_and_the_least(volumes, tmp_path):
+    run = tmp_path / "run"
+    gan = {"data__patch_size": 32, "schedule__steps": 1, "schedule__gan_steps": 2}
+    run_training(make_config(volumes, run, **gan))
+    before = file_digests(run)
+    result = invoke("train", "--out", run, "--resume", "--gan-steps", 1, "--quiet")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{run}: the saved state is at step 3, past the 2 steps configured" in message
+    assert "Fix: pass --gan-steps 2 or more" in message
+    assert file_digests(run) == before
+
+
 # ---------------------------------------------- 4. a run folder among the volumes
 
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from mrisr.config import PROFILES, TrainConfig, to_dict
 from mrisr.config_file import save_config
 from mrisr.device import resolve_device
-from mrisr.errors import ConfigError, OutputError
+from mrisr.errors import ConfigError, OutputError, naming_input
 from mrisr.io.files import check_folder_creatable, make_folder
 from mrisr.recipes import ResolvedRecipe
 from mrisr.training.data import TrainingData, load_training_data
@@ -190,7 +190,8 @@ def _train(
     run_dir = Path(str(config.out))
     saved = open_run(config, resume=resume, device=device)
     start = int(saved["step"]) if saved else 0
-    schedule = Schedule.of(config, plan, start)
+    with naming_input(run_dir):  # a resumed run's own steps: name its folder
+        schedule = Schedule.of(config, plan, start)
 
     # ---------------------------------------------------------------- 3. networks
     learner, last_val = _networks(config, plan, perceptual, schedule, procs, saved, init)
@@ -402,8 +403,10 @@ class Schedule:
         total = steps + (gan_steps if gan else 0)
         if start > total:
             raise ConfigError(
-                f"the saved state is at step {start}, past the {total} steps configured",
-                fix="raise --steps/--gan-steps to continue training",
+                f"the saved state is at step {start}, past the {total} steps configured "
+                f"({steps} of stage 1, {total - steps} of the GAN stage)",
+                # Stage 1's length is checked on resume: only the GAN stage can be short here.
+                fix=f"pass --gan-steps {start - steps} or more (the GAN stage steps already run)",
             )
         optim = config.optim
         return cls(steps, total, gan, optim.milestones, optim.gan_milestones, optim.gamma)
