@@ -80,6 +80,30 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> FrozenDict:
     return FrozenDict(value or {})
 
 
+#: The ``mrisr train`` option of each setting that has one; messages name both
+#: (``--patch-size (data.patch_size)``), whichever the user set it with.
+CLI_OPTIONS: dict[str, str] = {
+    **{
+        key: "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+        for key in (
+            "data.volumes data.val_volume data.factor data.factor_range data.axes data.profile "
+            "data.patch_size data.batch_size data.workers data.val_crop data.allow_anisotropic "
+            "model.recipe model.size model.generator model.discriminator model.init_from "
+            "loss.perceptual_weights optim.lr_g optim.lr_d schedule.steps schedule.gan_steps "
+            "schedule.val_every schedule.log_every schedule.save_every out ema_decay seed device "
+            "threads amp compile tensorboard"
+        ).split()
+    },
+    "optim.lr_pretrain": "--lr",
+}
+
+
+def _named(where: str) -> str:
+    """A setting as messages name it: ``--patch-size (data.patch_size)``, or its key alone."""
+    option = CLI_OPTIONS.get(where.split("[")[0])
+    return f"{option} ({where})" if option else where
+
+
 def _check_range(
     section: str,
     name: str,
@@ -91,7 +115,7 @@ def _check_range(
     high_open: bool = False,
 ) -> None:
     """Raise ConfigError unless ``low <= value <= high`` (open ends where asked)."""
-    name = name if section == "config" else f"{section}.{name}"
+    name = _named(name if section == "config" else f"{section}.{name}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if (
@@ -109,23 +133,23 @@ def _check_range(
         )
 
 
-def _check_path_text(section: str, name: str, value: Any, option: str) -> None:
+def _check_path_text(section: str, name: str, value: Any) -> None:
     """Refuse an empty path: read as a path it would silently be the current folder."""
-    name = name if section == "config" else f"{section}.{name}"
+    name = _named(name if section == "config" else f"{section}.{name}")
     if isinstance(value, str) and not value.strip():
         raise ConfigError(
             f"{name} is an empty path: it names no file or folder (read as a path it would be "
             "the current folder)",
-            fix=f"give {option} ({name}) a file or folder name (. for the current folder), "
-            "or leave it out",
+            fix=f"give {name} a file or folder name (. for the current folder), or leave it out",
         )
 
 
 def _check_choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    name = _named(f"{section}.{name}")
     if value not in choices:
         raise ConfigError(
-            f"{section}.{name} must be one of {', '.join(choices)}, got {value!r}",
-            fix=f"set {section}.{name} to one of them",
+            f"{name} must be one of {', '.join(choices)}, got {value!r}",
+            fix=f"set {name} to one of them",
         )
 
 
@@ -198,7 +222,8 @@ class DataConfig:
         if self.factor_range is not None:
             if len(self.factor_range) != 2:
                 raise ConfigError(
-                    f"data.factor_range must be [low, high], got {list(self.factor_range)!r}",
+                    f"{_named('data.factor_range')} must be [low, high], "
+                    f"got {list(self.factor_range)!r}",
                     fix="set data.factor_range to two factors, the smaller first, e.g. [2, 6] "
                     "(--factor-range 2 6)",
                 )
@@ -207,14 +232,15 @@ class DataConfig:
             _check_range("data", "factor_range[1]", high, 1.0, 32.0, low_open=True)
             if low > high:
                 raise ConfigError(
-                    f"data.factor_range must be [low, high] with low <= high, got [{low:g}, {high:g}]",
+                    f"{_named('data.factor_range')} must be [low, high] with low <= high, "
+                    f"got [{low:g}, {high:g}]",
                     fix="swap the two values",
                 )
             if not low <= self.factor <= high:
                 raise ConfigError(
-                    f"data.factor {self.factor:g} (the validation factor) is outside "
-                    f"data.factor_range [{low:g}, {high:g}]",
-                    fix="set data.factor inside the range",
+                    f"{_named('data.factor')} {self.factor:g} (the validation factor) is outside "
+                    f"{_named('data.factor_range')} [{low:g}, {high:g}]",
+                    fix="set --factor (data.factor) inside the range",
                 )
         if (
             not self.axes
@@ -222,17 +248,18 @@ class DataConfig:
             or len(set(self.axes)) != len(self.axes)
         ):
             raise ConfigError(
-                f"data.axes must be distinct thick axes out of 0, 1, 2, got {list(self.axes)!r}",
-                fix="e.g. axes: [0, 1, 2]",
+                f"{_named('data.axes')} must be distinct thick axes out of 0, 1, 2, "
+                f"got {list(self.axes)!r}",
+                fix="e.g. --axes 0,1,2 (axes: [0, 1, 2])",
             )
-        _check_path_text("data", "volumes", self.volumes, "--volumes")
+        _check_path_text("data", "volumes", self.volumes)
         _check_choice("data", "profile", self.profile, TRAINING_PROFILES)
         _check_range("data", "patch_size", self.patch_size, 8, 1024)
         if self.patch_size < 2 * self.max_factor:
             raise ConfigError(
-                f"data.patch_size {self.patch_size} leaves fewer than 2 low-resolution rows "
-                f"at factor {self.max_factor:g}",
-                fix=f"use a patch_size of at least {math.ceil(2 * self.max_factor)}",
+                f"{_named('data.patch_size')} {self.patch_size} leaves fewer than 2 "
+                f"low-resolution rows at factor {self.max_factor:g}",
+                fix=f"use a patch size of at least {math.ceil(2 * self.max_factor)}",
             )
         _check_range("data", "batch_size", self.batch_size, 1, 65536)
         _check_range("data", "workers", self.workers, 0, 256)
@@ -320,7 +347,7 @@ class ModelConfig:
             )
         if self.size is not None:
             _check_choice("model", "size", self.size, SIZES)
-        _check_path_text("model", "init_from", self.init_from, "--init-from")
+        _check_path_text("model", "init_from", self.init_from)
         object.__setattr__(self, "generator_kwargs", _frozen_mapping(self.generator_kwargs))
         object.__setattr__(self, "discriminator_kwargs", _frozen_mapping(self.discriminator_kwargs))
 
@@ -362,9 +389,7 @@ class LossConfig:
                 _check_range("loss", name, value, 0.0, 1e6)
         if self.pixel_kind is not None:
             _check_choice("loss", "pixel_kind", self.pixel_kind, ("l1", "l2"))
-        _check_path_text(
-            "loss", "perceptual_weights", self.perceptual_weights, "--perceptual-weights"
-        )
+        _check_path_text("loss", "perceptual_weights", self.perceptual_weights)
 
 
 @dataclass(frozen=True)
@@ -490,7 +515,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("config", "ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
-        _check_path_text("config", "out", self.out, "--out")
+        _check_path_text("config", "out", self.out)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(
                 f"seed must be an integer >= 0, got {self.seed!r}", fix="pass --seed 0 or more"
@@ -671,21 +696,5 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainCo
 
 def _fix(where: str) -> str:
     """The fix of a setting of the wrong type: where to correct it."""
-    return f"correct {where} in the YAML config (or the command-line option that sets it)"
-
-
-def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
-    """Dotted names of the settings that differ between two configs."""
-    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
-    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key not in ("generator_kwargs", "discriminator_kwargs"):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+    option = CLI_OPTIONS.get(where.split("[")[0])
+    return f"correct {where} in the YAML config" + (f" (or {option})" if option else "")

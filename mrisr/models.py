@@ -256,6 +256,35 @@ def check_not_empty(spec: str | Path | None) -> None:
         )
 
 
+def _names_a_path(spec: str | Path) -> bool:
+    """Whether a ``--model`` value is a path: not cubic, not a bundled name, and there or path-like."""
+    if isinstance(spec, Path):
+        return True
+    if names_cubic(spec) or spec in bundled_models():
+        return False
+    path = Path(spec)
+    return path.exists() or "/" in spec or "\\" in spec or path.suffix.lower() in _MODEL_SUFFIXES
+
+
+def absolute_model_spec(spec: str) -> str:
+    """A ``--model`` (or ``--init-from``) value with its path made absolute; names unchanged.
+
+    A run's config.yaml stores it this way, so that the run still finds the
+    model when resumed from another working folder. ``cubic``, a bundled
+    model's name and an unknown name (which :func:`model_location` refuses)
+    are kept as they are; ``~`` is expanded.
+
+    Args:
+        spec: the value as given.
+
+    Returns:
+        The value, a path made absolute from the current folder.
+    """
+    if not spec.strip() or not _names_a_path(spec):
+        return spec
+    return str(Path(spec).expanduser().absolute())
+
+
 def model_location(spec: str | Path) -> Path:
     """Where a network ``--model`` value points: a bundled model's file, or the path itself.
 
@@ -274,13 +303,7 @@ def model_location(spec: str | Path) -> Path:
     if isinstance(spec, str) and spec in bundled:
         return bundled[spec]
     path = Path(spec)
-    looks_like_path = (
-        isinstance(spec, Path)
-        or "/" in spec
-        or "\\" in spec
-        or path.suffix.lower() in _MODEL_SUFFIXES
-    )
-    if not path.exists() and not looks_like_path:
+    if not _names_a_path(spec):
         names = ", ".join(["cubic", *bundled]) if bundled else "cubic (no bundled models installed)"
         raise ConfigError(
             f"unknown model {spec!r}: not a bundled model name and no such file or folder",

@@ -311,12 +311,12 @@ QUICK_TRAIN = (
         (["train", "--volumes", "", "--out", "run", *QUICK_TRAIN], "'--volumes'"),
         (
             ["train", "--volumes", "vols", "--out", "run", "--init-from", "", *QUICK_TRAIN],
-            "model.init_from is an empty path",
+            "--init-from (model.init_from) is an empty path",
         ),
         (
             ["train", "--volumes", "vols", "--out", "run", "--perceptual-weights", ""]
             + list(QUICK_TRAIN),
-            "loss.perceptual_weights is an empty path",
+            "--perceptual-weights (loss.perceptual_weights) is an empty path",
         ),
     ],
 )
@@ -345,7 +345,7 @@ def test_empty_paths_in_settings_are_refused_by_the_api_too(tmp_path):
     from mrisr.models import ModelRequest, load_slice_model
 
     for key in ("out", "data.volumes", "model.init_from", "loss.perceptual_weights"):
-        with pytest.raises(ConfigError, match=f"{key.split('.')[-1]} is an empty path"):
+        with pytest.raises(ConfigError, match=rf"--\S+ \({key}\) is an empty path"):
             with_overrides(TrainConfig(), {key: " "})
     with pytest.raises(ConfigError, match="--model is empty"):
         ModelRequest("")

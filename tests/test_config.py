@@ -14,13 +14,13 @@ from mrisr.config import (
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
-    config_differences,
     from_dict,
     to_dict,
     with_overrides,
 )
 from mrisr.config_file import load_config, save_config
 from mrisr.errors import ConfigError
+from mrisr.training.state import config_differences
 
 
 def custom_config() -> TrainConfig:
@@ -99,25 +99,28 @@ def test_overrides_make_a_new_config():
             "unknown setting data.factr; expected settings of data: allow_anisotropic, axes,",
         ),
         ({"lr": 1}, "unknown setting lr; expected top-level settings: amp, compile, data,"),
-        ({"data": {"factor": 1.0}}, "data.factor must be in (1, 32]"),
+        ({"data": {"factor": 1.0}}, "--factor (data.factor) must be in (1, 32]"),
         ({"data": {"factor_range": [6, 2]}}, "low <= high"),
-        ({"data": {"factor_range": [2, 3]}}, "data.factor 4 (the validation factor) is outside"),
+        (
+            {"data": {"factor_range": [2, 3]}},
+            "--factor (data.factor) 4 (the validation factor) is outside",
+        ),
         ({"data": {"factor_range": [2, 3, 4]}}, "must be a list of 2 values"),
-        ({"data": {"axes": [0, 0]}}, "data.axes must be distinct thick axes"),
-        ({"data": {"profile": "box"}}, "data.profile must be one of mean, gaussian"),
+        ({"data": {"axes": [0, 0]}}, "--axes (data.axes) must be distinct thick axes"),
+        ({"data": {"profile": "box"}}, "--profile (data.profile) must be one of mean, gaussian"),
         ({"data": {"patch_size": 10, "factor": 8}}, "fewer than 2 low-resolution rows"),
-        ({"data": {"batch_size": 0}}, "data.batch_size must be in [1,"),
+        ({"data": {"batch_size": 0}}, "--batch-size (data.batch_size) must be in [1,"),
         ({"data": {"min_foreground": 1.5}}, "data.min_foreground must be in [0, 1]"),
-        ({"model": {"size": "huge"}}, "model.size must be one of small, full"),
+        ({"model": {"size": "huge"}}, "--size (model.size) must be one of small, full"),
         ({"loss": {"adversarial": -1}}, "loss.adversarial must be in [0,"),
         ({"loss": {"pixel_kind": "l3"}}, "loss.pixel_kind must be one of l1, l2"),
         ({"optim": {"betas": [0.9, 1.0]}}, "optim.betas[1] must be in [0, 1)"),
         ({"optim": {"milestones": [0.7, 0.2]}}, "optim.milestones must increase"),
-        ({"optim": {"lr_g": 0}}, "optim.lr_g must be in (0, 1]"),
-        ({"schedule": {"steps": 0}}, "schedule.steps must be in [1,"),
+        ({"optim": {"lr_g": 0}}, "--lr-g (optim.lr_g) must be in (0, 1]"),
+        ({"schedule": {"steps": 0}}, "--steps (schedule.steps) must be in [1,"),
         ({"schedule": {"steps": "many"}}, "schedule.steps must be an integer, got 'many'"),
         ({"schedule": {"steps": 2.5}}, "schedule.steps must be an integer"),
-        ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+        ({"ema_decay": 1.0}, "--ema-decay (ema_decay) must be in [0, 1)"),
         ({"seed": -1}, "seed must be an integer >= 0"),
         ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
         ({"amp": "yes"}, "amp must be true or false"),

@@ -165,7 +165,7 @@ def test_describe_recipes_refuses_a_bad_factor(factor):
 
 
 def test_describe_recipes_refuses_an_unknown_size():
-    with pytest.raises(ConfigError, match="model.size must be one of small, full"):
+    with pytest.raises(ConfigError, match=r"--size \(model.size\) must be one of small, full"):
         describe_recipes(sizes=("huge",))
 
 

@@ -359,7 +359,7 @@ def test_resuming_a_folder_without_state_is_refused(volumes, tmp_path):
     [
         (["--patch-size", 24], "cannot resume with changed settings: data.patch_size"),
         (["--lr", 1e-3, "--recipe", "srcnn"], "model.recipe, optim.lr_pretrain"),
-        (["--steps", 9], "stage 1 (6 steps) cannot become 9 steps"),
+        (["--steps", 9], "stage 1 of this run ended at step 6"),
     ],
 )
 def test_changing_a_non_resumable_setting_is_refused(quick_run, options, words):
@@ -916,8 +916,10 @@ def test_a_run_folder_that_is_a_file_is_refused_before_any_work(volumes, tmp_pat
 
 
 def test_a_held_out_volume_too_thin_to_validate_is_named(tmp_path):
-    save_nifti(tmp_path / "a.nii.gz", wave_volume(0))
-    save_nifti(tmp_path / "thin.nii.gz", wave_volume(1, (40, 36, 3)))  # last by name: held out
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    save_nifti(folder / "a.nii.gz", wave_volume(0))
+    save_nifti(folder / "thin.nii.gz", wave_volume(1, (40, 36, 3)))  # last by name: held out
     with pytest.raises(ConfigError, match=r"thin.nii.gz: is 40 x 36 x 3 voxels: too thin") as e:
-        run_training(make_config(tmp_path, tmp_path / "run", data__val_crop=16))
+        run_training(make_config(folder, tmp_path / "run", data__val_crop=16))
     assert "--val-volume" in str(e.value)

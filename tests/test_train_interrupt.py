@@ -31,16 +31,16 @@ def invoke(*args: object):
 
 
 @pytest.mark.parametrize(
-    ("zooms", "refused"),
+    ("zooms", "refused", "advice"),
     [
-        ((1.0, 1.0, 1.0), False),
-        ((1.2, 0.94, 0.94), False),  # IXI002 T1: 1.28x, mild
-        ((1.0, 1.0, 1.35), True),
-        ((1.0, 1.0, 4.0), True),
-        ((1.0, 0.5, 0.5), True),  # uih_umr770_t1gre_3d
+        ((1.0, 1.0, 1.0), False, None),
+        ((1.2, 0.94, 0.94), False, None),  # IXI002 T1: 1.28x, mild
+        ((1.0, 1.0, 1.35), True, "resample to 1.35 mm isotropic"),
+        ((1.0, 1.0, 4.0), True, "a thick-slice scan: resampling cannot add the detail"),
+        ((1.0, 0.5, 0.5), True, "resample to 1 mm isotropic"),  # uih_umr770_t1gre_3d
     ],
 )
-def test_anisotropic_training_volumes_are_refused_by_name(tmp_path, zooms, refused):
+def test_anisotropic_training_volumes_are_refused_by_name(tmp_path, zooms, refused, advice):
     save_nifti(tmp_path / "iso.nii.gz", wave_volume(0))
     save_nifti(tmp_path / "odd.nii.gz", wave_volume(1), zooms=zooms)
     if not refused:
@@ -51,7 +51,7 @@ def test_anisotropic_training_volumes_are_refused_by_name(tmp_path, zooms, refus
     message = str(caught.value)
     assert "odd.nii.gz" in message and "iso.nii.gz" not in message
     assert " x ".join(f"{z:.3g}" for z in zooms) + " mm" in message
-    assert f"resample to {max(zooms):.3g} mm isotropic" in message
+    assert f"{' x '.join(f'{z:.3g}' for z in zooms)} mm: {advice}" in message
     assert "--allow-anisotropic" in message
     # The explicit option keeps it.
     assert len(find_volumes(tmp_path, allow_anisotropic=True)) == 2

@@ -231,12 +231,8 @@ def _settings(
         base = load_config(out / CONFIG_FILE)
     else:
         base = TrainConfig()
-    settings = with_overrides(base, overrides)
-    # Absolute paths in the run's config.yaml: --resume works from any folder.
-    if settings.data.volumes is not None:
-        volumes = str(Path(settings.data.volumes).expanduser().absolute())
-        settings = with_overrides(settings, {"data.volumes": volumes})
-    return settings
+    # train() stores the paths absolute, so that --resume works from any folder.
+    return with_overrides(base, overrides)
 
 
 def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:
@@ -276,10 +272,26 @@ def _train_with_progress(settings: TrainConfig, *, resume: bool) -> None:
                     )
             elif event.kind == "validation":
                 say(_validation_text(event.step, event.values))
+            elif event.kind == "finished":
+                last["finished"] = {"model": event.values["model"], "step": event.step}
 
         run_dir = train(settings, resume=resume, callback=report)
+    if "finished" in last:
+        say(_finished_text(run_dir, **last["finished"]))
+        return
     rate = last.get("log", {}).get("patches_per_s")
     say(f"wrote {run_dir}" + (f"  ({rate:.1f} patches/s)" if rate else ""))
+
+
+def _finished_text(run_dir: Path, model: str, step: int) -> str:
+    """What resuming a run that had already finished says (nothing was trained or written)."""
+    return (
+        f"{run_dir}: the run is already finished (step {step} of {step}); nothing to resume, "
+        f"nothing changed.\nits model: {model} (mrisr upscale --model {run_dir})\n"
+        f"to train on: --resume --gan-steps N adds or lengthens a GAN stage, or a new run "
+        f"starts from this model: mrisr train --config {run_dir / 'config.yaml'} "
+        f"--out NEW_RUN --init-from {model} --steps N"
+    )
 
 
 def _losses_text(values: Any) -> str:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,10 @@ VOLUME_SUFFIXES: tuple[str, ...] = tuple(
 MAX_CENTRES = 200_000
 #: Largest ratio of a training volume's coarsest to finest voxel size.
 MAX_ANISOTROPY = 1.3
+#: Beyond this ratio of coarsest to finest voxel size a refused volume is a
+#: thick-slice scan, which resampling cannot make into truth; up to it, one
+#: to resample to its coarsest spacing (1 x 0.5 x 0.5 mm -> 1 mm isotropic).
+THICK_SLICE_RATIO = 2.0
 
 
 # ------------------------------------------------------------------ volumes
@@ -95,59 +100,89 @@ def find_volumes(folder: str | Path, *, allow_anisotropic: bool = False) -> list
         Sorted list of paths.
 
     Raises:
-        InputError: the folder does not exist, holds no readable volume, or
-            holds anisotropic volumes (without ``allow_anisotropic``).
+        InputError: the folder does not exist, holds no image file (the
+            message says what it holds), holds no readable volume (the message
+            lists each file skipped and why), or holds anisotropic volumes
+            (without ``allow_anisotropic``).
     """
-    import nibabel as nib
-
     folder = require_existing(
         folder, expected="a folder of training volumes", fix="pass --volumes DIR", kind="folder"
     )
     candidates = sorted(p for p in folder.iterdir() if _is_volume_file(p))
-    readable, spacings = [], {}
+    if not candidates:
+        raise InputError(
+            f"holds no image file to train on: {_contents(folder)}",
+            path=folder,
+            expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)} in the folder itself "
+            "(sub-folders are not searched)",
+            fix="pass --volumes the folder that holds the volumes",
+        )
+    readable, spacings, skipped = [], {}, []
     for path in candidates:
-        target = broken_link_target(path)
-        if target is not None:
-            log.warning(
-                "skipping %s: a broken symbolic link (its target %s does not exist); fix: %s",
-                path,
-                target,
-                BROKEN_LINK_FIX,
-            )
-            continue
-        try:
-            image = nib.load(str(path))
-            shape = image.shape
-        except Exception as error:  # nibabel raises many types for damaged files
-            log.warning("skipping %s: unreadable (%s)", path, str(error).splitlines()[0][:200])
-            continue
-        if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
-            log.warning("skipping %s: not a 3D volume (shape %s)", path, tuple(shape))
+        image, reason = _read_header(path)
+        if image is None:
+            fix = f"; fix: {BROKEN_LINK_FIX}" if path.is_symlink() and not path.exists() else ""
+            log.warning("skipping %s: %s%s", path, reason, fix)
+            skipped.append(f"{path.name} ({reason})")
             continue
         readable.append(path)
         spacings[path] = np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0))
     if not readable:
         raise InputError(
-            f"holds no readable volume ({len(candidates)} candidate file(s))",
+            f"holds no readable volume ({len(candidates)} candidate file(s), each skipped: "
+            f"{'; '.join(skipped)})",
             path=folder,
             expected=f"3D images ending in {', '.join(VOLUME_SUFFIXES)}",
-            fix="check the folder; see the warnings above for skipped files",
+            fix="replace or remove the files named, or pass --volumes a folder of readable 3D "
+            "volumes",
         )
     if not allow_anisotropic:
         check_isotropic(folder, spacings)
     return readable
 
 
+def _read_header(path: Path) -> tuple[Any, str]:
+    """(the image, "") with its header read, or (None, why it is skipped)."""
+    import nibabel as nib
+
+    target = broken_link_target(path)
+    if target is not None:
+        return None, f"a broken symbolic link (its target {target} does not exist)"
+    try:
+        image = nib.load(str(path))
+        shape = image.shape
+    except Exception as error:  # nibabel raises many types for damaged files
+        return None, f"unreadable: {str(error).splitlines()[0][:200]}"
+    if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+        return None, f"not a 3D volume: shape {tuple(shape)}"
+    return image, ""
+
+
+def _contents(folder: Path, most: int = 8) -> str:
+    """What a folder without image files holds, for the message: names, folders marked ``/``."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "it is empty"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"it holds only {', '.join(names[:most])}{more}"
+
+
 def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
     """Refuse volumes whose voxels are more than :data:`MAX_ANISOTROPY` times anisotropic.
+
+    The advice depends on the volume. A fine but mildly anisotropic one (its
+    coarsest spacing at most :data:`THICK_SLICE_RATIO` times its finest, e.g.
+    1 x 0.5 x 0.5 mm) becomes good truth when resampled to isotropic voxels of
+    its coarsest spacing. A thick-slice scan (0.9 x 0.9 x 7 mm) cannot:
+    resampling interpolates, it does not bring back the detail between its
+    slices; it is what a trained model upscales, not what one learns from.
 
     Args:
         folder: the training folder (for the message).
         spacings: each volume's (3,) voxel sizes in mm.
 
     Raises:
-        InputError: naming every such volume, its spacing and the isotropic
-            size to resample it to.
+        InputError: naming every such volume, its spacing and what to do with it.
     """
     bad = {
         path: sizes
@@ -156,19 +191,49 @@ def check_isotropic(folder: Path, spacings: dict[Path, np.ndarray]) -> None:
     }
     if not bad:
         return
+    valid = {p: sizes for p, sizes in bad.items() if sizes.min() > 0}
+    # To two decimals: a header's 1.0000025 x 0.5 x 0.5 mm is twice, not more.
+    thick = {
+        p for p, sizes in valid.items() if round(sizes.max() / sizes.min(), 2) > THICK_SLICE_RATIO
+    }
+    fine = [p for p in valid if p not in thick]
+
+    def advice(path: Path, sizes: np.ndarray) -> str:
+        if path in thick:
+            return "a thick-slice scan: resampling cannot add the detail its slices lack"
+        if path in fine:
+            return f"resample to {sizes.max():.3g} mm isotropic"
+        return "not a valid voxel size: check its header"
+
     listed = "; ".join(
-        f"{path.name} ({' x '.join(f'{s:.3g}' for s in sizes)} mm: resample to "
-        f"{sizes.max():.3g} mm isotropic)"
+        f"{path.name} ({' x '.join(f'{s:.3g}' for s in sizes)} mm: {advice(path, sizes)})"
         for path, sizes in bad.items()
+    )
+    fixes = []
+    if thick:
+        fixes.append(
+            "move the thick-slice scans out of the folder (they are what a trained model "
+            "upscales: mrisr upscale SCAN) and train on thin-slice 3D volumes"
+        )
+    if fine:
+        coarse = max(float(bad[p].max()) for p in fine)
+        fixes.append(
+            f"resample {'each of the others' if thick else 'each'} to isotropic voxels of its "
+            "coarsest spacing (e.g. nibabel.processing.resample_to_output(image, "
+            f"voxel_sizes={coarse:.3g}), or mri_convert --voxsize {coarse:.3g} {coarse:.3g} "
+            f"{coarse:.3g})"
+        )
+    fixes.append(
+        "or pass --allow-anisotropic (data.allow_anisotropic: true) to train on them as if "
+        "isotropic"
+        + (" (a thick-slice scan would teach the network its own blur)" if thick else "")
     )
     raise InputError(
         f"holds {len(bad)} volume(s) too anisotropic to serve as high-resolution truth: {listed}",
         path=folder,
-        expected=f"voxels at most {MAX_ANISOTROPY:g} times longer along one axis than another",
-        fix="resample each to isotropic voxels of its coarsest spacing first (e.g. "
-        "nibabel.processing.resample_to_output(image, voxel_sizes=1), or "
-        "mri_convert --voxsize 1 1 1), move it out of the folder, or pass "
-        "--allow-anisotropic (data.allow_anisotropic: true) to train on it as if isotropic",
+        expected="high-resolution volumes with near-isotropic voxels (at most "
+        f"{MAX_ANISOTROPY:g} times longer along one axis than another), such as 1 mm 3D scans",
+        fix="; ".join(fixes),
     )
 
 
@@ -228,6 +293,7 @@ class TrainingVolume:
             Otsu threshold) to centre patches on.
         signal: mean normalised intensity of those voxels: what a noise level's
             signal-to-noise ratio refers to.
+        file_shape: (X, Y, Z) voxels of the file, before the crop (for messages).
     """
 
     name: str
@@ -236,6 +302,7 @@ class TrainingVolume:
     spacing: tuple[float, float, float]
     centres: np.ndarray = field(repr=False)
     signal: float = 1.0
+    file_shape: tuple[int, ...] = ()
 
 
 def signal_mask(data: np.ndarray) -> np.ndarray:
@@ -305,6 +372,7 @@ def prepare_volume(volume: Volume, name: str, *, seed: int = 0, margin: int = 8)
         spacing=spacing,  # type: ignore[arg-type]
         centres=centres,
         signal=float(data[signal].mean()),
+        file_shape=tuple(int(n) for n in volume.data.shape),
     )
 
 
@@ -314,13 +382,17 @@ def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[Train
     Raises:
         InputError: none could be loaded.
     """
-    volumes = []
+    volumes, skipped = [], []
     for path in paths:
         try:
             volume = read_volume(path)
             prepared = prepare_volume(volume, volume_name(path), seed=seed)
         except (InputError, OSError, ValueError, EOFError) as error:
             log.warning("skipping %s: %s", path, error)
+            why = error.problem if isinstance(error, InputError) else str(error)
+            skipped.append(
+                f"{path.name} ({why.splitlines()[0][:200] if why else type(error).__name__})"
+            )
             continue
         spacing = np.asarray(prepared.spacing)
         if spacing.max() / spacing.min() > 1.1:
@@ -332,11 +404,57 @@ def load_training_volumes(paths: Sequence[Path], *, seed: int = 0) -> list[Train
         volumes.append(prepared)
     if not volumes:
         raise InputError(
-            f"none of the {len(paths)} training volume(s) could be loaded",
+            f"none of the {len(paths)} training volume(s) could be loaded: {'; '.join(skipped)}",
             path=paths[0].parent if paths else None,
-            fix="see the warnings above for why each was skipped",
+            fix="replace or remove the volumes named, or pass --volumes a folder of usable ones",
         )
     return volumes
+
+
+def check_patch_fits(
+    volumes: Sequence[TrainingVolume],
+    patch_size: int,
+    kinds: Sequence[tuple[int, int]] = PAIR_KINDS,
+    *,
+    folder: str | Path | None = None,
+) -> None:
+    """Refuse a patch side larger than a training volume: its patches would be zero padding.
+
+    Patches are cut from each volume as :func:`prepare_volume` left it (cropped
+    to its signal plus a margin), ``patch_size`` voxels along the thick axis
+    (rows) and along the remaining in-plane axis (columns) of each pair kind;
+    where the volume is shorter, :class:`~mrisr.training.pairs.PairDataset`
+    pads with zeros. The rows simulated beyond the patch for the slice profile
+    are not part of the limit (zero beyond the volume's edge, as at any edge).
+
+    Args:
+        volumes: the prepared training volumes.
+        patch_size: ``data.patch_size``.
+        kinds: the (thick axis, slicing axis) kinds drawn.
+        folder: the volumes folder, for the message.
+
+    Raises:
+        ConfigError: naming the smallest volume, its shapes and the largest patch side that fits.
+    """
+    used = sorted({axis for thick, cut in kinds for axis in (thick, 3 - thick - cut)})
+
+    def side(volume: TrainingVolume) -> int:
+        return min(volume.data.shape[axis] for axis in used)
+
+    smallest = min(volumes, key=side)
+    limit = side(smallest)
+    if patch_size <= limit:
+        return
+    cropped = " x ".join(str(n) for n in smallest.data.shape)
+    whole = " x ".join(str(n) for n in smallest.file_shape) or cropped
+    raise ConfigError(
+        f"--patch-size {patch_size} (data.patch_size) is larger than the training volumes: the "
+        f"smallest, {smallest.name} ({whole} voxels, {cropped} around its signal, where patches "
+        f"are cut): its patches would reach past its edges into zero padding",
+        path=folder,
+        expected=f"a patch side of at most {limit} voxels",
+        fix=f"pass --patch-size {limit} or less, or train on larger volumes",
+    )
 
 
 # ----------------------------------------------------------- the whole set
@@ -378,7 +496,8 @@ def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) ->
     Raises:
         InputError: no readable volume, or a held-out volume named in the
             settings that cannot be read.
-        ConfigError: a held-out name that is not among the volumes.
+        ConfigError: a held-out name that is not among the volumes, or a
+            patch size larger than a training volume (:func:`check_patch_fits`).
     """
     all_paths = find_volumes(str(settings.volumes), allow_anisotropic=settings.allow_anisotropic)
     while True:
@@ -394,6 +513,7 @@ def load_training_data(settings: DataConfig, *, seed: int = 0, rank: int = 0) ->
             all_paths = [p for p in all_paths if p != val_path]
     volumes = load_training_volumes(train_paths, seed=seed)
     kinds = [kind for kind in PAIR_KINDS if kind[0] in settings.axes]
+    check_patch_fits(volumes, settings.patch_size, kinds, folder=settings.volumes)
     dataset = PairDataset(
         volumes,
         patch_size=settings.patch_size,

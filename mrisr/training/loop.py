@@ -5,7 +5,8 @@ Read top to bottom, :func:`run_training` does:
 1. processes: one, or one per GPU/CPU worker under ``torchrun`` (DDP);
 2. the whole configuration checked (:func:`check_config`: recipe, sizes,
    loss combinations, perceptual weights read), the run folder checked or,
-   on ``resume``, its saved state read;
+   on ``resume``, its saved state read (a run already at its last step ends
+   here, its folder untouched);
 3. the networks built (:func:`mrisr.training.step.build_learner`: the recipe's
    generator, starting as cubic interpolation, its EMA, for the GAN stage a
    discriminator) and run once on a dummy batch, so that nothing fails after
@@ -45,7 +46,7 @@ from torch import Tensor, nn
 from mrisr.config import PROFILES, TrainConfig, to_dict
 from mrisr.config_file import save_config
 from mrisr.device import resolve_device
-from mrisr.errors import ConfigError
+from mrisr.errors import ConfigError, OutputError, naming_input
 from mrisr.io.files import check_folder_creatable, make_folder
 from mrisr.recipes import ResolvedRecipe
 from mrisr.training.data import TrainingData, load_training_data
@@ -56,7 +57,9 @@ from mrisr.training.state import (
     MODEL_FILE,
     PSNR_MODEL_FILE,
     STATE_FILE,
+    InitWeights,
     RunLog,
+    absolute_paths,
     adopt_init_network,
     check_same_volumes,
     init_weights,
@@ -77,7 +80,9 @@ class TrainEvent:
 
     Attributes:
         kind: ``start``, ``step``, ``log``, ``validation``, ``save``, ``interrupted``
-            (a stop signal came; the state was saved) or ``end``.
+            (a stop signal came; the state was saved), ``end``, or ``finished``
+            alone (resuming a run that had already finished: nothing trained or
+            written; ``values["model"]`` is its model file).
         step: steps done so far.
         total: steps of the whole run.
         stage: ``psnr`` (stage 1) or ``gan``.
@@ -120,7 +125,8 @@ def train(
 
     Args:
         config: all settings (``config.out`` and ``config.data.volumes`` are required).
-        resume: continue the run in ``config.out`` from its ``state.pt``.
+        resume: continue the run in ``config.out`` from its ``state.pt``; a run
+            already at its last step is left untouched (a ``finished`` event).
         callback: called with a :class:`TrainEvent` on rank 0 (progress bars).
 
     Returns:
@@ -130,7 +136,8 @@ def train(
         ConfigError: settings that cannot train (checked before the first step).
         InputError: no usable training volume.
         CheckpointError: an unreadable perceptual-weights file or saved state.
-        OutputError: the run folder already holds a run (without ``resume``).
+        OutputError: the run folder already holds a run (without ``resume``), or
+            is (inside) the volumes folder.
         TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM came; the current step
             was finished and a resumable state saved in the run folder.
     """
@@ -171,7 +178,8 @@ def _train(
     emit = callback if (callback is not None and main) else _ignore
 
     # ----------------------------------------- 2. configuration and run folder
-    config = adopt_init_network(config)
+    # Paths absolute: config.yaml, the resume command and init_from work from any folder.
+    config = adopt_init_network(absolute_paths(config))
     plan, perceptual = check_config(config)
     # Read and checked before the run folder exists: a model that does not fit leaves nothing.
     init = (
@@ -182,18 +190,16 @@ def _train(
     run_dir = Path(str(config.out))
     saved = open_run(config, resume=resume, device=device)
     start = int(saved["step"]) if saved else 0
-    schedule = Schedule.of(config, plan, start)
+    with naming_input(run_dir):  # a resumed run's own steps: name its folder
+        schedule = Schedule.of(config, plan, start)
 
     # ---------------------------------------------------------------- 3. networks
-    learner = _learner(config, plan, perceptual, schedule, procs)
-    if init is not None:
-        init.apply(learner)
-        log.info("generator starts from %s", init.record)
-    last_val: dict[str, float] = {}
-    if saved is not None:
-        last_val = restore_learner(
-            learner, saved, stage=schedule.stage(start), steps_in_stage=schedule.in_stage(start)
-        )
+    learner, last_val = _networks(config, plan, perceptual, schedule, procs, saved, init)
+    if saved is not None and start == schedule.total:
+        # Resuming a finished run: nothing to train, and its folder is left as it is.
+        model = {"model": str(run_dir / MODEL_FILE)}
+        emit(TrainEvent("finished", start, start, schedule.stage(start - 1), model))
+        return TrainResult(run_dir, learner.generator, learner.ema, start, last_val)
 
     # -------------------------------------------------------------------- 4. data
     data = load_training_data(config.data, seed=config.seed, rank=procs.rank)
@@ -294,6 +300,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     Raises:
         ConfigError: a missing ``out`` or ``data.volumes``, an unknown name, or
             settings that cannot train together.
+        OutputError: ``out`` is a file, or is (inside) the volumes folder.
         CheckpointError: the perceptual weights cannot be read (or MONAI's
             network is not cached).
     """
@@ -308,6 +315,7 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     check_folder_creatable(str(config.out), what="run folder")  # before minutes of loading
     if config.data.volumes is None:
         raise ConfigError("no training volumes given", fix="pass --volumes DIR (or data.volumes)")
+    check_out_beside_volumes(config.out, config.data.volumes)
     spec = config.loss.perceptual_weights
     plan = resolve(config, perceptual_available=spec is not None)
     gan = config.schedule.gan_steps > 0 and plan.adversarial_loss is not None
@@ -329,6 +337,35 @@ def check_config(config: TrainConfig) -> tuple[ResolvedRecipe, nn.Module | None]
     if spec:
         perceptual = build_perceptual_loss(spec, plan.perceptual_layers, plan.perceptual_criterion)
     return plan, perceptual
+
+
+def check_out_beside_volumes(out: str, volumes: str) -> None:
+    """Refuse a run folder that is the training volumes folder or lies inside it.
+
+    The run's files (config, models, state, log) would be mixed with the
+    training data the folder is read for, and a run folder named like a
+    volume (``vols/x.nii.gz``) passes for one. Symbolic links are followed.
+
+    Raises:
+        OutputError: ``out`` is ``volumes`` or under it.
+    """
+    from mrisr.io.files import stem
+
+    run, folder = Path(out).expanduser().resolve(), Path(volumes).expanduser().resolve()
+    if run != folder and folder not in run.parents:
+        return
+    where = (
+        "is the --volumes folder itself"
+        if run == folder
+        else f"is inside the --volumes folder {folder}"
+    )
+    name = stem(run) if run != folder else "run"
+    raise OutputError(
+        f"{where}: a run folder there mixes the run's files with the training volumes",
+        path=out,
+        expected="a run folder outside the folder of training volumes",
+        fix=f"choose an --out outside {folder}, e.g. --out {folder.parent / 'runs' / name}",
+    )
 
 
 @dataclass(frozen=True)
@@ -366,8 +403,10 @@ class Schedule:
         total = steps + (gan_steps if gan else 0)
         if start > total:
             raise ConfigError(
-                f"the saved state is at step {start}, past the {total} steps configured",
-                fix="raise --steps/--gan-steps to continue training",
+                f"the saved state is at step {start}, past the {total} steps configured "
+                f"({steps} of stage 1, {total - steps} of the GAN stage)",
+                # Stage 1's length is checked on resume: only the GAN stage can be short here.
+                fix=f"pass --gan-steps {start - steps} or more (the GAN stage steps already run)",
             )
         optim = config.optim
         return cls(steps, total, gan, optim.milestones, optim.gan_milestones, optim.gamma)
@@ -461,14 +500,40 @@ def _save(
     )
 
 
+def _networks(
+    config: TrainConfig,
+    plan: ResolvedRecipe,
+    perceptual: nn.Module | None,
+    schedule: Schedule,
+    procs: _Processes,
+    saved: Mapping[str, Any] | None,
+    init: InitWeights | None,
+) -> tuple[Learner, dict[str, float]]:
+    """The run's networks, from ``init`` or the ``saved`` state; the last validation saved."""
+    start = int(saved["step"]) if saved is not None else 0
+    finished = saved is not None and start == schedule.total  # no step to run: no dummy batch
+    learner = _learner(config, plan, perceptual, schedule, procs, check=not finished)
+    if init is not None:
+        init.apply(learner)
+        log.info("generator starts from %s", init.record)
+    if saved is None:
+        return learner, {}
+    last_val = restore_learner(
+        learner, saved, stage=schedule.stage(start), steps_in_stage=schedule.in_stage(start)
+    )
+    return learner, last_val
+
+
 def _learner(
     config: TrainConfig,
     plan: ResolvedRecipe,
     perceptual: nn.Module | None,
     schedule: Schedule,
     procs: _Processes,
+    *,
+    check: bool = True,
 ) -> Learner:
-    """The run's networks, built and run once on a dummy batch of the configured patches."""
+    """The run's networks, built and (``check``) run once on a dummy batch of the configured patches."""
     learner = build_learner(
         plan,
         device=procs.device,
@@ -483,7 +548,10 @@ def _learner(
         seed=config.seed,  # identical initial weights on every rank
     )
     patch = config.data.patch_size
-    check_learner(learner, patch_size=patch, rows_lr=lr_rows(patch, config.data.factor_bounds[1]))
+    if check:
+        check_learner(
+            learner, patch_size=patch, rows_lr=lr_rows(patch, config.data.factor_bounds[1])
+        )
     return learner
 
 

@@ -2,7 +2,7 @@
 
 Run folder (``config.out``)::
 
-    config.yaml          the whole config (rewritten on resume)
+    config.yaml          the whole config, paths absolute (rewritten on resume)
     model.safetensors    EMA generator of the latest save; when the run is
                          complete, its final model (the GAN model when there
                          is a GAN stage, else the stage-1 model)
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mrisr.config import TrainConfig, config_differences, with_overrides
+from mrisr.config import TrainConfig, to_dict, with_overrides
 from mrisr.config_file import load_config
 from mrisr.errors import CheckpointError, ConfigError, OutputError
 from mrisr.io.files import make_folder
@@ -102,11 +102,38 @@ def open_run(config: TrainConfig, *, resume: bool, device: torch.device) -> dict
     return state
 
 
-def _absolute_volumes(config: TrainConfig) -> TrainConfig:
-    if config.data.volumes is None:
-        return config
-    absolute = str(Path(config.data.volumes).expanduser().absolute())
-    return with_overrides(config, {"data.volumes": absolute})
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with every path setting absolute, as a run's config.yaml stores them.
+
+    Relative paths are read from the current folder (``~`` expanded): the run
+    folder ``out``, ``data.volumes``, ``model.init_from`` (a model file or run
+    folder; ``cubic`` and bundled names stay names) and
+    ``loss.perceptual_weights`` (a file; ``monai:...`` stays). The run can
+    then be resumed, with the command it prints, from any working folder.
+
+    Args:
+        config: the run's settings (not modified).
+
+    Returns:
+        A copy with those paths absolute (``config`` itself when none changes).
+    """
+    from mrisr.models import absolute_model_spec
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().absolute()) if path else None
+
+    weights = config.loss.perceptual_weights
+    changes = {
+        "out": absolute(config.out),
+        "data.volumes": absolute(config.data.volumes),
+        "model.init_from": absolute_model_spec(config.model.init_from)
+        if config.model.init_from
+        else None,
+        "loss.perceptual_weights": weights
+        if not weights or weights.startswith("monai:")
+        else absolute(weights),
+    }
+    return with_overrides(config, changes)
 
 
 def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]) -> None:
@@ -124,8 +151,8 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
             path=run_dir,
             fix="restore config.yaml, or start a new run",
         )
-    # A relative and an absolute path to the same folder are the same volumes.
-    saved, now = _absolute_volumes(load_config(saved_path)), _absolute_volumes(config)
+    # A relative and an absolute path to the same folder are the same setting.
+    saved, now = absolute_paths(load_config(saved_path)), absolute_paths(config)
     changed = [k for k in config_differences(saved, now) if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(
@@ -134,15 +161,37 @@ def check_resumable(config: TrainConfig, run_dir: Path, state: Mapping[str, Any]
             expected=f"only {', '.join(RESUMABLE_CHANGES)} may change on resume",
             fix="drop those options (the run's config.yaml is used), or start a new run",
         )
-    step = int(state["step"])
-    if config.schedule.steps != saved.schedule.steps and (
-        step >= saved.schedule.steps or step > config.schedule.steps
-    ):
+    _check_stage_1_length(run_dir, saved, config.schedule.steps, int(state["step"]))
+
+
+def _check_stage_1_length(run_dir: Path, saved: TrainConfig, steps: int, step: int) -> None:
+    """Refuse a new stage-1 length (``--steps``) that the saved ``step`` has already passed.
+
+    While stage 1 runs its length may change (its learning-rate milestones
+    move with it); once it has ended it cannot start again, and a length
+    below the steps done cannot be reached.
+    """
+    before = saved.schedule.steps
+    if steps == before or (step < before and step <= steps):
+        return
+    if step < before:
         raise ConfigError(
-            f"the saved state is at step {step}: stage 1 ({saved.schedule.steps} steps) "
-            f"cannot become {config.schedule.steps} steps now",
-            fix=f"keep --steps {saved.schedule.steps}",
+            f"the saved state is at step {step}, past the {steps} stage-1 steps asked for",
+            path=run_dir,
+            fix=f"pass --steps {step} or more (the run's own is {before})",
         )
+    # A GAN stage follows: model_psnr.safetensors is stage 1's model; else model.safetensors.
+    model = run_dir / (PSNR_MODEL_FILE if (run_dir / PSNR_MODEL_FILE).is_file() else MODEL_FILE)
+    raise ConfigError(
+        f"stage 1 of this run ended at step {before} (the saved state is at step {step}), its "
+        f"learning rate decayed over {before} steps: it cannot become {steps} steps now",
+        path=run_dir,
+        expected=f"--steps {before} (or leaving --steps out) on --resume",
+        fix=f"to train longer, start a new run from this run's stage-1 model with the same "
+        f"settings: mrisr train --config {run_dir / CONFIG_FILE} --out NEW_RUN "
+        f"--init-from {model} --steps {steps}; or drop --steps to resume as the run was "
+        "(--gan-steps N adds or lengthens a GAN stage)",
+    )
 
 
 def adopt_init_network(config: TrainConfig) -> TrainConfig:
@@ -483,3 +532,20 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 0
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Dotted names of the settings that differ between two configs."""
+    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key not in ("generator_kwargs", "discriminator_kwargs"):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
