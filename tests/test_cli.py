@@ -468,3 +468,32 @@ def test_a_bad_option_value_is_refused_with_the_fix(tmp_path, monkeypatch, args,
     for word in words:
         assert word in message, message
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_sigterm_while_writing_removes_the_temporary_files_and_exits_143(
+    shared_data, tmp_path, monkeypatch
+):
+    """A batch scheduler pre-empting a job sends SIGTERM: as Ctrl-C, nothing half-written stays."""
+    import os
+    import signal
+
+    import mrisr.io.load_save
+    from mrisr import load_volume, save_volume, simulate_volume
+
+    scan = tmp_path / "scan.nii.gz"
+    save_volume(
+        simulate_volume(load_volume(shared_data / "fixtures" / "spine_t2_1mm.nii.gz"), 2, 4), scan
+    )
+    real = mrisr.io.load_save.write_nifti
+
+    def write_then_terminated(*args, **kwargs):
+        real(*args, **kwargs)  # the temporary file exists now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(mrisr.io.load_save, "write_nifti", write_then_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, ["upscale", str(scan), "--model", "cubic"])
+    assert result.exit_code == 143, result.output
+    assert "terminated: files that were not complete were removed" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

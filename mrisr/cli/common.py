@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
@@ -26,8 +29,9 @@ output = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH, soft_w
 
 #: Exit code for input, geometry, config and output errors.
 EXIT_USER_ERROR = 2
-#: Exit code after Ctrl-C: 128 + SIGINT, the shells' convention.
+#: Exit codes after Ctrl-C and SIGTERM: 128 + the signal number, the shells' convention.
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,11 +44,13 @@ def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             root.addHandler(ConsoleHandler())
             root.setLevel(logging.WARNING)
         try:
-            return command(*args, **kwargs)
+            with terminate_as_interrupt():
+                return command(*args, **kwargs)
         except KeyboardInterrupt as interrupt:
             exit_code = getattr(interrupt, "exit_code", EXIT_INTERRUPTED)
             console.print(
-                "interrupted: files that were not complete were removed; those reported as "
+                ("terminated" if exit_code == EXIT_TERMINATED else "interrupted")
+                + ": files that were not complete were removed; those reported as "
                 "written above are whole",
                 markup=False,
                 highlight=False,
@@ -59,6 +65,39 @@ def run_reporting_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler pre-empting a job), raised like Ctrl-C so cleanup runs."""
+
+    exit_code = EXIT_TERMINATED
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Terminated` in the main thread.
+
+    Python's default ends the process at once, skipping the ``finally`` blocks
+    that remove half-written temporary files; raised as an exception, SIGTERM
+    gets the cleanup Ctrl-C gets. A handler someone else installed (training
+    installs its own, :mod:`mrisr.training.interrupt`) is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def raise_terminated(number: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ConsoleHandler(logging.Handler):
