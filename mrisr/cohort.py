@@ -35,10 +35,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mrisr.errors import ConfigError, MrisrError, NotThickSliceError, OutputError
+from mrisr.errors import ConfigError, InputError, MrisrError, NotThickSliceError, OutputError
 from mrisr.io.files import READ_FORMATS, suffix
 from mrisr.io.outputs import default_output_path, sidecar_path, write_json_atomic
-from mrisr.io.scans import expand_scans, is_single_scan
+from mrisr.io.scans import READABLE, expand_scans, is_single_scan
 from mrisr.models import ModelRequest, choose_model, default_model_path
 from mrisr.resume import is_done, model_identity, resume_difference
 from mrisr.shards import distributed_env, gather_records, parse_shard, rank_share, take_shard
@@ -157,12 +157,16 @@ def scan_jobs(
     """
     # One path alone is one scan, not a sequence of one-letter paths.
     items = [scans] if isinstance(scans, (str, os.PathLike, ScanJob)) else list(scans)
+    if not items:  # an empty list or an exhausted generator: nothing would happen, silently
+        raise InputError("no scans were given", expected=READABLE, fix="pass scans or folders")
     jobs = [item for item in items if isinstance(item, ScanJob)]
     paths = [item for item in items if not isinstance(item, ScanJob)]
     if paths:
+        found = expand_scans(paths)
+        # Only once there are scans: a refused command leaves no empty output folder.
         if output_dir is not None:
             _make_output_folder(Path(output_dir))
-        for scan in expand_scans(paths):
+        for scan in found:
             output = (
                 None if output_dir is None else Path(output_dir) / default_output_path(scan).name
             )

@@ -34,7 +34,7 @@ from mrisr.disagreement import (
 from mrisr.errors import ConfigError, naming_input
 from mrisr.fusion import Fusion, check_fusion, fuse
 from mrisr.intensity import fit_normalisation
-from mrisr.io.files import renamed_together
+from mrisr.io.files import renamed_together, require_existing
 from mrisr.io.outputs import (
     check_outputs,
     default_output_path,
@@ -482,7 +482,8 @@ def upscale_file(
 
     options = UpscaleOptions.build(options, settings)
     check_spacing_request(spacing_mm, factor)  # before anything is read
-    input_path = named_path(input_path)  # "." and ".." name the folder they are
+    # "." and ".." name the folder they are; "" is refused (Path("") would be ".").
+    input_path = named_path(require_existing(input_path, expected="a scan file or DICOM folder"))
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options
     )

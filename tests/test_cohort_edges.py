@@ -23,7 +23,7 @@ from mrisr import (
     save_volume,
     upscale_many,
 )
-from mrisr.errors import GeometryError, OutputError
+from mrisr.errors import GeometryError, InputError, OutputError
 from tests.test_cohort import invoke
 
 
@@ -225,3 +225,33 @@ def test_evaluate_refuses_a_truth_too_small_and_warns_about_a_thick_one(thick, t
     warned = invoke("evaluate", small, "--axis", "0", "--factor", "2")
     assert warned.exit_code == 0, warned.output
     assert "compare with a blurred truth" in caplog.text  # 1 x 1 x 4 mm voxels
+
+
+@pytest.mark.parametrize("nothing", [[], (), iter([])])
+def test_the_api_refuses_an_empty_list_of_scans_instead_of_doing_nothing(nothing):
+    from mrisr.cohort import upscale_many
+
+    with pytest.raises(InputError, match="no scans were given"):
+        list(upscale_many(nothing, "cubic"))
+
+
+def test_an_empty_path_is_refused_by_the_api_instead_of_meaning_the_current_folder(
+    tmp_path, monkeypatch
+):
+    from mrisr.cohort import upscale_many
+    from mrisr.upscale import upscale_file
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="an empty path names no scan"):
+        list(upscale_many([""], "cubic"))
+    with pytest.raises(InputError, match="an empty path names nothing"):
+        upscale_file("", model="cubic")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_cohort_leaves_no_output_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("upscale", empty, "-o", tmp_path / "eo", "--model", "cubic")
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "eo").exists()

@@ -82,8 +82,15 @@ def require_existing(
 
     Raises:
         MrisrError: ``error``, when nothing (of ``kind``) exists at ``path``; a
-            symbolic link to nothing is named as one, with its target.
+            symbolic link to nothing is named as one, with its target; an
+            empty text (which ``Path`` would read as the current folder).
     """
+    if isinstance(path, str) and not path.strip():  # Path("") is the current folder
+        raise error(
+            "an empty path names nothing (it would mean the current folder)",
+            expected=expected,
+            fix="name the file or folder ('.' for the current folder)",
+        )
     path = Path(path)
     there = {"path": path.exists, "file": path.is_file, "folder": path.is_dir}[kind]()
     if not there:

@@ -47,12 +47,18 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
         Absolute paths, sorted by their text: the order shards are cut from.
 
     Raises:
-        InputError: nothing was named, a pattern matches nothing, or a folder
-            holds no scan.
+        InputError: nothing was named, an empty path, a pattern matches
+            nothing, or a folder holds no scan.
     """
     found: dict[str, Path] = {}
     for item in paths:
         text = os.path.expanduser(str(item))
+        if not text.strip():
+            raise InputError(
+                "an empty path names no scan (it would mean the current folder)",
+                expected=READABLE,
+                fix="name the scan or folder ('.' for the current folder)",
+            )
         if GLOB_CHARACTERS & set(text) and not Path(text).exists():
             matches = sorted(glob.glob(text, recursive=True))
             scans = [scan for match in matches for scan in _scans_in(Path(match), named=False)]
