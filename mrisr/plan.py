@@ -17,6 +17,7 @@ were.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mrisr.errors import ConfigError, GeometryError
+from mrisr.errors import ConfigError, GeometryError, MrisrError
 from mrisr.geometry import (
     MIN_ANISOTROPY,
     counts_for_spacing,
@@ -38,6 +39,8 @@ from mrisr.geometry import (
 )
 from mrisr.simulate import apply_along_axis, slice_profile_matrix
 from mrisr.volume import Volume
+
+log = logging.getLogger(__name__)
 
 #: How the in-plane axes reach a coarser ``--spacing``: recorded in the sidecar.
 IN_PLANE_METHOD = (
@@ -190,6 +193,8 @@ def plan_upscale(
     elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1, 2):
         # 2.0 == 2 but cannot index a shape; True == 1 but is no axis.
         raise ConfigError(f"axis must be 0, 1 or 2, got {axis!r}", fix="pass --axis 0, 1 or 2")
+    else:
+        _warn_if_not_the_thick_axis(volume, int(axis), min_anisotropy, source)
     axis = int(axis)
     n_in = volume.shape[axis]
     shape_grid, affine_grid = volume.shape, np.asarray(volume.affine, np.float64)
@@ -200,7 +205,9 @@ def plan_upscale(
         factor = float(voxel_sizes(volume.affine)[axis]) / spacing_mm
     elif factor is None:
         factor = isotropic_factor(volume.affine, axis)
-        if factor <= 1.0:
+        # Voxel sizes stored as float32 differ in their last digits: 0.5000000005 against
+        # 0.4999999981 mm is "not thicker", not a factor of 1.000000005.
+        if factor <= 1.0 + SAME_SPACING_TOLERANCE:
             raise GeometryError(
                 f"axis {axis} is not thicker than the in-plane spacing "
                 f"({' x '.join(f'{s:.3g}' for s in volume.spacing)} mm)",
@@ -274,6 +281,30 @@ def check_memory(shape_out: Sequence[int], factor: float, source: Any = None) ->
             path=source,
             expected=f"an output of at most about {memory // BYTES_PER_OUTPUT_VOXEL:,} voxels",
             fix="pass a smaller --factor or a coarser --spacing, or run on a machine with more memory",
+        )
+
+
+#: Relative difference under which two voxel sizes count as the same.
+SAME_SPACING_TOLERANCE = 1e-4
+
+
+def _warn_if_not_the_thick_axis(
+    volume: Volume, axis: int, min_anisotropy: float, source: str | None
+) -> None:
+    """Warn when ``--axis`` names an axis other than the one the header says is thick."""
+    try:
+        detected = detect_thick_axis(volume.affine, min_anisotropy=min_anisotropy, source=source)
+    except MrisrError:
+        return  # isotropic or ambiguous: no thick axis to contradict
+    if detected != axis:
+        sizes = " x ".join(f"{s:.3g}" for s in volume.spacing)
+        log.warning(
+            "%s: --axis %d is not the thick axis of its voxels (%s mm: axis %d); the model "
+            "will upsample an in-plane axis",
+            source or "scan",
+            axis,
+            sizes,
+            detected,
         )
 
 

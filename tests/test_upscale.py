@@ -387,3 +387,27 @@ def test_a_missing_output_folder_named_with_a_slash_says_so(tmp_path):
     assert "mkdir -p" in str(caught.value)
     with pytest.raises(OutputError, match="has an extension mrisr does not write"):
         output_format(tmp_path / "results.txt")
+
+
+def test_an_axis_equal_to_the_in_plane_spacing_but_for_float_noise_is_not_thicker(rng):
+    """Header voxel sizes carry float32 noise: 0.5000000005 against 0.4999999981 mm are equal."""
+    affine = np.diag([0.5000000005, 0.4999999981, 7.5, 1.0])
+    volume = Volume(smooth_volume(rng, (12, 12, 5)), affine)
+    with pytest.raises(GeometryError, match="axis 0 is not thicker than the in-plane spacing"):
+        plan_upscale(volume, axis=0)
+
+
+def test_an_axis_other_than_the_thick_one_is_upscaled_with_a_warning(rng, caplog):
+    import logging
+
+    volume = Volume(smooth_volume(rng, (12, 12, 5)), np.diag([0.5, 0.5, 7.5, 1.0]))
+    with caplog.at_level(logging.WARNING):
+        plan = plan_upscale(volume, axis=1, factor=2)
+    assert plan.axis == 1
+    assert (
+        "--axis 1 is not the thick axis of its voxels (0.5 x 0.5 x 7.5 mm: axis 2)" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        plan_upscale(volume, axis=2)
+    assert "not the thick axis" not in caplog.text
