@@ -426,3 +426,17 @@ def test_whole_numbers_go_to_formats_without_scaling_and_fractions_are_refused(t
     with pytest.raises(OutputError, match="without a scale factor"):
         save_volume(Volume(labels + 0.5, np.eye(4)), tmp_path / "half.mgz", dtype=np.uint8)
     assert not (tmp_path / "half.mgz").exists()
+
+
+@pytest.mark.parametrize(("low", "high"), [(-13.0, 900.0), (-0.5, 0.7), (-100.0, 1.0), (-5.0, 0.0)])
+def test_uint8_with_negative_values_keeps_zero_exactly_zero(low, high):
+    """A zero background stays zero (it read back as -0.125 on the PD scan), within half a level."""
+    from mrisr.io.storage import choose_storage, stored_values
+
+    data = np.random.default_rng(0).uniform(low, high, (10, 10, 10))
+    data[:3] = 0.0
+    data.flat[-1], data.flat[-2] = low, high
+    storage = choose_storage(data, "uint8", "nifti", "x.nii.gz")
+    back = stored_values(data, storage) * storage.slope + storage.inter
+    assert np.all(back[:3] == 0.0)
+    assert np.abs(back - data).max() <= 0.5 * storage.slope * (1 + 1e-9)

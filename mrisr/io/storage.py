@@ -10,8 +10,10 @@ is clipped and the rounding step is a tiny fraction of the range:
 * ``int16``: ``scl_inter = 0`` and ``scl_slope = max |value| / 32767``, so zero
   (background) stays exactly zero and the sign is kept; step = ``scl_slope``.
 * ``uint8``: for data >= 0, ``scl_inter = 0`` and ``scl_slope = max / 255``;
-  data with negative values is mapped linearly from its minimum
-  (``scl_inter = min``), which the sidecar records.
+  data with negative values is mapped linearly from its minimum, with zero
+  on a stored level (``scl_inter`` a whole multiple of ``-scl_slope``, at or
+  below the minimum), so that zero voxels stay exactly zero; the sidecar
+  records both.
 * data that are already whole numbers inside the type's range are stored as
   they are (slope 1, intercept 0): exact.
 
@@ -22,6 +24,7 @@ them up front for super-resolved outputs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,11 +157,16 @@ def choose_storage(data: np.ndarray, dtype: Any, kind: str, path: str | Path) ->
             fix="name the output .nii.gz, or write float32",
         )
     if value.kind == "u" and low < 0:
-        inter, span = low, high - low  # mapped linearly: low -> 0, high -> info.max
-    else:
-        inter, span = 0.0, max(abs(low), abs(high))  # zero stays exactly zero
+        # Mapped linearly, low -> 0 and high -> info.max at most, with zero on a stored
+        # level: a zero background (and every zero voxel) reads back as exactly zero.
+        # One level is spared so that rounding zero's level up still fits high.
+        first = (high - low) / (info.max - 1) if high > low else 1.0
+        zero_level = math.ceil(-low / first)
+        slope = max(first, high / (info.max - zero_level)) if high > 0 else first
+        return Storage(value.name, float(slope), float(-zero_level * slope))
+    span = max(abs(low), abs(high))  # zero stays exactly zero
     slope = span / info.max if span > 0 else 1.0
-    return Storage(value.name, float(slope), float(inter))
+    return Storage(value.name, float(slope), 0.0)
 
 
 def stored_values(data: np.ndarray, storage: Storage) -> np.ndarray:
