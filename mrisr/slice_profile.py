@@ -203,7 +203,9 @@ def estimate_slice_profile(
     directions = [item for item in directions if item is not None]
     if not directions:
         raise InputError(
-            f"its in-plane field of view ({data.shape}) is too small for slices of {slice_mm:.3g} mm",
+            "its in-plane field of view ("
+            + " x ".join(f"{data.shape[b] * float(spacing[b]):.3g}" for b in in_plane)
+            + f" mm) is too small for slices of {slice_mm:.3g} mm",
             path=source,
             expected=f"in-plane lines at least {2 * MAX_LAG + 3} slice spacings long",
             fix="give the slice thickness instead of estimating it",

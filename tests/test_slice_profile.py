@@ -127,7 +127,7 @@ def synthetic(shape, spacing, *, data=None, seed=0) -> Volume:
         (synthetic((40, 40, 40), (1, 1, 1)), None, "isotropic"),
         (synthetic((40, 40, 40), (1, 1, 4)), 0, "not a thick axis"),
         (synthetic((40, 40, 3), (1, 1, 4)), None, "only 3 slices"),
-        (synthetic((20, 20, 10), (1, 1, 4)), None, "in-plane field of view"),
+        (synthetic((20, 20, 10), (1, 1, 4)), None, r"in-plane field of view \(20 x 20 mm\)"),
         (
             synthetic((40, 40, 10), (1, 1, 4), data=np.zeros((40, 40, 10), np.float32)),
             None,
