@@ -17,6 +17,7 @@ from mrisr.adapt import (
     InPlanePairs,
     ScanProfile,
     adapt_model,
+    check_adaptable,
     save_adapted,
     scan_profile,
 )
@@ -247,12 +248,28 @@ def test_a_misspelt_budget_is_refused_with_the_fix(model):
 
 @pytest.mark.parametrize(
     ("shape", "spacing"),
-    [((12, 12, 6), (1.0, 1.0, 4.0)), ((40, 36, 1), (1.0, 1.0, 4.0)), ((20, 20, 3), (1, 1, 15.0))],
+    [
+        ((12, 12, 6), (1.0, 1.0, 4.0)),
+        ((40, 36, 1), (1.0, 1.0, 4.0)),
+        ((40, 36, 2), (1.0, 1.0, 4.0)),  # no slice left to hold out
+        ((20, 20, 3), (1, 1, 15.0)),
+    ],
 )
 def test_scans_too_small_are_refused(model, shape, spacing):
     scan = _scan(shape, spacing)
     with pytest.raises(InputError, match="too small"):
         adapt_model(scan, model, plan=plan_upscale(scan, axis=2), steps=1)
+
+
+def test_a_scan_with_signal_in_two_slices_only_is_refused_before_any_pairs(model):
+    scan = _scan((40, 36, 8))
+    data = scan.data.copy()
+    data[:, :, 2:] = 0  # 8 slices, 2 of them with signal: none could be held out
+    scan = scan.with_data(data, scan.affine)
+    with pytest.raises(InputError, match="only 2 of its 8 slices along axis 2 hold signal"):
+        check_adaptable(scan, plan_upscale(scan))
+    with pytest.raises(InputError, match="too small"):
+        adapt_model(scan, model, steps=1)
 
 
 def test_cubic_cannot_be_adapted():
@@ -314,6 +331,16 @@ def test_cli_refuses_a_scan_too_small_to_adapt(tmp_path, model_file):
     result = runner.invoke(app, ["upscale", str(path), "--adapt", "--model", str(model_file)])
     assert result.exit_code == 2 and "too small" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.nii.gz"]
+
+
+def test_cli_refuses_a_two_slice_scan_before_any_work(tmp_path, model_file):
+    path = tmp_path / "two.nii.gz"
+    save_volume(_scan((40, 36, 2)), path)
+    result = runner.invoke(app, ["upscale", str(path), "--adapt", "--model", str(model_file)])
+    assert result.exit_code == 2, result.output
+    assert f"{path}: is too small to adapt a model to: it has 2 slice(s)" in result.output
+    assert "3 or more slices" in result.output and "Fix: upscale without --adapt" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.nii.gz"]
 
 
 def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
