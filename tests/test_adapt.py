@@ -343,6 +343,26 @@ def test_cli_refuses_a_two_slice_scan_before_any_work(tmp_path, model_file):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.nii.gz"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "selected", "fix"),
+    [
+        (["--summary", "s.json"], "--summary", "drop --summary to adapt this scan alone"),
+        (["--shard", "1/1"], "--shard", "drop --shard to adapt this scan alone"),
+        (["SECOND"], "2 scans", "Fix: adapt on one scan of the protocol with --adapt"),
+    ],
+)
+def test_cli_says_adaptation_is_not_available_in_cohort_mode(tmp_path, extra, selected, fix):
+    scan = _scan_file(tmp_path)
+    extra = [str(scan) if e == "SECOND" else e for e in extra]
+    before = sorted(tmp_path.iterdir())
+    result = runner.invoke(app, ["upscale", str(scan), "--adapt", "--adapt-steps", "2", *extra])
+    assert result.exit_code == 2, result.output
+    assert f"not available in cohort mode, selected here by {selected};" in result.output
+    assert fix in result.output and "then upscale the rest with --model PATH" in result.output
+    assert "scans in this process" not in result.output  # refused before the cohort starts
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
     scan = _scan_file(tmp_path)
     saved = tmp_path / "protocol.safetensors"
