@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from mrisr.inference import GeneratorSliceModel
+    from mrisr.models import ModelRequest
     from mrisr.upscale import SliceModel, UpscalePlan
 
 __all__ = [
@@ -72,6 +74,8 @@ DEFAULT_SECONDS = 90.0
 MAX_STEPS = 10_000
 #: Most seconds a budget may ask for: one hour, 40x the default.
 MAX_SECONDS = 3600.0
+#: Largest seed: what torch.manual_seed takes.
+MAX_SEED = 2**64 - 1
 #: Adam learning rate of the fine-tuning (measured: see docs/adaptation.md).
 LEARNING_RATE = 1e-4
 #: Pairs per step.
@@ -100,16 +104,20 @@ class AdaptSettings:
     """How much to adapt, and what to keep.
 
     Attributes:
-        steps: training steps (deterministic; takes precedence over ``seconds``).
+        steps: training steps (deterministic); not together with ``seconds``.
         seconds: training time in seconds; default :data:`DEFAULT_SECONDS`
             when ``steps`` is not given either.
-        seed: seeds the pairs drawn and torch.
+        seed: seeds the pairs drawn and torch: a whole number from 0 to
+            :data:`MAX_SEED`.
         save_path: where to write the adapted model (a ``.safetensors`` file),
             or None.
 
     Raises:
-        ConfigError: a budget of zero or less, or over :data:`MAX_STEPS` steps or
-            :data:`MAX_SECONDS` seconds, or a save path that is not ``.safetensors``.
+        ConfigError: a budget that is not a number, of zero or less, over
+            :data:`MAX_STEPS` steps or :data:`MAX_SECONDS` seconds, or given
+            both in steps and in seconds; a seed that is not a whole number
+            from 0 to :data:`MAX_SEED`; a save path that is not a
+            ``.safetensors`` path.
     """
 
     steps: int | None = None
@@ -118,38 +126,28 @@ class AdaptSettings:
     save_path: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1
+        _check_budget(self.steps, self.seconds)
+        if (
+            isinstance(self.seed, (bool, np.bool_))
+            or not isinstance(self.seed, (int, np.integer))
+            or not 0 <= self.seed <= MAX_SEED
         ):
             raise ConfigError(
-                f"adaptation budget must be at least 1 step, got {self.steps!r}",
-                fix="pass --adapt-steps 1 or more, or leave it out",
+                f"adaptation seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}",
+                fix="pass seed=0 (the default) or another whole number >= 0, e.g. seed=1",
             )
-        if self.steps is not None and self.steps > MAX_STEPS:
+        if self.save_path is not None and not isinstance(self.save_path, (str, os.PathLike)):
             raise ConfigError(
-                f"adaptation budget of {self.steps} steps is over the limit of {MAX_STEPS:,} "
-                "(about 10 minutes on 2 CPU cores; docs/adaptation.md measured 150 and 750)",
-                fix=f"pass --adapt-steps {MAX_STEPS} or fewer (a few hundred is typical), "
-                "or leave it out for the default time budget",
-            )
-        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
-            raise ConfigError(
-                f"adaptation budget must be a positive number of seconds, got {self.seconds!r}",
-                fix="pass --adapt-seconds > 0, or leave it out",
-            )
-        if self.seconds is not None and self.seconds > MAX_SECONDS:
-            raise ConfigError(
-                f"adaptation budget of {self.seconds:g} seconds is over the limit of "
-                f"{MAX_SECONDS:g} (one hour)",
-                fix=f"pass --adapt-seconds {MAX_SECONDS:g} or less (the default is "
-                f"{DEFAULT_SECONDS:g}), or leave it out",
+                f"save_path must be a file path or None, got {self.save_path!r}",
+                fix='pass save_path="protocol.safetensors" (--save-adapted protocol.safetensors)',
             )
         if self.save_path is not None and Path(self.save_path).suffix != ".safetensors":
             raise ConfigError(
                 "is not a .safetensors path",
                 path=self.save_path,
                 expected="a model file name ending in .safetensors",
-                fix="name it e.g. --save-adapted protocol.safetensors",
+                fix="name it e.g. --save-adapted protocol.safetensors "
+                '(save_path="protocol.safetensors" in the API)',
             )
 
     @property
@@ -158,6 +156,50 @@ class AdaptSettings:
         if self.steps is not None:
             return {"steps": int(self.steps)}
         return {"seconds": float(self.seconds if self.seconds is not None else DEFAULT_SECONDS)}
+
+
+def _check_budget(steps: Any, seconds: Any) -> None:
+    """Refuse a budget :class:`AdaptSettings` cannot run (see there)."""
+    if steps is not None and seconds is not None:
+        raise ConfigError(
+            f"adaptation budget given both in steps ({steps!r}) and in seconds ({seconds!r}): "
+            "it has one budget",
+            fix="pass steps= or seconds=, not both (--adapt-steps or --adapt-seconds)",
+        )
+    number = (int, float, np.integer, np.floating)
+    if steps is not None and (
+        isinstance(steps, (bool, np.bool_))
+        or not isinstance(steps, number)
+        or int(steps) != steps
+        or steps < 1
+    ):
+        raise ConfigError(
+            f"adaptation budget must be at least 1 step, got {steps!r}",
+            fix="pass --adapt-steps 1 or more (steps=1 or more in the API), or leave it out",
+        )
+    if steps is not None and steps > MAX_STEPS:
+        raise ConfigError(
+            f"adaptation budget of {steps} steps is over the limit of {MAX_STEPS:,} "
+            "(about 10 minutes on 2 CPU cores; docs/adaptation.md measured 150 and 750)",
+            fix=f"pass --adapt-steps {MAX_STEPS} or fewer (steps= in the API; a few hundred is "
+            "typical), or leave it out for the default time budget",
+        )
+    if seconds is not None and (
+        isinstance(seconds, (bool, np.bool_))
+        or not isinstance(seconds, number)
+        or not (math.isfinite(seconds) and seconds > 0)
+    ):
+        raise ConfigError(
+            f"adaptation budget must be a positive number of seconds, got {seconds!r}",
+            fix="pass --adapt-seconds > 0 (seconds= in the API), or leave it out",
+        )
+    if seconds is not None and seconds > MAX_SECONDS:
+        raise ConfigError(
+            f"adaptation budget of {seconds:g} seconds is over the limit of "
+            f"{MAX_SECONDS:g} (one hour)",
+            fix=f"pass --adapt-seconds {MAX_SECONDS:g} or less (seconds= in the API; the "
+            f"default is {DEFAULT_SECONDS:g}), or leave it out",
+        )
 
 
 # ---------------------------------------------------------------- adaptation
@@ -187,17 +229,20 @@ def check_model(model: Any) -> None:
         ConfigError: the model holds no trainable generator.
     """
     if getattr(model, "generator", None) is None or not hasattr(model, "description"):
-        name = getattr(model, "name", type(model).__name__)
+        name = getattr(model, "name", None)
+        shown = repr(name) if isinstance(name, str) else f"{model!r} ({type(model).__name__})"
         raise ConfigError(
-            f"model {name!r} has no network to adapt",
+            f"model {shown} has no network to adapt",
             expected="a trained model (bundled, run folder or .safetensors file)",
-            fix="drop --adapt, or pass --model with a trained model (default: bundled)",
+            fix="drop --adapt (adapt=None), or adapt a trained model: leave --model out for the "
+            "bundled one (model=None), or pass --model fast, a run folder or a .safetensors "
+            "file (model='fast' or the path in the API)",
         )
 
 
 def adapt_model(
     volume: Volume,
-    model: GeneratorSliceModel,
+    model: GeneratorSliceModel | ModelRequest | str | Path | None,
     *,
     plan: UpscalePlan | None = None,
     profile: ScanProfile | None = None,
@@ -210,7 +255,11 @@ def adapt_model(
 
     Args:
         volume: the thick-slice scan (not modified).
-        model: a :class:`mrisr.inference.GeneratorSliceModel` (not modified).
+        model: a :class:`mrisr.inference.GeneratorSliceModel` (not modified),
+            a :class:`mrisr.models.ModelRequest` or a ``--model`` value
+            (``"fast"``, a model file or run folder; see
+            :func:`mrisr.models.choose_model`); None: the bundled model for
+            the planned factor.
         plan: the scan's upscale plan; default :func:`mrisr.upscale.plan_upscale`.
         profile: its slice profile; default :func:`scan_profile` (given
             ``thickness_mm``, header, or estimated).
@@ -218,24 +267,28 @@ def adapt_model(
         thickness_mm: the slice thickness in mm, when known.
         progress: called with (done, total) steps, or (seconds, budget
             seconds) for a time budget.
-        **budget: ``steps=``, ``seconds=``, ``seed=`` replacing ``settings``' fields.
+        **budget: ``steps=``, ``seconds=``, ``seed=`` replacing ``settings``' fields
+            (a ``steps`` or ``seconds`` given replaces the settings' budget).
 
     Returns:
         The :class:`AdaptationResult`.
 
     Raises:
-        ConfigError: a model without a network, or a budget <= 0.
+        ConfigError: a model without a network, or settings
+            :class:`AdaptSettings` refuses.
         InputError: a scan too small to cut patches from.
+        CheckpointError: a model file that is missing, unsafe or damaged.
     """
-
+    from mrisr.models import choose_model
     from mrisr.training.step import build_learner, pixel_step
 
-    check_model(model)
     settings = _settings(settings, budget)
     if plan is None:
         from mrisr.upscale import plan_upscale
 
         plan = plan_upscale(volume)
+    model = choose_model(model, plan.factor)  # type: ignore[assignment]
+    check_model(model)
     check_adaptable(volume, plan)
     if profile is None:
         profile = scan_profile(volume, plan, thickness_mm)
@@ -407,6 +460,11 @@ def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
 def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSettings:
     from dataclasses import replace
 
+    if settings is not None and not isinstance(settings, AdaptSettings):
+        raise ConfigError(
+            f"settings must be an AdaptSettings or None, got {settings!r}",
+            fix="pass settings=AdaptSettings(steps=200), or steps=, seconds=, seed= alone",
+        )
     base = settings if settings is not None else AdaptSettings()
     unknown = sorted(set(budget) - {"steps", "seconds", "seed"})
     if unknown:
@@ -415,6 +473,8 @@ def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSe
             expected="steps, seconds, seed",
             fix="pass steps=, seconds= or seed= (or settings=AdaptSettings(...))",
         )
+    if "steps" in budget or "seconds" in budget:  # a budget given replaces the settings' one
+        budget = {"steps": None, "seconds": None, **budget}
     return replace(base, **budget) if budget else base
 
 
@@ -568,7 +628,8 @@ def refuse_without_network(model: Any) -> None:
         raise ConfigError(
             "--adapt needs a trained model, and --model cubic is interpolation",
             expected="a bundled model, a run folder or a .safetensors file",
-            fix="drop --adapt, or leave --model out to adapt the bundled model",
+            fix="drop --adapt (adapt=None in the API), or leave --model out (model=None) to "
+            "adapt the bundled model",
         )
     if model is not None and not isinstance(model, (str, Path)) and not hasattr(model, "spec"):
         check_model(model)

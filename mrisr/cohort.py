@@ -295,9 +295,9 @@ class CohortSettings:
     spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
-        from mrisr.plan import check_spacing_request
+        from mrisr.plan import check_grid_request
 
-        check_spacing_request(self.spacing_mm, self.factor)  # before any scan
+        check_grid_request(self.spacing_mm, self.factor, self.axis)  # before any scan
         if self.options.adapt is not None:
             raise ConfigError(
                 "per-scan adaptation (options.adapt, --adapt) is not available in a cohort run",

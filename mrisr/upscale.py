@@ -47,7 +47,13 @@ from mrisr.io.outputs import (
 from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
-from mrisr.plan import UpscalePlan, check_spacing_request, plan_upscale, working_grid
+from mrisr.plan import (
+    UpscalePlan,
+    check_grid_request,
+    check_plan,
+    plan_upscale,
+    working_grid,
+)
 from mrisr.simulate import Profile, check_profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
@@ -173,7 +179,8 @@ class UpscaleOptions:
             ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
     Raises:
-        ConfigError: an unknown fusion, dtype or profile. (A thickness is checked
+        ConfigError: an unknown fusion, dtype or profile, an ``adapt`` that is not
+            :class:`mrisr.adapt.AdaptSettings` or None. (A thickness is checked
             against the scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
@@ -209,6 +216,15 @@ class UpscaleOptions:
                 fix="pass --dtype float32 (default), int16 or uint8",
             )
         check_profile(self.consistency_profile)
+        if self.adapt is not None:
+            from mrisr.adapt import AdaptSettings
+
+            if not isinstance(self.adapt, AdaptSettings):
+                raise ConfigError(
+                    f"adapt must be an AdaptSettings or None, got {self.adapt!r}",
+                    fix="pass adapt=AdaptSettings() (from mrisr.adapt) for the default budget, "
+                    "AdaptSettings(steps=200) for another, or adapt=None not to adapt",
+                )
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
@@ -286,7 +302,7 @@ def upscale_volume(
     if plan is None:
         plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     else:
-        _check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+        check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     model = choose_model(model, plan.factor)
     grid = plan.to_dict()
     # With --spacing the model, consistency and range all work on the scan
@@ -346,33 +362,6 @@ def upscale_volume(
         }
         meta["disagreement"] = volume.with_data(disagreement, plan.affine_out, meta={})
     return volume.with_data(data, plan.affine_out, meta=meta)
-
-
-def _check_plan(
-    plan: UpscalePlan,
-    volume: Volume,
-    *,
-    factor: float | None,
-    axis: int | None,
-    spacing_mm: float | None,
-) -> None:
-    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``/spacing."""
-    if tuple(plan.shape_in) != tuple(volume.shape):
-        raise ConfigError(
-            f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
-            path=volume.source,
-            fix="pass plan=plan_upscale(volume, ...) of this volume, or leave plan out",
-        )
-    if (
-        (factor is not None and factor != plan.factor)
-        or (axis is not None and axis != plan.axis)
-        or (spacing_mm is not None and spacing_mm != plan.spacing_mm)
-    ):
-        raise ConfigError(
-            f"factor={factor}, axis={axis}, spacing_mm={spacing_mm} disagree with the plan's "
-            f"factor {plan.factor:g}, axis {plan.axis}, spacing_mm {plan.spacing_mm}",
-            fix="pass either a plan or factor, axis and spacing_mm, not both",
-        )
 
 
 def _upscale_planes(
@@ -481,7 +470,7 @@ def upscale_file(
     from mrisr.io import load_volume
 
     options = UpscaleOptions.build(options, settings)
-    check_spacing_request(spacing_mm, factor)  # before anything is read
+    check_grid_request(spacing_mm, factor, axis)  # before anything is read
     input_path = named_path(input_path)  # "." and ".." name the folder they are
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options

@@ -241,6 +241,64 @@ def test_bad_budgets_are_refused(model, budget, error):
         adapt_model(_scan(), model, **budget)
 
 
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"steps": 3, "seconds": 3}, "budget given both in steps \\(3\\) and in seconds"),
+        ({"steps": "a"}, "at least 1 step, got 'a'"),
+        ({"steps": True}, "at least 1 step, got True"),
+        ({"seconds": "a"}, "positive number of seconds, got 'a'"),
+        ({"seconds": True}, "positive number of seconds, got True"),
+        ({"seed": "a"}, "seed must be a whole number from 0 to 2\\*\\*64 - 1, got 'a'"),
+        ({"seed": -1}, "seed must be a whole number .*got -1"),
+        ({"seed": 1.5}, "seed must be a whole number .*got 1.5"),
+        ({"seed": 2**64}, "seed must be a whole number"),
+        ({"save_path": 3}, "save_path must be a file path or None, got 3"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_config_errors_with_a_fix(model, settings, words):
+    from mrisr.adapt import AdaptSettings
+
+    with pytest.raises(ConfigError, match=words) as caught:
+        AdaptSettings(**settings)
+    assert caught.value.fix
+    # The API's keywords go through the same check, before any work.
+    budget = {k: v for k, v in settings.items() if k != "save_path"}
+    if budget:
+        with pytest.raises(ConfigError, match=words):
+            adapt_model(_scan(), model, **budget)
+
+
+def test_a_budget_keyword_replaces_the_settings_budget(model):
+    from mrisr.adapt import AdaptSettings
+
+    result = adapt_model(_scan(), model, settings=AdaptSettings(seconds=60), steps=1)
+    assert result.record["budget"] == {"steps": 1}
+    with pytest.raises(ConfigError, match="settings must be an AdaptSettings or None"):
+        adapt_model(_scan(), model, settings={"steps": 1})
+
+
+def test_upscale_file_refuses_adapt_that_is_not_adapt_settings(tmp_path):
+    from mrisr.upscale import upscale_file
+
+    scan = _scan_file(tmp_path)
+    for value in (True, {"steps": 3}):
+        with pytest.raises(ConfigError, match="adapt must be an AdaptSettings or None") as caught:
+            upscale_file(scan, adapt=value)
+        assert "adapt=AdaptSettings()" in caught.value.fix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def test_adapt_model_takes_a_model_value_as_upscale_does(model_file):
+    result = adapt_model(_scan(), str(model_file), steps=1)  # a --model value: loaded here
+    assert result.record["steps"] == 1 and result.model.description["factor_range"] == [2.0, 6.0]
+    with pytest.raises(ConfigError, match="model 'cubic' has no network") as caught:
+        adapt_model(_scan(), "cubic", steps=1)
+    assert "model=None" in caught.value.fix and "--model" in caught.value.fix
+    with pytest.raises(ConfigError, match="model 5 \\(int\\) has no network"):
+        adapt_model(_scan(), 5, steps=1)
+
+
 def test_a_misspelt_budget_is_refused_with_the_fix(model):
     with pytest.raises(ConfigError, match="unknown adaptation setting.*stepz.*Fix: pass steps="):
         adapt_model(_scan(), model, stepz=3)
