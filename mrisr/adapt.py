@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.adapt_pairs import InPlanePairs, ScanProfile, check_adaptable, scan_profile
+from mrisr.consistency import through_plane_residual
 from mrisr.errors import ConfigError
 from mrisr.simulate import check_profile
 from mrisr.volume import Volume
@@ -60,6 +61,7 @@ __all__ = [
     "refuse_without_network",
     "save_adapted",
     "scan_profile",
+    "through_plane_residual",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,8 +84,6 @@ LEARNING_RATE = 1e-4
 BATCH_SIZE = 8
 #: Adapted weights are kept only when they raise the held-out PSNR by more than this (dB).
 KEEP_MARGIN_DB = 0.01
-#: Slices of each plane the through-plane check runs, evenly spread over the scan.
-CHECK_SLICES = 48
 #: Adapted weights are kept only when they lower the through-plane residual by at
 #: least this fraction. A tie is not enough: on spine_t2_1mm (4x along axis 0, 600
 #: steps) a network that matched the residual (0.00424 -> 0.00422) lost 0.25 dB,
@@ -527,51 +527,6 @@ def _reason(
             f"{THROUGH_PLANE_MARGIN:.0%} lower needed): kept the original model"
         )
     return f"{change}: no gain above {KEEP_MARGIN_DB:g} dB, kept the original model"
-
-
-def through_plane_residual(
-    model: SliceModel, volume: Volume, plan: UpscalePlan, thickness_mm: float | None = None
-) -> float:
-    """How far the model's raw slices are from the measured ones, re-simulated along the thick axis.
-
-    Up to :data:`CHECK_SLICES` slices of each plane that contains the thick
-    axis (evenly spread) are upscaled by ``model`` with no data consistency,
-    averaged back into thick slices with a box of the slice thickness (the
-    forward model of :mod:`mrisr.consistency`) and compared with the
-    normalised input: a model that reproduces the measured slices better
-    scores lower.
-
-    Args:
-        model: the slice model.
-        volume: the thick-slice scan, (X, Y, Z).
-        plan: its upscale plan.
-        thickness_mm: the slice thickness in mm, when known (else the header's,
-            else the spacing).
-
-    Returns:
-        Root-mean-square difference in normalised intensities (the input's
-        robust range is 1).
-    """
-    from mrisr.consistency import consistency_choice, slice_thickness
-    from mrisr.intensity import fit_normalisation
-    from mrisr.simulate import slice_profile_matrix
-    from mrisr.slices import slicing_axes, to_slice_stack
-
-    width, _, _ = consistency_choice(slice_thickness(volume, plan, thickness_mm), plan, None)
-    thick = fit_normalisation(volume.data).apply(volume.data)
-    rows = thick.shape[plan.axis]
-    weights = slice_profile_matrix(plan.n_out, rows, thickness=width)  # (rows, n_out)
-    squares, count = 0.0, 0
-    for slice_axis in slicing_axes(plan.axis):
-        stack = to_slice_stack(thick, plan.axis, slice_axis)
-        chosen = np.unique(
-            np.linspace(0, len(stack) - 1, min(CHECK_SLICES, len(stack))).astype(int)
-        )
-        upscaled = model.upscale_slices(stack[chosen], plan.n_out)
-        resimulated = np.einsum("tr,krc->ktc", weights, upscaled.astype(np.float64))
-        squares += float(np.sum((resimulated - stack[chosen]) ** 2))
-        count += resimulated.size
-    return math.sqrt(squares / count)
 
 
 def _running(
