@@ -19,14 +19,14 @@ model is returned and the record says so.
 
 The slice profile comes from, in order: a thickness the user gives, the
 header's (DICOM, BIDS sidecar), or an estimate from the image
-(:func:`mrisr.slice_profile.estimate_slice_profile`).
+(:func:`mrisr.slice_profile.estimate_slice_profile`). The budget, seed and
+save path are :class:`mrisr.adapt_settings.AdaptSettings` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +36,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.adapt_pairs import InPlanePairs, ScanProfile, check_adaptable, scan_profile
+from mrisr.adapt_settings import (
+    DEFAULT_SECONDS,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_STEPS,
+    AdaptSettings,
+    check_model_suffix,
+)
 from mrisr.consistency import through_plane_residual
-from mrisr.errors import ConfigError
+from mrisr.errors import ConfigError, OutputError
 from mrisr.simulate import check_profile
 from mrisr.volume import Volume
 
@@ -49,6 +57,10 @@ if TYPE_CHECKING:
     from mrisr.upscale import SliceModel, UpscalePlan
 
 __all__ = [
+    "DEFAULT_SECONDS",
+    "MAX_SECONDS",
+    "MAX_SEED",
+    "MAX_STEPS",
     "AdaptSettings",
     "AdaptationResult",
     "InPlanePairs",
@@ -57,6 +69,7 @@ __all__ = [
     "adapt_for_upscale",
     "check_adaptable",
     "check_model",
+    "check_save_path",
     "held_out_psnr",
     "refuse_without_network",
     "save_adapted",
@@ -66,18 +79,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Training budget when neither steps nor seconds are given (about 1-2 minutes on
-#: 2 CPU cores with the bundled model; see docs/adaptation.md).
-DEFAULT_SECONDS = 90.0
-#: Most steps a budget may ask for: about 10 minutes on 2 CPU cores (750 steps took
-#: 25-54 s in docs/adaptation.md), 13x the largest budget measured there, where
-#: 750 steps already gained little over 150 on brains and lost on spines.
-#: A larger number is a typo or a misunderstanding that would run for hours or days.
-MAX_STEPS = 10_000
-#: Most seconds a budget may ask for: one hour, 40x the default.
-MAX_SECONDS = 3600.0
-#: Largest seed: what torch.manual_seed takes.
-MAX_SEED = 2**64 - 1
 #: Adam learning rate of the fine-tuning (measured: see docs/adaptation.md).
 LEARNING_RATE = 1e-4
 #: Pairs per step.
@@ -96,112 +97,6 @@ THROUGH_PLANE_MARGIN = 0.05
 AdaptProgress = Callable[[int, int], None]
 
 
-# ------------------------------------------------------------------ settings
-
-
-@dataclass(frozen=True)
-class AdaptSettings:
-    """How much to adapt, and what to keep.
-
-    Attributes:
-        steps: training steps (deterministic); not together with ``seconds``.
-        seconds: training time in seconds; default :data:`DEFAULT_SECONDS`
-            when ``steps`` is not given either.
-        seed: seeds the pairs drawn and torch: a whole number from 0 to
-            :data:`MAX_SEED`.
-        save_path: where to write the adapted model (a ``.safetensors`` file),
-            or None.
-
-    Raises:
-        ConfigError: a budget that is not a number, of zero or less, over
-            :data:`MAX_STEPS` steps or :data:`MAX_SECONDS` seconds, or given
-            both in steps and in seconds; a seed that is not a whole number
-            from 0 to :data:`MAX_SEED`; a save path that is not a
-            ``.safetensors`` path.
-    """
-
-    steps: int | None = None
-    seconds: float | None = None
-    seed: int = 0
-    save_path: Path | None = None
-
-    def __post_init__(self) -> None:
-        _check_budget(self.steps, self.seconds)
-        if (
-            isinstance(self.seed, (bool, np.bool_))
-            or not isinstance(self.seed, (int, np.integer))
-            or not 0 <= self.seed <= MAX_SEED
-        ):
-            raise ConfigError(
-                f"adaptation seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}",
-                fix="pass seed=0 (the default) or another whole number >= 0, e.g. seed=1",
-            )
-        if self.save_path is not None and not isinstance(self.save_path, (str, os.PathLike)):
-            raise ConfigError(
-                f"save_path must be a file path or None, got {self.save_path!r}",
-                fix='pass save_path="protocol.safetensors" (--save-adapted protocol.safetensors)',
-            )
-        if self.save_path is not None and Path(self.save_path).suffix != ".safetensors":
-            raise ConfigError(
-                "is not a .safetensors path",
-                path=self.save_path,
-                expected="a model file name ending in .safetensors",
-                fix="name it e.g. --save-adapted protocol.safetensors "
-                '(save_path="protocol.safetensors" in the API)',
-            )
-
-    @property
-    def budget(self) -> dict[str, Any]:
-        """``{"steps": n}`` or ``{"seconds": s}``: the budget in force."""
-        if self.steps is not None:
-            return {"steps": int(self.steps)}
-        return {"seconds": float(self.seconds if self.seconds is not None else DEFAULT_SECONDS)}
-
-
-def _check_budget(steps: Any, seconds: Any) -> None:
-    """Refuse a budget :class:`AdaptSettings` cannot run (see there)."""
-    if steps is not None and seconds is not None:
-        raise ConfigError(
-            f"adaptation budget given both in steps ({steps!r}) and in seconds ({seconds!r}): "
-            "it has one budget",
-            fix="pass steps= or seconds=, not both (--adapt-steps or --adapt-seconds)",
-        )
-    number = (int, float, np.integer, np.floating)
-    if steps is not None and (
-        isinstance(steps, (bool, np.bool_))
-        or not isinstance(steps, number)
-        or int(steps) != steps
-        or steps < 1
-    ):
-        raise ConfigError(
-            f"adaptation budget must be at least 1 step, got {steps!r}",
-            fix="pass --adapt-steps 1 or more (steps=1 or more in the API), or leave it out",
-        )
-    if steps is not None and steps > MAX_STEPS:
-        raise ConfigError(
-            f"adaptation budget of {steps} steps is over the limit of {MAX_STEPS:,} "
-            "(about 10 minutes on 2 CPU cores; docs/adaptation.md measured 150 and 750)",
-            fix=f"pass --adapt-steps {MAX_STEPS} or fewer (steps= in the API; a few hundred is "
-            "typical), or leave it out for the default time budget",
-        )
-    if seconds is not None and (
-        isinstance(seconds, (bool, np.bool_))
-        or not isinstance(seconds, number)
-        or not (math.isfinite(seconds) and seconds > 0)
-    ):
-        raise ConfigError(
-            f"adaptation budget must be a positive number of seconds, got {seconds!r}",
-            fix="pass --adapt-seconds > 0 (seconds= in the API), or leave it out",
-        )
-    if seconds is not None and seconds > MAX_SECONDS:
-        raise ConfigError(
-            f"adaptation budget of {seconds:g} seconds is over the limit of "
-            f"{MAX_SECONDS:g} (one hour)",
-            fix=f"pass --adapt-seconds {MAX_SECONDS:g} or less (seconds= in the API; the "
-            f"default is {DEFAULT_SECONDS:g}), or leave it out",
-        )
-
-
 # ---------------------------------------------------------------- adaptation
 
 
@@ -215,11 +110,14 @@ class AdaptationResult:
         kept: whether the adapted weights were kept.
         record: JSON-ready record (budget, steps, seconds, held-out PSNR
             before/after, kept, profile and its source, pairs).
+        original: the model adapted from (:func:`save_adapted` never writes
+            over its file).
     """
 
     model: SliceModel
     kept: bool
     record: dict[str, Any]
+    original: SliceModel | None = None
 
 
 def check_model(model: Any) -> None:
@@ -357,8 +255,8 @@ def adapt_model(
     }
     log.info("adaptation: %s", record["reason"])
     if not kept:
-        return AdaptationResult(model, False, record)
-    return AdaptationResult(_adapted_model(model, adapted, record), True, record)
+        return AdaptationResult(model, False, record, model)
+    return AdaptationResult(_adapted_model(model, adapted, record), True, record, model)
 
 
 def _judge(
@@ -416,27 +314,31 @@ def held_out_psnr(generator: Any, held: list[tuple[torch.Tensor, torch.Tensor]])
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
+def save_adapted(result: AdaptationResult, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the model ``result`` chose as a normal model file (``--model PATH`` then uses it).
 
     When the adaptation was not kept this is the original model's weights
-    (the description says so).
+    (the description says so, and a warning is logged once it is written).
 
     Args:
         result: from :func:`adapt_model`.
-        path: a ``.safetensors`` file (replaced if it exists).
+        path: a ``.safetensors`` file; never the model adapted from, nor a
+            bundled model's file.
+        overwrite: replace an existing file (as ``save_volume``'s).
 
     Returns:
-        The path written.
+        The absolute path written.
 
     Raises:
         ConfigError: non-finite weights, or a path that is not ``.safetensors``.
-        OutputError: the file cannot be written.
+        OutputError: the path is the model file adapted from, exists (without
+            ``overwrite``), or cannot be written.
     """
     import torch
 
     from mrisr.checkpoint import save_model
 
+    path = check_save_path(path, result.original, result.model, overwrite=overwrite)
     model = result.model
     generator = model.generator  # type: ignore[attr-defined]
     if not all(bool(torch.isfinite(p).all()) for p in generator.state_dict().values()):
@@ -448,10 +350,67 @@ def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
     description = dict(model.description)  # type: ignore[attr-defined]
     description["adaptation"] = result.record
     name = description["generator"]["name"]
-    if not result.kept:
-        log.warning("adaptation was not kept: %s holds the original model's weights", path)
     # save_model stores CPU copies; moving the generator itself would break it for upscaling on GPU.
-    return save_model(path, generator, name=name, description=description)
+    written = save_model(path, generator, name=name, description=description)
+    if not result.kept:
+        log.warning("adaptation was not kept: %s holds the original model's weights", written)
+    return written
+
+
+def check_save_path(path: str | Path, *models: Any, overwrite: bool) -> Path:
+    """Refuse, before any work, a path the adapted model must not be written to.
+
+    Args:
+        path: the ``.safetensors`` file asked for (``--save-adapted``).
+        *models: the models adapted from: loaded models, ``--model`` values,
+            :class:`mrisr.models.ModelRequest` or None (the bundled default).
+        overwrite: allow replacing an existing file that is not an input.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ConfigError: a path that is not ``.safetensors``.
+        OutputError: the file of one of ``models`` or of a bundled model (inputs,
+            never written over), an existing file without ``overwrite``, a
+            folder, or a missing folder.
+    """
+    from mrisr.io.files import check_output, same_file
+
+    check_model_suffix(path)
+    target = Path(path).expanduser().absolute()
+    bundled, files = _model_files(models)
+    for source in [*files, *bundled]:
+        if same_file(target, source):
+            what = "a bundled model's file" if source in bundled else "the model file adapted from"
+            where = "" if source.absolute() == target else f" {source.absolute()}"
+            raise OutputError(
+                f"is {what}{where}: an input, and mrisr never writes over its input",
+                path=target,
+                expected="a new .safetensors path for the adapted model",
+                fix="pass another --save-adapted path (save_path= in the API), e.g. "
+                f"{target.name.removesuffix('.safetensors')}_adapted.safetensors",
+            )
+    return check_output(target, overwrite=overwrite)
+
+
+def _model_files(models: tuple[Any, ...]) -> tuple[list[Path], list[Path]]:
+    """(every bundled model's file, the files ``models`` read that can be found)."""
+    from mrisr.checkpoint import find_model_file
+    from mrisr.errors import MrisrError
+    from mrisr.models import bundled_models, model_location, names_cubic
+
+    files: list[Path] = []
+    for model in models:
+        spec = getattr(model, "spec", model)
+        if getattr(model, "path", None) is not None:
+            files.append(Path(model.path))
+        elif isinstance(spec, (str, Path)) and not names_cubic(spec):
+            try:  # a model that cannot be found fails when it is loaded, saying why
+                files.append(find_model_file(model_location(spec)))
+            except MrisrError:
+                pass
+    return list(bundled_models().values()), files
 
 
 # ------------------------------------------------------------------- helpers
@@ -598,6 +557,7 @@ def adapt_for_upscale(
     *,
     thickness_mm: float | None = None,
     force: bool = False,
+    overwrite: bool = False,
     progress: AdaptProgress | None = None,
 ) -> tuple[SliceModel, dict[str, Any]]:
     """The upscale flow's adaptation step: checks, :func:`adapt_model`, the optional model file.
@@ -609,6 +569,7 @@ def adapt_for_upscale(
         settings: budget, seed and save path.
         thickness_mm: the user's slice thickness (``--thickness``).
         force: allow a factor outside the model's range.
+        overwrite: replace an existing model file at ``settings.save_path``.
         progress: see :func:`adapt_model`.
 
     Returns:
@@ -633,5 +594,6 @@ def adapt_for_upscale(
     )
     record = dict(result.record)
     if settings.save_path is not None:
-        record["saved_to"] = str(save_adapted(result, settings.save_path).resolve())
+        saved = save_adapted(result, settings.save_path, overwrite=overwrite)
+        record["saved_to"] = str(saved.resolve())
     return result.model, record

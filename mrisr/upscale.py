@@ -59,7 +59,7 @@ from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
-    from mrisr.adapt import AdaptSettings
+    from mrisr.adapt_settings import AdaptSettings
 
 __all__ = [
     "GRID_FACTS",
@@ -217,7 +217,7 @@ class UpscaleOptions:
             )
         check_profile(self.consistency_profile)
         if self.adapt is not None:
-            from mrisr.adapt import AdaptSettings
+            from mrisr.adapt_settings import AdaptSettings
 
             if not isinstance(self.adapt, AdaptSettings):
                 raise ConfigError(
@@ -472,6 +472,10 @@ def upscale_file(
     options = UpscaleOptions.build(options, settings)
     check_grid_request(spacing_mm, factor, axis)  # before anything is read
     input_path = named_path(input_path)  # "." and ".." name the folder they are
+    if options.adapt is not None and options.adapt.save_path is not None:
+        from mrisr.adapt import check_save_path  # the model file is an input: never written over
+
+        check_save_path(options.adapt.save_path, model, overwrite=True)
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options
     )
@@ -498,6 +502,7 @@ def upscale_file(
                 options.adapt,
                 thickness_mm=options.thickness_mm,
                 force=options.force,
+                overwrite=overwrite,
                 progress=adapt_progress,
             )
         upscale_and_write(

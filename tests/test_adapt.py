@@ -226,6 +226,40 @@ def test_non_finite_weights_are_never_saved(model, monkeypatch, tmp_path):
     assert not target.exists()
 
 
+def test_save_adapted_checks_first_and_never_writes_over_a_file_unasked(
+    model, model_file, tmp_path, caplog
+):
+    from mrisr.errors import OutputError
+
+    result = adapt_model(_scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=1)
+    assert result.original is model
+    # A wrong name is refused before anything is logged about the file.
+    with caplog.at_level("WARNING"), pytest.raises(ConfigError, match=".safetensors"):
+        save_adapted(result, tmp_path / "x.pt")
+    assert "holds the original" not in caplog.text and not (tmp_path / "x.pt").exists()
+    target = tmp_path / "adapted.safetensors"
+    target.write_bytes(b"someone's file")
+    with pytest.raises(OutputError, match="already exists.*overwrite=True"):
+        save_adapted(result, target)
+    assert target.read_bytes() == b"someone's file"
+    assert save_adapted(result, target, overwrite=True) == target.absolute()
+    assert GeneratorSliceModel.from_file(target, device="cpu").description["adaptation"]
+    # The model adapted from is an input: not even overwrite=True replaces it.
+    before = model_file.read_bytes()
+    with pytest.raises(OutputError, match="model file adapted from: an input"):
+        save_adapted(result, model_file, overwrite=True)
+    assert model_file.read_bytes() == before
+
+
+def test_not_kept_is_logged_after_the_file_is_written(model, tmp_path, caplog):
+    result = adapt_model(_scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=1)
+    result = adapt.AdaptationResult(result.original, False, result.record, result.original)
+    target = tmp_path / "kept_not.safetensors"
+    with caplog.at_level("WARNING"):
+        save_adapted(result, target)
+    assert target.is_file() and f"{target} holds the original model's weights" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("budget", "error"),
     [
@@ -437,6 +471,49 @@ def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
     assert saved.is_file()
     again = runner.invoke(app, [*args, "--model", str(saved), "-o", str(tmp_path / "b.nii.gz")])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("save", ["MODEL", "LINK", "BUNDLED"])
+def test_cli_never_saves_the_adapted_model_over_the_model_file(
+    tmp_path, model_file, save, monkeypatch
+):
+    import shutil
+
+    import mrisr.models
+
+    scan = _scan_file(tmp_path)
+    model = tmp_path / "m.safetensors"
+    shutil.copy(model_file, model)
+    (tmp_path / "link.safetensors").symlink_to(model)
+    # A stand-in for the bundled models, so that a failure cannot damage the real ones.
+    (tmp_path / "weights").mkdir()
+    bundled = Path(shutil.copy(model_file, tmp_path / "weights" / "fast.safetensors"))
+    monkeypatch.setattr(mrisr.models, "bundled_models", lambda: {"fast": bundled})
+    target = {"MODEL": model, "LINK": tmp_path / "link.safetensors", "BUNDLED": bundled}[save]
+    before = sorted(tmp_path.iterdir()), model.read_bytes(), bundled.read_bytes()
+    result = runner.invoke(
+        app,
+        ["upscale", str(scan), "--model", str(model), "--device", "cpu", "--adapt",
+         "--adapt-steps", "1", "--save-adapted", str(target), "--overwrite"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "an input, and mrisr never writes over its input" in result.output
+    assert "Fix: pass another --save-adapted path" in result.output
+    assert (sorted(tmp_path.iterdir()), model.read_bytes(), bundled.read_bytes()) == before
+
+
+def test_cli_replaces_an_earlier_adapted_model_with_overwrite(tmp_path, model_file):
+    scan = _scan_file(tmp_path)
+    saved = tmp_path / "protocol.safetensors"
+    saved.write_bytes(b"an earlier adaptation")
+    args = ["upscale", str(scan), "--model", str(model_file), "--device", "cpu", "--adapt",
+            "--adapt-steps", "1", "--save-adapted", str(saved)]  # fmt: skip
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert saved.read_bytes() == b"an earlier adaptation"
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert GeneratorSliceModel.from_file(saved, device="cpu").description["adaptation"]
 
 
 def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(

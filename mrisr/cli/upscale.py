@@ -164,7 +164,7 @@ def _adapt_settings(
                 f"{', '.join(given)} given without --adapt", fix="add --adapt, or drop them"
             )
         return None
-    from mrisr.adapt import AdaptSettings
+    from mrisr.adapt_settings import AdaptSettings
 
     return AdaptSettings(steps=steps, seconds=seconds, save_path=save)
 
