@@ -36,6 +36,10 @@ MAX_CONSISTENCY_OVERLAP = 1.5
 #: Rounds of consistency and range steps without a 1 % fall of the residual
 #: after which the two constraints are taken not to meet (:func:`constrain_to_input`).
 STALL_ROUNDS = 10
+#: A given slice thickness over this many times the slice spacing is refused: slices
+#: overlapping that much are not an MRI acquisition (2x is the usual most, e.g. a 3D
+#: scan reconstructed with zero-filling); it is a typo or the wrong unit.
+MAX_THICKNESS_OVER_SPACING = 3.0
 #: Slices of each plane :func:`through_plane_residual` runs, evenly spread over the scan.
 CHECK_SLICES = 48
 
@@ -113,9 +117,12 @@ def slice_thickness(
     Returns:
         ``{"slice_thickness_mm", "slice_spacing_mm", "slice_thickness_source"}``,
         the source being ``"given"``, ``"header"`` or ``"spacing"`` (assumed).
+        Silent: :func:`warn_thickness` says, once per scan, when it differs
+        from the spacing.
 
     Raises:
-        ConfigError: a given thickness that is not a positive finite number.
+        ConfigError: a given thickness that is not a positive finite number,
+            or over :data:`MAX_THICKNESS_OVER_SPACING` times the slice spacing.
     """
     spacing = float(plan.spacing_in[plan.axis])
     header = volume.meta.get("slice_thickness_mm")
@@ -127,25 +134,53 @@ def slice_thickness(
                 path=volume.source,
                 fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
             )
+        if value > MAX_THICKNESS_OVER_SPACING * spacing:
+            most = MAX_THICKNESS_OVER_SPACING * spacing
+            raise ConfigError(
+                f"slice thickness {value:g} mm is {value / spacing:.3g} times the slice "
+                f"spacing {spacing:.3g} mm along axis {plan.axis}",
+                path=volume.source,
+                expected=f"at most {MAX_THICKNESS_OVER_SPACING:g} times the spacing "
+                f"({most:.3g} mm): slices that overlap more are not a thick-slice acquisition",
+                fix="pass --thickness in mm, the thickness of one slice (thickness_mm= in the "
+                "API), or leave it out to use the header's or the spacing",
+            )
     elif header is not None and np.isfinite(header) and header > 0:
         value, source = float(header), "header"
     else:
         value, source = spacing, "spacing"
-    if abs(value - spacing) > 0.05 * spacing:
-        log.warning(
-            "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
-            "models trained on contiguous slices only (the bundled fast, used at 2-6x) gain "
-            "less on such scans; fast-wide also saw thicknesses of 0.5-1.5 times the spacing",
-            volume.source or "scan",
-            value,
-            spacing,
-            "gaps" if value < spacing else "overlaps",
-        )
     return {
         "slice_thickness_mm": value,
         "slice_spacing_mm": spacing,
         "slice_thickness_source": source,
     }
+
+
+def warn_thickness(thickness: dict[str, Any], source: Any, *, network: bool) -> None:
+    """Log, once per scan, a slice thickness that differs from the slice spacing.
+
+    Args:
+        thickness: :func:`slice_thickness` of the scan.
+        source: the scan's file, named in the message.
+        network: whether a trained network upscales it: only then is what the
+            models were trained on worth saying.
+    """
+    value, spacing = thickness["slice_thickness_mm"], thickness["slice_spacing_mm"]
+    if abs(value - spacing) <= 0.05 * spacing:
+        return
+    models = (
+        "; models trained on contiguous slices only (the bundled fast, used at 2-6x) gain "
+        "less on such scans; fast-wide also saw thicknesses of 0.5-1.5 times the spacing"
+    )
+    log.warning(
+        "%s: slice thickness %.3g mm (%s) differs from the slice spacing %.3g mm (%s)%s",
+        source or "scan",
+        value,
+        thickness["slice_thickness_source"],
+        spacing,
+        "gaps" if value < spacing else "overlaps",
+        models if network else "",
+    )
 
 
 def background_mask(

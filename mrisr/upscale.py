@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
+from mrisr.consistency import (
+    consistency_choice,
+    constrain_to_input,
+    slice_thickness,
+    warn_thickness,
+)
 from mrisr.disagreement import (
     NO_FLIP,
     POOL_SIGMA_VOXELS,
@@ -312,6 +317,7 @@ def upscale_volume(
         # Every check before the first voxel is computed.
         check_factor_range(model, plan.factor, force=options.force)
         thickness = slice_thickness(volume, plan, options.thickness_mm)
+        warn_thickness(thickness, volume.source, network=hasattr(model, "generator"))
         width, project, skipped = consistency_choice(thickness, plan, options.consistency)
         normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
@@ -486,6 +492,7 @@ def upscale_file(
     volume = load_volume(input_path)
     with naming_input(input_path):
         plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+        slice_thickness(volume, plan, options.thickness_mm)  # a bad --thickness: before the model
         if options.adapt is not None:
             # Adapt on what the model will see: the scan on the planned in-plane grid.
             adapt_on = working_grid(volume, plan)

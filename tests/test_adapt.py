@@ -516,6 +516,20 @@ def test_cli_replaces_an_earlier_adapted_model_with_overwrite(tmp_path, model_fi
     assert GeneratorSliceModel.from_file(saved, device="cpu").description["adaptation"]
 
 
+def test_the_thickness_warning_is_given_once_per_scan_when_adapting(tmp_path, model_file, caplog):
+    from mrisr.adapt import AdaptSettings
+    from mrisr.upscale import upscale_file
+
+    scan = _scan_file(tmp_path)  # 4 mm slices
+    with caplog.at_level("WARNING"):
+        upscale_file(scan, model=str(model_file), adapt=AdaptSettings(steps=1), thickness_mm=3.0)
+    warnings = [
+        r.getMessage() for r in caplog.records if "differs from the slice spacing" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "contiguous slices" in warnings[0]  # a network ran: what models were trained on
+
+
 def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(
     tmp_path, model_file, monkeypatch
 ):
