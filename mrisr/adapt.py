@@ -576,22 +576,26 @@ def adapt_for_upscale(
         (the model to upscale with, the record for the sidecar).
 
     Raises:
-        ConfigError: no network, a factor outside the model's range, non-finite weights to save.
+        ConfigError: no network, a factor outside the model's range, non-finite weights
+            to save; each naming the scan (``volume.source``).
         InputError: a scan too small to adapt on.
         OutputError: the model file cannot be written.
     """
+    from mrisr.errors import naming_input
     from mrisr.upscale import check_factor_range
 
-    # Before the minutes of adapting (upscale_volume checks it again, cheaply).
-    check_factor_range(model, plan.factor, force=force)
-    result = adapt_model(
-        volume,
-        model,  # type: ignore[arg-type]
-        plan=plan,
-        settings=settings,
-        thickness_mm=thickness_mm,
-        progress=progress,
-    )
+    # Errors about the model or settings name the scan, as upscale_volume's do.
+    with naming_input(volume.source):
+        # Before the minutes of adapting (upscale_volume checks it again, cheaply).
+        check_factor_range(model, plan.factor, force=force)
+        result = adapt_model(
+            volume,
+            model,  # type: ignore[arg-type]
+            plan=plan,
+            settings=settings,
+            thickness_mm=thickness_mm,
+            progress=progress,
+        )
     record = dict(result.record)
     if settings.save_path is not None:
         saved = save_adapted(result, settings.save_path, overwrite=overwrite)

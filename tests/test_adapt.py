@@ -530,6 +530,19 @@ def test_the_thickness_warning_is_given_once_per_scan_when_adapting(tmp_path, mo
     assert "contiguous slices" in warnings[0]  # a network ran: what models were trained on
 
 
+@pytest.mark.parametrize("adapting", [[], ["--adapt", "--adapt-steps", "1"]])
+def test_a_factor_outside_the_model_s_range_names_the_scan_with_or_without_adapt(
+    tmp_path, model_file, adapting
+):
+    scan = _scan_file(tmp_path)
+    args = ["upscale", str(scan), "--model", str(model_file), "--factor", "8", *adapting]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"error: {scan}: factor 8 is outside the range 2-6" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
 def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(
     tmp_path, model_file, monkeypatch
 ):
