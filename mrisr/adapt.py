@@ -573,7 +573,8 @@ def adapt_for_upscale(
         progress: see :func:`adapt_model`.
 
     Returns:
-        (the model to upscale with, the record for the sidecar).
+        (the model to upscale with, the record for the sidecar: :func:`adapt_model`'s
+        and ``saved_to``, the absolute path of the model file written or None).
 
     Raises:
         ConfigError: no network, a factor outside the model's range, non-finite weights
@@ -596,8 +597,8 @@ def adapt_for_upscale(
             thickness_mm=thickness_mm,
             progress=progress,
         )
-    record = dict(result.record)
+    record = {**result.record, "saved_to": None}
     if settings.save_path is not None:
         saved = save_adapted(result, settings.save_path, overwrite=overwrite)
-        record["saved_to"] = str(saved.resolve())
+        record["saved_to"] = str(saved)  # absolute, as options.adapt.save_path
     return result.model, record

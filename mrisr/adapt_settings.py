@@ -52,7 +52,8 @@ class AdaptSettings:
         seed: seeds the pairs drawn and torch: a whole number from 0 to
             :data:`MAX_SEED`.
         save_path: where to write the adapted model (a ``.safetensors`` file),
-            or None.
+            or None; stored as an absolute :class:`~pathlib.Path` (``~``
+            expanded, relative to the current folder when made).
 
     Raises:
         ConfigError: a budget that is not a number, of zero or less, over
@@ -85,6 +86,9 @@ class AdaptSettings:
             )
         if self.save_path is not None:
             check_model_suffix(self.save_path)
+            # Absolute, as the sidecar records it (options.adapt.save_path beside
+            # adaptation.saved_to): the file the settings name wherever they are read.
+            object.__setattr__(self, "save_path", Path(self.save_path).expanduser().absolute())
 
     @property
     def budget(self) -> dict[str, Any]:

@@ -380,6 +380,16 @@ def _scan_file(tmp_path: Path) -> Path:
     return path
 
 
+def test_a_save_path_is_stored_absolute(tmp_path, monkeypatch):
+    from mrisr.adapt import AdaptSettings
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        AdaptSettings(save_path="p.safetensors").save_path == tmp_path.absolute() / "p.safetensors"
+    )
+    assert AdaptSettings(save_path=None).save_path is None
+
+
 def test_a_budget_over_the_limit_is_refused_with_a_fix(model):
     from mrisr.adapt import MAX_SECONDS, MAX_STEPS, AdaptSettings
 
@@ -541,6 +551,34 @@ def test_a_factor_outside_the_model_s_range_names_the_scan_with_or_without_adapt
     message = " ".join(result.output.split())
     assert f"error: {scan}: factor 8 is outside the range 2-6" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def _documented_adaptation_keys() -> str:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    return next(line for line in docs.read_text().splitlines() if line.startswith("| `adaptation`"))
+
+
+def test_the_sidecar_records_paths_absolute_and_documents_every_key(
+    tmp_path, model_file, monkeypatch
+):
+    _scan_file(tmp_path)
+    monkeypatch.chdir(tmp_path)  # --save-adapted as typed: relative
+    args = ["upscale", "scan.nii.gz", "--model", str(model_file), "--adapt", "--adapt-steps", "1"]
+    saved = runner.invoke(app, [*args, "--save-adapted", "p.safetensors"])
+    assert saved.exit_code == 0, saved.output
+    sidecar = json.loads((tmp_path / "scan_sr.json").read_text())
+    absolute = str((tmp_path / "p.safetensors").absolute())
+    assert sidecar["adaptation"]["saved_to"] == absolute
+    assert sidecar["options"]["adapt"]["save_path"] == absolute
+    plain = runner.invoke(app, [*args, "-o", "plain.nii.gz"])
+    assert plain.exit_code == 0, plain.output
+    record = json.loads((tmp_path / "plain.json").read_text())["adaptation"]
+    assert record["saved_to"] is None and record["weights"] == "ema"  # null, not absent
+    documented = _documented_adaptation_keys()
+    for key in record:
+        assert f"`{key}`" in documented, f"adaptation key {key!r} is not in docs/cli.md"
+    for key in record["pairs"]:
+        assert f"`{key}`" in documented, f"adaptation.pairs key {key!r} is not in docs/cli.md"
 
 
 def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(
