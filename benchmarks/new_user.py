@@ -108,8 +108,13 @@ def refusals_table(folder: Path) -> list[str]:
             ["--model", "fast", "--factor", "9", "-o", str(folder / "a.nii.gz")],
         ),
         (
-            "--thickness 30 with --consistency",
-            ["--model", "fast", "--factor", "6", "--consistency", "--thickness", "30"]
+            "--thickness 12 with --consistency",
+            ["--model", "fast", "--factor", "6", "--consistency", "--thickness", "12"]
+            + ["-o", str(folder / "a.nii.gz")],
+        ),
+        (
+            "--thickness 30 (over 3 x the spacing)",
+            ["--model", "fast", "--factor", "6", "--thickness", "30"]
             + ["-o", str(folder / "a.nii.gz")],
         ),
         (

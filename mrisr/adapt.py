@@ -19,7 +19,8 @@ model is returned and the record says so.
 
 The slice profile comes from, in order: a thickness the user gives, the
 header's (DICOM, BIDS sidecar), or an estimate from the image
-(:func:`mrisr.slice_profile.estimate_slice_profile`).
+(:func:`mrisr.slice_profile.estimate_slice_profile`). The budget, seed and
+save path are :class:`mrisr.adapt_settings.AdaptSettings` (re-exported here).
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrisr.adapt_pairs import InPlanePairs, ScanProfile, check_adaptable, scan_profile
-from mrisr.errors import ConfigError
+from mrisr.adapt_settings import (
+    DEFAULT_SECONDS,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_STEPS,
+    AdaptSettings,
+    check_model_suffix,
+)
+from mrisr.consistency import through_plane_residual
+from mrisr.errors import ConfigError, OutputError
 from mrisr.simulate import check_profile
 from mrisr.volume import Volume
 
@@ -43,9 +53,14 @@ if TYPE_CHECKING:
     import torch
 
     from mrisr.inference import GeneratorSliceModel
+    from mrisr.models import ModelRequest
     from mrisr.upscale import SliceModel, UpscalePlan
 
 __all__ = [
+    "DEFAULT_SECONDS",
+    "MAX_SECONDS",
+    "MAX_SEED",
+    "MAX_STEPS",
     "AdaptSettings",
     "AdaptationResult",
     "InPlanePairs",
@@ -54,32 +69,22 @@ __all__ = [
     "adapt_for_upscale",
     "check_adaptable",
     "check_model",
+    "check_save_path",
     "held_out_psnr",
     "refuse_without_network",
     "save_adapted",
     "scan_profile",
+    "through_plane_residual",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Training budget when neither steps nor seconds are given (about 1-2 minutes on
-#: 2 CPU cores with the bundled model; see docs/adaptation.md).
-DEFAULT_SECONDS = 90.0
-#: Most steps a budget may ask for: about 10 minutes on 2 CPU cores (750 steps took
-#: 25-54 s in docs/adaptation.md), 13x the largest budget measured there, where
-#: 750 steps already gained little over 150 on brains and lost on spines.
-#: A larger number is a typo or a misunderstanding that would run for hours or days.
-MAX_STEPS = 10_000
-#: Most seconds a budget may ask for: one hour, 40x the default.
-MAX_SECONDS = 3600.0
 #: Adam learning rate of the fine-tuning (measured: see docs/adaptation.md).
 LEARNING_RATE = 1e-4
 #: Pairs per step.
 BATCH_SIZE = 8
 #: Adapted weights are kept only when they raise the held-out PSNR by more than this (dB).
 KEEP_MARGIN_DB = 0.01
-#: Slices of each plane the through-plane check runs, evenly spread over the scan.
-CHECK_SLICES = 48
 #: Adapted weights are kept only when they lower the through-plane residual by at
 #: least this fraction. A tie is not enough: on spine_t2_1mm (4x along axis 0, 600
 #: steps) a network that matched the residual (0.00424 -> 0.00422) lost 0.25 dB,
@@ -90,74 +95,6 @@ THROUGH_PLANE_MARGIN = 0.05
 
 #: Called with (done, total) while adapting: steps, or whole seconds for a time budget.
 AdaptProgress = Callable[[int, int], None]
-
-
-# ------------------------------------------------------------------ settings
-
-
-@dataclass(frozen=True)
-class AdaptSettings:
-    """How much to adapt, and what to keep.
-
-    Attributes:
-        steps: training steps (deterministic; takes precedence over ``seconds``).
-        seconds: training time in seconds; default :data:`DEFAULT_SECONDS`
-            when ``steps`` is not given either.
-        seed: seeds the pairs drawn and torch.
-        save_path: where to write the adapted model (a ``.safetensors`` file),
-            or None.
-
-    Raises:
-        ConfigError: a budget of zero or less, or over :data:`MAX_STEPS` steps or
-            :data:`MAX_SECONDS` seconds, or a save path that is not ``.safetensors``.
-    """
-
-    steps: int | None = None
-    seconds: float | None = None
-    seed: int = 0
-    save_path: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1
-        ):
-            raise ConfigError(
-                f"adaptation budget must be at least 1 step, got {self.steps!r}",
-                fix="pass --adapt-steps 1 or more, or leave it out",
-            )
-        if self.steps is not None and self.steps > MAX_STEPS:
-            raise ConfigError(
-                f"adaptation budget of {self.steps} steps is over the limit of {MAX_STEPS:,} "
-                "(about 10 minutes on 2 CPU cores; docs/adaptation.md measured 150 and 750)",
-                fix=f"pass --adapt-steps {MAX_STEPS} or fewer (a few hundred is typical), "
-                "or leave it out for the default time budget",
-            )
-        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
-            raise ConfigError(
-                f"adaptation budget must be a positive number of seconds, got {self.seconds!r}",
-                fix="pass --adapt-seconds > 0, or leave it out",
-            )
-        if self.seconds is not None and self.seconds > MAX_SECONDS:
-            raise ConfigError(
-                f"adaptation budget of {self.seconds:g} seconds is over the limit of "
-                f"{MAX_SECONDS:g} (one hour)",
-                fix=f"pass --adapt-seconds {MAX_SECONDS:g} or less (the default is "
-                f"{DEFAULT_SECONDS:g}), or leave it out",
-            )
-        if self.save_path is not None and Path(self.save_path).suffix != ".safetensors":
-            raise ConfigError(
-                "is not a .safetensors path",
-                path=self.save_path,
-                expected="a model file name ending in .safetensors",
-                fix="name it e.g. --save-adapted protocol.safetensors",
-            )
-
-    @property
-    def budget(self) -> dict[str, Any]:
-        """``{"steps": n}`` or ``{"seconds": s}``: the budget in force."""
-        if self.steps is not None:
-            return {"steps": int(self.steps)}
-        return {"seconds": float(self.seconds if self.seconds is not None else DEFAULT_SECONDS)}
 
 
 # ---------------------------------------------------------------- adaptation
@@ -173,11 +110,14 @@ class AdaptationResult:
         kept: whether the adapted weights were kept.
         record: JSON-ready record (budget, steps, seconds, held-out PSNR
             before/after, kept, profile and its source, pairs).
+        original: the model adapted from (:func:`save_adapted` never writes
+            over its file).
     """
 
     model: SliceModel
     kept: bool
     record: dict[str, Any]
+    original: SliceModel | None = None
 
 
 def check_model(model: Any) -> None:
@@ -187,17 +127,20 @@ def check_model(model: Any) -> None:
         ConfigError: the model holds no trainable generator.
     """
     if getattr(model, "generator", None) is None or not hasattr(model, "description"):
-        name = getattr(model, "name", type(model).__name__)
+        name = getattr(model, "name", None)
+        shown = repr(name) if isinstance(name, str) else f"{model!r} ({type(model).__name__})"
         raise ConfigError(
-            f"model {name!r} has no network to adapt",
+            f"model {shown} has no network to adapt",
             expected="a trained model (bundled, run folder or .safetensors file)",
-            fix="drop --adapt, or pass --model with a trained model (default: bundled)",
+            fix="drop --adapt (adapt=None), or adapt a trained model: leave --model out for the "
+            "bundled one (model=None), or pass --model fast, a run folder or a .safetensors "
+            "file (model='fast' or the path in the API)",
         )
 
 
 def adapt_model(
     volume: Volume,
-    model: GeneratorSliceModel,
+    model: GeneratorSliceModel | ModelRequest | str | Path | None,
     *,
     plan: UpscalePlan | None = None,
     profile: ScanProfile | None = None,
@@ -210,7 +153,11 @@ def adapt_model(
 
     Args:
         volume: the thick-slice scan (not modified).
-        model: a :class:`mrisr.inference.GeneratorSliceModel` (not modified).
+        model: a :class:`mrisr.inference.GeneratorSliceModel` (not modified),
+            a :class:`mrisr.models.ModelRequest` or a ``--model`` value
+            (``"fast"``, a model file or run folder; see
+            :func:`mrisr.models.choose_model`); None: the bundled model for
+            the planned factor.
         plan: the scan's upscale plan; default :func:`mrisr.upscale.plan_upscale`.
         profile: its slice profile; default :func:`scan_profile` (given
             ``thickness_mm``, header, or estimated).
@@ -218,24 +165,28 @@ def adapt_model(
         thickness_mm: the slice thickness in mm, when known.
         progress: called with (done, total) steps, or (seconds, budget
             seconds) for a time budget.
-        **budget: ``steps=``, ``seconds=``, ``seed=`` replacing ``settings``' fields.
+        **budget: ``steps=``, ``seconds=``, ``seed=`` replacing ``settings``' fields
+            (a ``steps`` or ``seconds`` given replaces the settings' budget).
 
     Returns:
         The :class:`AdaptationResult`.
 
     Raises:
-        ConfigError: a model without a network, or a budget <= 0.
+        ConfigError: a model without a network, or settings
+            :class:`AdaptSettings` refuses.
         InputError: a scan too small to cut patches from.
+        CheckpointError: a model file that is missing, unsafe or damaged.
     """
-
+    from mrisr.models import choose_model
     from mrisr.training.step import build_learner, pixel_step
 
-    check_model(model)
     settings = _settings(settings, budget)
     if plan is None:
         from mrisr.upscale import plan_upscale
 
         plan = plan_upscale(volume)
+    model = choose_model(model, plan.factor)  # type: ignore[assignment]
+    check_model(model)
     check_adaptable(volume, plan)
     if profile is None:
         profile = scan_profile(volume, plan, thickness_mm)
@@ -304,8 +255,8 @@ def adapt_model(
     }
     log.info("adaptation: %s", record["reason"])
     if not kept:
-        return AdaptationResult(model, False, record)
-    return AdaptationResult(_adapted_model(model, adapted, record), True, record)
+        return AdaptationResult(model, False, record, model)
+    return AdaptationResult(_adapted_model(model, adapted, record), True, record, model)
 
 
 def _judge(
@@ -363,27 +314,31 @@ def held_out_psnr(generator: Any, held: list[tuple[torch.Tensor, torch.Tensor]])
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
+def save_adapted(result: AdaptationResult, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the model ``result`` chose as a normal model file (``--model PATH`` then uses it).
 
     When the adaptation was not kept this is the original model's weights
-    (the description says so).
+    (the description says so, and a warning is logged once it is written).
 
     Args:
         result: from :func:`adapt_model`.
-        path: a ``.safetensors`` file (replaced if it exists).
+        path: a ``.safetensors`` file; never the model adapted from, nor a
+            bundled model's file.
+        overwrite: replace an existing file (as ``save_volume``'s).
 
     Returns:
-        The path written.
+        The absolute path written.
 
     Raises:
         ConfigError: non-finite weights, or a path that is not ``.safetensors``.
-        OutputError: the file cannot be written.
+        OutputError: the path is the model file adapted from, exists (without
+            ``overwrite``), or cannot be written.
     """
     import torch
 
     from mrisr.checkpoint import save_model
 
+    path = check_save_path(path, result.original, result.model, overwrite=overwrite)
     model = result.model
     generator = model.generator  # type: ignore[attr-defined]
     if not all(bool(torch.isfinite(p).all()) for p in generator.state_dict().values()):
@@ -395,10 +350,67 @@ def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
     description = dict(model.description)  # type: ignore[attr-defined]
     description["adaptation"] = result.record
     name = description["generator"]["name"]
-    if not result.kept:
-        log.warning("adaptation was not kept: %s holds the original model's weights", path)
     # save_model stores CPU copies; moving the generator itself would break it for upscaling on GPU.
-    return save_model(path, generator, name=name, description=description)
+    written = save_model(path, generator, name=name, description=description)
+    if not result.kept:
+        log.warning("adaptation was not kept: %s holds the original model's weights", written)
+    return written
+
+
+def check_save_path(path: str | Path, *models: Any, overwrite: bool) -> Path:
+    """Refuse, before any work, a path the adapted model must not be written to.
+
+    Args:
+        path: the ``.safetensors`` file asked for (``--save-adapted``).
+        *models: the models adapted from: loaded models, ``--model`` values,
+            :class:`mrisr.models.ModelRequest` or None (the bundled default).
+        overwrite: allow replacing an existing file that is not an input.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ConfigError: a path that is not ``.safetensors``.
+        OutputError: the file of one of ``models`` or of a bundled model (inputs,
+            never written over), an existing file without ``overwrite``, a
+            folder, or a missing folder.
+    """
+    from mrisr.io.files import check_output, same_file
+
+    check_model_suffix(path)
+    target = Path(path).expanduser().absolute()
+    bundled, files = _model_files(models)
+    for source in [*files, *bundled]:
+        if same_file(target, source):
+            what = "a bundled model's file" if source in bundled else "the model file adapted from"
+            where = "" if source.absolute() == target else f" {source.absolute()}"
+            raise OutputError(
+                f"is {what}{where}: an input, and mrisr never writes over its input",
+                path=target,
+                expected="a new .safetensors path for the adapted model",
+                fix="pass another --save-adapted path (save_path= in the API), e.g. "
+                f"{target.name.removesuffix('.safetensors')}_adapted.safetensors",
+            )
+    return check_output(target, overwrite=overwrite)
+
+
+def _model_files(models: tuple[Any, ...]) -> tuple[list[Path], list[Path]]:
+    """(every bundled model's file, the files ``models`` read that can be found)."""
+    from mrisr.checkpoint import find_model_file
+    from mrisr.errors import MrisrError
+    from mrisr.models import bundled_models, model_location, names_cubic
+
+    files: list[Path] = []
+    for model in models:
+        spec = getattr(model, "spec", model)
+        if getattr(model, "path", None) is not None:
+            files.append(Path(model.path))
+        elif isinstance(spec, (str, Path)) and not names_cubic(spec):
+            try:  # a model that cannot be found fails when it is loaded, saying why
+                files.append(find_model_file(model_location(spec)))
+            except MrisrError:
+                pass
+    return list(bundled_models().values()), files
 
 
 # ------------------------------------------------------------------- helpers
@@ -407,6 +419,11 @@ def save_adapted(result: AdaptationResult, path: str | Path) -> Path:
 def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSettings:
     from dataclasses import replace
 
+    if settings is not None and not isinstance(settings, AdaptSettings):
+        raise ConfigError(
+            f"settings must be an AdaptSettings or None, got {settings!r}",
+            fix="pass settings=AdaptSettings(steps=200), or steps=, seconds=, seed= alone",
+        )
     base = settings if settings is not None else AdaptSettings()
     unknown = sorted(set(budget) - {"steps", "seconds", "seed"})
     if unknown:
@@ -415,6 +432,8 @@ def _settings(settings: AdaptSettings | None, budget: dict[str, Any]) -> AdaptSe
             expected="steps, seconds, seed",
             fix="pass steps=, seconds= or seed= (or settings=AdaptSettings(...))",
         )
+    if "steps" in budget or "seconds" in budget:  # a budget given replaces the settings' one
+        budget = {"steps": None, "seconds": None, **budget}
     return replace(base, **budget) if budget else base
 
 
@@ -467,51 +486,6 @@ def _reason(
             f"{THROUGH_PLANE_MARGIN:.0%} lower needed): kept the original model"
         )
     return f"{change}: no gain above {KEEP_MARGIN_DB:g} dB, kept the original model"
-
-
-def through_plane_residual(
-    model: SliceModel, volume: Volume, plan: UpscalePlan, thickness_mm: float | None = None
-) -> float:
-    """How far the model's raw slices are from the measured ones, re-simulated along the thick axis.
-
-    Up to :data:`CHECK_SLICES` slices of each plane that contains the thick
-    axis (evenly spread) are upscaled by ``model`` with no data consistency,
-    averaged back into thick slices with a box of the slice thickness (the
-    forward model of :mod:`mrisr.consistency`) and compared with the
-    normalised input: a model that reproduces the measured slices better
-    scores lower.
-
-    Args:
-        model: the slice model.
-        volume: the thick-slice scan, (X, Y, Z).
-        plan: its upscale plan.
-        thickness_mm: the slice thickness in mm, when known (else the header's,
-            else the spacing).
-
-    Returns:
-        Root-mean-square difference in normalised intensities (the input's
-        robust range is 1).
-    """
-    from mrisr.consistency import consistency_choice, slice_thickness
-    from mrisr.intensity import fit_normalisation
-    from mrisr.simulate import slice_profile_matrix
-    from mrisr.slices import slicing_axes, to_slice_stack
-
-    width, _, _ = consistency_choice(slice_thickness(volume, plan, thickness_mm), plan, None)
-    thick = fit_normalisation(volume.data).apply(volume.data)
-    rows = thick.shape[plan.axis]
-    weights = slice_profile_matrix(plan.n_out, rows, thickness=width)  # (rows, n_out)
-    squares, count = 0.0, 0
-    for slice_axis in slicing_axes(plan.axis):
-        stack = to_slice_stack(thick, plan.axis, slice_axis)
-        chosen = np.unique(
-            np.linspace(0, len(stack) - 1, min(CHECK_SLICES, len(stack))).astype(int)
-        )
-        upscaled = model.upscale_slices(stack[chosen], plan.n_out)
-        resimulated = np.einsum("tr,krc->ktc", weights, upscaled.astype(np.float64))
-        squares += float(np.sum((resimulated - stack[chosen]) ** 2))
-        count += resimulated.size
-    return math.sqrt(squares / count)
 
 
 def _running(
@@ -568,7 +542,8 @@ def refuse_without_network(model: Any) -> None:
         raise ConfigError(
             "--adapt needs a trained model, and --model cubic is interpolation",
             expected="a bundled model, a run folder or a .safetensors file",
-            fix="drop --adapt, or leave --model out to adapt the bundled model",
+            fix="drop --adapt (adapt=None in the API), or leave --model out (model=None) to "
+            "adapt the bundled model",
         )
     if model is not None and not isinstance(model, (str, Path)) and not hasattr(model, "spec"):
         check_model(model)
@@ -582,6 +557,7 @@ def adapt_for_upscale(
     *,
     thickness_mm: float | None = None,
     force: bool = False,
+    overwrite: bool = False,
     progress: AdaptProgress | None = None,
 ) -> tuple[SliceModel, dict[str, Any]]:
     """The upscale flow's adaptation step: checks, :func:`adapt_model`, the optional model file.
@@ -593,29 +569,36 @@ def adapt_for_upscale(
         settings: budget, seed and save path.
         thickness_mm: the user's slice thickness (``--thickness``).
         force: allow a factor outside the model's range.
+        overwrite: replace an existing model file at ``settings.save_path``.
         progress: see :func:`adapt_model`.
 
     Returns:
-        (the model to upscale with, the record for the sidecar).
+        (the model to upscale with, the record for the sidecar: :func:`adapt_model`'s
+        and ``saved_to``, the absolute path of the model file written or None).
 
     Raises:
-        ConfigError: no network, a factor outside the model's range, non-finite weights to save.
+        ConfigError: no network, a factor outside the model's range, non-finite weights
+            to save; each naming the scan (``volume.source``).
         InputError: a scan too small to adapt on.
         OutputError: the model file cannot be written.
     """
+    from mrisr.errors import naming_input
     from mrisr.upscale import check_factor_range
 
-    # Before the minutes of adapting (upscale_volume checks it again, cheaply).
-    check_factor_range(model, plan.factor, force=force)
-    result = adapt_model(
-        volume,
-        model,  # type: ignore[arg-type]
-        plan=plan,
-        settings=settings,
-        thickness_mm=thickness_mm,
-        progress=progress,
-    )
-    record = dict(result.record)
+    # Errors about the model or settings name the scan, as upscale_volume's do.
+    with naming_input(volume.source):
+        # Before the minutes of adapting (upscale_volume checks it again, cheaply).
+        check_factor_range(model, plan.factor, force=force)
+        result = adapt_model(
+            volume,
+            model,  # type: ignore[arg-type]
+            plan=plan,
+            settings=settings,
+            thickness_mm=thickness_mm,
+            progress=progress,
+        )
+    record = {**result.record, "saved_to": None}
     if settings.save_path is not None:
-        record["saved_to"] = str(save_adapted(result, settings.save_path).resolve())
+        saved = save_adapted(result, settings.save_path, overwrite=overwrite)
+        record["saved_to"] = str(saved)  # absolute, as options.adapt.save_path
     return result.model, record

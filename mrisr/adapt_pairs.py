@@ -35,8 +35,10 @@ MAX_PATCH = 64
 MIN_PATCH = 16
 #: Fewest LR rows a pair may have (the generator needs some context).
 MIN_LR_ROWS = 2
-#: One in-plane slice in this many (with signal) is held out.
+#: One in-plane slice in this many (with signal) is held out, starting with the third.
 HELD_OUT_EVERY = 5
+#: Fewest slices with signal a scan may have: one held out (the third) and two to train on.
+MIN_SLICES = 3
 #: Held-out pairs the before/after PSNR is measured on.
 HELD_OUT_PAIRS = 48
 #: Least foreground fraction of a slice for it to be used, and of a patch.
@@ -221,21 +223,12 @@ class InPlanePairs:
                     foreground=np.ascontiguousarray(planes > FOREGROUND_LEVEL),
                 )
             )
-        foreground = (slices > FOREGROUND_LEVEL).mean(axis=(1, 2))
-        useful = np.flatnonzero(foreground >= MIN_SLICE_FOREGROUND)
-        if len(useful) < 2:
-            raise InputError(
-                f"has {len(useful)} in-plane slice(s) with signal along axis {axis}",
-                path=volume.source,
-                expected="at least 2 (one to train on, one to check the adaptation on)",
-                fix="upscale without --adapt",
-            )
+        # check_adaptable refused fewer than MIN_SLICES slices with signal, so both
+        # sets hold at least one slice.
+        useful = _slices_with_signal(slices)
         held = useful[HELD_OUT_EVERY // 2 :: HELD_OUT_EVERY]
         self.held_out_slices = [int(i) for i in held]
         self.train_slices = [int(i) for i in useful if i not in set(held)]
-        if not self.train_slices:  # two slices: one of each
-            self.train_slices = [int(useful[0])]
-            self.held_out_slices = [int(useful[-1])]
         self.seed = int(seed)
         self._held: list[tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -329,13 +322,20 @@ def _patch_size(smallest: int, factor: float) -> int:
     return min(sides, key=lambda p: (abs(p / lr_rows(p, factor) - factor), -p), default=largest)
 
 
+def _slices_with_signal(slices: np.ndarray) -> np.ndarray:
+    """Indices of the (S, b, c) normalised in-plane slices with enough foreground to use."""
+    foreground = (slices > FOREGROUND_LEVEL).mean(axis=(1, 2))
+    return np.flatnonzero(foreground >= MIN_SLICE_FOREGROUND)
+
+
 def check_adaptable(volume: Volume, plan: UpscalePlan) -> None:
     """Refuse, before any work, a scan too small to cut adaptation patches from.
 
     Raises:
         InputError: in-plane sides under :data:`MIN_PATCH` voxels, pairs with
             fewer than :data:`MIN_LR_ROWS` LR rows at the planned factor, or
-            fewer than 2 slices.
+            fewer than :data:`MIN_SLICES` slices (with signal): whole slices
+            are held out to check the adaptation on.
     """
     axis = plan.axis
     in_plane = [volume.shape[a] for a in range(3) if a != axis]
@@ -345,8 +345,8 @@ def check_adaptable(volume: Volume, plan: UpscalePlan) -> None:
     problem = None
     if smallest < MIN_PATCH:
         problem = f"its in-plane size {in_plane[0]} x {in_plane[1]} is under {MIN_PATCH} voxels"
-    elif volume.shape[axis] < 2:
-        problem = f"it has {volume.shape[axis]} slice along axis {axis}"
+    elif volume.shape[axis] < MIN_SLICES:
+        problem = f"it has {volume.shape[axis]} slice(s) along axis {axis}"
     else:
         for a in range(3):
             if a == axis:
@@ -358,11 +358,19 @@ def check_adaptable(volume: Volume, plan: UpscalePlan) -> None:
                     f"a {size}-voxel in-plane patch holds under {MIN_LR_ROWS} slices "
                     f"at factor {factor:.3g}"
                 )
+    if problem is None:
+        data = fit_normalisation(volume.data).apply(volume.data)
+        useful = len(_slices_with_signal(np.moveaxis(data, axis, 0)))
+        if useful < MIN_SLICES:
+            problem = (
+                f"only {useful} of its {volume.shape[axis]} slices along axis {axis} hold signal"
+            )
     if problem is not None:
         raise InputError(
             f"is too small to adapt a model to: {problem}",
             path=volume.source,
             expected=f"in-plane slices of at least {MIN_PATCH} x {MIN_PATCH} voxels spanning "
-            f"at least {MIN_LR_ROWS} slice spacings, and 2 or more slices",
+            f"at least {MIN_LR_ROWS} slice spacings, and {MIN_SLICES} or more slices with "
+            "signal (one is held out to check the adaptation on, the rest train it)",
             fix="upscale without --adapt",
         )

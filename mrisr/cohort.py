@@ -288,7 +288,7 @@ class CohortSettings:
             (:func:`~mrisr.plan.plan_upscale`).
 
     Raises:
-        ConfigError: options with per-scan adaptation (one scan at a time), or
+        ConfigError: options with per-scan adaptation (only upscale_file adapts), or
             a spacing with a factor or not a positive number.
     """
 
@@ -299,15 +299,15 @@ class CohortSettings:
     spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
-        from mrisr.plan import check_spacing_request
+        from mrisr.plan import check_grid_request
 
-        check_spacing_request(self.spacing_mm, self.factor)  # before any scan
+        check_grid_request(self.spacing_mm, self.factor, self.axis)  # before any scan
         if self.options.adapt is not None:
             raise ConfigError(
-                "per-scan adaptation (--adapt) works on one scan at a time",
-                expected="one scan with --adapt, or several without it",
-                fix="adapt on one scan of the protocol with --save-adapted PATH, then upscale "
-                "the rest with --model PATH",
+                "per-scan adaptation (options.adapt, --adapt) is not available in a cohort run",
+                expected="options.adapt=None here; upscale_file (mrisr upscale SCAN) adapts",
+                fix="adapt on one scan of the protocol with AdaptSettings(save_path=PATH) "
+                "(--adapt --save-adapted PATH), then run the cohort with model=PATH (--model PATH)",
             )
 
 

@@ -2,7 +2,9 @@
 
 A thick slice is the average of the thin voxels it covers (its slice profile,
 :mod:`mrisr.simulate`). This module knows a scan's slice thickness and spacing
-along the thick axis (:func:`slice_thickness`) and projects an upscaled volume
+along the thick axis (:func:`slice_thickness`), measures how far a model's raw
+slices are from the measured ones (:func:`through_plane_residual`, which judges
+per-scan adaptation) and projects an upscaled volume
 onto the set of volumes whose re-simulated thick slices equal the input exactly,
 alternating with the input's intensity range (:func:`constrain_to_input`): the
 data-consistency step of model-based
@@ -13,6 +15,7 @@ networks for dynamic MR image reconstruction", IEEE TMI 2018).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +25,7 @@ from mrisr.simulate import Profile, apply_along_axis, slice_profile_matrix
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
-    from mrisr.upscale import UpscalePlan
+    from mrisr.upscale import SliceModel, UpscalePlan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,12 @@ MAX_CONSISTENCY_OVERLAP = 1.5
 #: Rounds of consistency and range steps without a 1 % fall of the residual
 #: after which the two constraints are taken not to meet (:func:`constrain_to_input`).
 STALL_ROUNDS = 10
+#: A given slice thickness over this many times the slice spacing is refused: slices
+#: overlapping that much are not an MRI acquisition (2x is the usual most, e.g. a 3D
+#: scan reconstructed with zero-filling); it is a typo or the wrong unit.
+MAX_THICKNESS_OVER_SPACING = 3.0
+#: Slices of each plane :func:`through_plane_residual` runs, evenly spread over the scan.
+CHECK_SLICES = 48
 
 
 def consistency_width(thickness: dict[str, Any], plan: UpscalePlan) -> float:
@@ -108,9 +117,12 @@ def slice_thickness(
     Returns:
         ``{"slice_thickness_mm", "slice_spacing_mm", "slice_thickness_source"}``,
         the source being ``"given"``, ``"header"`` or ``"spacing"`` (assumed).
+        Silent: :func:`warn_thickness` says, once per scan, when it differs
+        from the spacing.
 
     Raises:
-        ConfigError: a given thickness that is not a positive finite number.
+        ConfigError: a given thickness that is not a positive finite number,
+            or over :data:`MAX_THICKNESS_OVER_SPACING` times the slice spacing.
     """
     spacing = float(plan.spacing_in[plan.axis])
     header = volume.meta.get("slice_thickness_mm")
@@ -122,25 +134,53 @@ def slice_thickness(
                 path=volume.source,
                 fix="pass --thickness in mm (the scan's slice thickness), or leave it out",
             )
+        if value > MAX_THICKNESS_OVER_SPACING * spacing:
+            most = MAX_THICKNESS_OVER_SPACING * spacing
+            raise ConfigError(
+                f"slice thickness {value:g} mm is {value / spacing:.3g} times the slice "
+                f"spacing {spacing:.3g} mm along axis {plan.axis}",
+                path=volume.source,
+                expected=f"at most {MAX_THICKNESS_OVER_SPACING:g} times the spacing "
+                f"({most:.3g} mm): slices that overlap more are not a thick-slice acquisition",
+                fix="pass --thickness in mm, the thickness of one slice (thickness_mm= in the "
+                "API), or leave it out to use the header's or the spacing",
+            )
     elif header is not None and np.isfinite(header) and header > 0:
         value, source = float(header), "header"
     else:
         value, source = spacing, "spacing"
-    if abs(value - spacing) > 0.05 * spacing:
-        log.warning(
-            "%s: slice thickness %.3g mm differs from the slice spacing %.3g mm (%s); "
-            "models trained on contiguous slices only (the bundled fast, used at 2-6x) gain "
-            "less on such scans; fast-wide also saw thicknesses of 0.5-1.5 times the spacing",
-            volume.source or "scan",
-            value,
-            spacing,
-            "gaps" if value < spacing else "overlaps",
-        )
     return {
         "slice_thickness_mm": value,
         "slice_spacing_mm": spacing,
         "slice_thickness_source": source,
     }
+
+
+def warn_thickness(thickness: dict[str, Any], source: Any, *, network: bool) -> None:
+    """Log, once per scan, a slice thickness that differs from the slice spacing.
+
+    Args:
+        thickness: :func:`slice_thickness` of the scan.
+        source: the scan's file, named in the message.
+        network: whether a trained network upscales it: only then is what the
+            models were trained on worth saying.
+    """
+    value, spacing = thickness["slice_thickness_mm"], thickness["slice_spacing_mm"]
+    if abs(value - spacing) <= 0.05 * spacing:
+        return
+    models = (
+        "; models trained on contiguous slices only (the bundled fast, used at 2-6x) gain "
+        "less on such scans; fast-wide also saw thicknesses of 0.5-1.5 times the spacing"
+    )
+    log.warning(
+        "%s: slice thickness %.3g mm (%s) differs from the slice spacing %.3g mm (%s)%s",
+        source or "scan",
+        value,
+        thickness["slice_thickness_source"],
+        spacing,
+        "gaps" if value < spacing else "overlaps",
+        models if network else "",
+    )
 
 
 def background_mask(
@@ -290,6 +330,49 @@ def constrain_to_input(
         "range_exceeded_voxels": exceeded,
         "range_excess": excess,
     }
+
+
+def through_plane_residual(
+    model: SliceModel, volume: Volume, plan: UpscalePlan, thickness_mm: float | None = None
+) -> float:
+    """How far the model's raw slices are from the measured ones, re-simulated along the thick axis.
+
+    Up to :data:`CHECK_SLICES` slices of each plane that contains the thick
+    axis (evenly spread) are upscaled by ``model`` with no data consistency,
+    averaged back into thick slices with a box of the slice thickness (the
+    forward model of this module) and compared with the
+    normalised input: a model that reproduces the measured slices better
+    scores lower.
+
+    Args:
+        model: the slice model.
+        volume: the thick-slice scan, (X, Y, Z).
+        plan: its upscale plan.
+        thickness_mm: the slice thickness in mm, when known (else the header's,
+            else the spacing).
+
+    Returns:
+        Root-mean-square difference in normalised intensities (the input's
+        robust range is 1).
+    """
+    from mrisr.intensity import fit_normalisation
+    from mrisr.slices import slicing_axes, to_slice_stack
+
+    width, _, _ = consistency_choice(slice_thickness(volume, plan, thickness_mm), plan, None)
+    thick = fit_normalisation(volume.data).apply(volume.data)
+    rows = thick.shape[plan.axis]
+    weights = slice_profile_matrix(plan.n_out, rows, thickness=width)  # (rows, n_out)
+    squares, count = 0.0, 0
+    for slice_axis in slicing_axes(plan.axis):
+        stack = to_slice_stack(thick, plan.axis, slice_axis)
+        chosen = np.unique(
+            np.linspace(0, len(stack) - 1, min(CHECK_SLICES, len(stack))).astype(int)
+        )
+        upscaled = model.upscale_slices(stack[chosen], plan.n_out)
+        resimulated = np.einsum("tr,krc->ktc", weights, upscaled.astype(np.float64))
+        squares += float(np.sum((resimulated - stack[chosen]) ** 2))
+        count += resimulated.size
+    return math.sqrt(squares / count)
 
 
 def _range_excess(x: np.ndarray, zero: np.ndarray, low: float, high: float) -> tuple[int, float]:

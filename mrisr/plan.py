@@ -116,39 +116,102 @@ class UpscalePlan:
         return record
 
 
-def check_spacing_request(spacing_mm: float | None, factor: float | None) -> float | None:
-    """Refuse a ``--spacing`` that no scan could use, before any scan is read.
+def _number(value: Any, name: str, flag: str, example: str) -> float | None:
+    """``value`` as a float; None stays None. A string, bool or other type is refused."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        try:  # "4" read from a text file or a form: show it as the number it spells
+            example = f"{float(value):g}" if isinstance(value, str) else example
+        except ValueError:
+            pass
+        raise ConfigError(
+            f"{name} must be a number, got {value!r} ({type(value).__name__})",
+            fix=f"pass {name}={example} (on the command line {flag} {example})",
+        )
+    return float(value)
+
+
+def check_grid_request(
+    spacing_mm: float | None, factor: float | None, axis: int | None = None
+) -> float | None:
+    """Refuse a factor, ``--spacing`` or axis that no scan could use, before any scan is read.
 
     Args:
         spacing_mm: the isotropic output spacing asked for, or None.
         factor: the factor asked for, or None.
+        axis: the thick axis asked for, or None.
 
     Returns:
         ``spacing_mm`` as a float (None when not given).
 
     Raises:
-        ConfigError: both a spacing and a factor, or a spacing that is not a
-            finite positive number of mm.
+        ConfigError: a factor or spacing that is not a number (a string, a
+            bool), an axis other than 0, 1 or 2, both a spacing and a factor,
+            or a spacing that is not a finite positive number of mm.
     """
-    if spacing_mm is None:
+    factor = _number(factor, "factor", "--factor", "4")
+    spacing = _number(spacing_mm, "spacing_mm", "--spacing", "1")
+    if axis is not None and (
+        isinstance(axis, (bool, np.bool_))
+        or not isinstance(axis, (int, np.integer))
+        or axis not in (0, 1, 2)
+    ):
+        # 2.0 == 2 but cannot index a shape; True == 1 but is no axis.
+        raise ConfigError(
+            f"axis must be 0, 1 or 2, got {axis!r}", fix="pass axis=0, 1 or 2 (--axis 0, 1 or 2)"
+        )
+    if spacing is None:
         return None
     if factor is not None:
         raise ConfigError(
-            f"--spacing {spacing_mm:g} and --factor {factor:g} both set the output grid",
+            f"--spacing {spacing:g} and --factor {factor:g} both set the output grid",
             expected="one of them",
             fix="pass --spacing MM for an isotropic MM mm output, or --factor for the thick "
-            "axis alone (in-plane grid kept), not both",
+            "axis alone (in-plane grid kept), not both (spacing_mm= or factor= in the API)",
         )
-    try:
-        value = float(spacing_mm)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
+    if not (math.isfinite(spacing) and spacing > 0):
         raise ConfigError(
             f"--spacing must be a positive number of mm, got {spacing_mm!r}",
-            fix="pass --spacing MM, e.g. --spacing 1 for 1 mm isotropic voxels",
+            fix="pass --spacing MM, e.g. --spacing 1 for 1 mm isotropic voxels "
+            "(spacing_mm=1 in the API)",
         )
-    return value
+    return spacing
+
+
+def check_plan(
+    plan: UpscalePlan,
+    volume: Volume,
+    *,
+    factor: float | None,
+    axis: int | None,
+    spacing_mm: float | None,
+) -> None:
+    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``/spacing.
+
+    Raises:
+        ConfigError: see :func:`check_grid_request`; a plan of another shape, or
+            one whose factor, axis or spacing differs from those given.
+    """
+    check_grid_request(spacing_mm, factor, axis)
+    if tuple(plan.shape_in) != tuple(volume.shape):
+        raise ConfigError(
+            f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
+            path=volume.source,
+            fix="pass plan=plan_upscale(volume, ...) of this volume, or leave plan out",
+        )
+    if (
+        (factor is not None and factor != plan.factor)
+        or (axis is not None and axis != plan.axis)
+        or (spacing_mm is not None and spacing_mm != plan.spacing_mm)
+    ):
+        raise ConfigError(
+            f"factor={factor}, axis={axis}, spacing_mm={spacing_mm} disagree with the plan's "
+            f"factor {plan.factor:g}, axis {plan.axis}, spacing_mm {plan.spacing_mm}",
+            fix="pass either a plan or factor, axis and spacing_mm, not both",
+        )
 
 
 def plan_upscale(
@@ -177,23 +240,21 @@ def plan_upscale(
 
     Raises:
         ConfigError: an axis other than 0, 1 or 2, a factor that is not a
-            finite number > 1, or a bad ``spacing_mm`` (see
-            :func:`check_spacing_request`; finer than the in-plane spacing, or
+            finite number > 1 (a string, a bool), or a bad ``spacing_mm`` (see
+            :func:`check_grid_request`; finer than the in-plane spacing, or
             not finer than the slice spacing).
         GeometryError: no thick axis (isotropic, or two thick axes), or the
             default factor on an axis no thicker than the in-plane spacing.
     """
-    spacing_mm = check_spacing_request(spacing_mm, factor)
+    spacing_mm = check_grid_request(spacing_mm, factor, axis)
+    factor = float(factor) if factor is not None else None
     source = str(volume.source) if volume.source is not None else None
     if axis is None:
         zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
         axis = detect_thick_axis(
             volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
         )
-    elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1, 2):
-        # 2.0 == 2 but cannot index a shape; True == 1 but is no axis.
-        raise ConfigError(f"axis must be 0, 1 or 2, got {axis!r}", fix="pass --axis 0, 1 or 2")
-    else:
+    else:  # the type and range were checked by check_grid_request
         _warn_if_not_the_thick_axis(volume, int(axis), min_anisotropy, source)
     axis = int(axis)
     n_in = volume.shape[axis]

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mrisr.consistency import consistency_choice, constrain_to_input, slice_thickness
+from mrisr.consistency import (
+    consistency_choice,
+    constrain_to_input,
+    slice_thickness,
+    warn_thickness,
+)
 from mrisr.disagreement import (
     NO_FLIP,
     POOL_SIGMA_VOXELS,
@@ -47,13 +52,19 @@ from mrisr.io.outputs import (
 from mrisr.io.storage import OUTPUT_DTYPES, check_output_dtype
 from mrisr.models import ModelRequest, choose_model, covers_factor
 from mrisr.output_check import check_model_output
-from mrisr.plan import UpscalePlan, check_spacing_request, plan_upscale, working_grid
+from mrisr.plan import (
+    UpscalePlan,
+    check_grid_request,
+    check_plan,
+    plan_upscale,
+    working_grid,
+)
 from mrisr.simulate import Profile, check_profile
 from mrisr.slices import from_slice_stack, slicing_axes, to_slice_stack
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:
-    from mrisr.adapt import AdaptSettings
+    from mrisr.adapt_settings import AdaptSettings
 
 __all__ = [
     "GRID_FACTS",
@@ -173,7 +184,8 @@ class UpscaleOptions:
             ``uint8`` (integers with a NIfTI scale factor; see :mod:`mrisr.io.storage`).
 
     Raises:
-        ConfigError: an unknown fusion, dtype or profile. (A thickness is checked
+        ConfigError: an unknown fusion, dtype or profile, an ``adapt`` that is not
+            :class:`mrisr.adapt.AdaptSettings` or None. (A thickness is checked
             against the scan, by :func:`mrisr.consistency.slice_thickness`.)
     """
 
@@ -209,6 +221,15 @@ class UpscaleOptions:
                 fix="pass --dtype float32 (default), int16 or uint8",
             )
         check_profile(self.consistency_profile)
+        if self.adapt is not None:
+            from mrisr.adapt_settings import AdaptSettings
+
+            if not isinstance(self.adapt, AdaptSettings):
+                raise ConfigError(
+                    f"adapt must be an AdaptSettings or None, got {self.adapt!r}",
+                    fix="pass adapt=AdaptSettings() (from mrisr.adapt) for the default budget, "
+                    "AdaptSettings(steps=200) for another, or adapt=None not to adapt",
+                )
 
     @classmethod
     def build(cls, options: UpscaleOptions | None, settings: dict[str, Any]) -> UpscaleOptions:
@@ -286,7 +307,7 @@ def upscale_volume(
     if plan is None:
         plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     else:
-        _check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+        check_plan(plan, volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
     model = choose_model(model, plan.factor)
     grid = plan.to_dict()
     # With --spacing the model, consistency and range all work on the scan
@@ -296,6 +317,7 @@ def upscale_volume(
         # Every check before the first voxel is computed.
         check_factor_range(model, plan.factor, force=options.force)
         thickness = slice_thickness(volume, plan, options.thickness_mm)
+        warn_thickness(thickness, volume.source, network=hasattr(model, "generator"))
         width, project, skipped = consistency_choice(thickness, plan, options.consistency)
         normalisation = fit_normalisation(volume.data)
     thick = normalisation.apply(volume.data)
@@ -346,33 +368,6 @@ def upscale_volume(
         }
         meta["disagreement"] = volume.with_data(disagreement, plan.affine_out, meta={})
     return volume.with_data(data, plan.affine_out, meta=meta)
-
-
-def _check_plan(
-    plan: UpscalePlan,
-    volume: Volume,
-    *,
-    factor: float | None,
-    axis: int | None,
-    spacing_mm: float | None,
-) -> None:
-    """Refuse a plan made for another volume, or one that contradicts ``factor``/``axis``/spacing."""
-    if tuple(plan.shape_in) != tuple(volume.shape):
-        raise ConfigError(
-            f"the plan is for a volume of shape {plan.shape_in}, this one is {volume.shape}",
-            path=volume.source,
-            fix="pass plan=plan_upscale(volume, ...) of this volume, or leave plan out",
-        )
-    if (
-        (factor is not None and factor != plan.factor)
-        or (axis is not None and axis != plan.axis)
-        or (spacing_mm is not None and spacing_mm != plan.spacing_mm)
-    ):
-        raise ConfigError(
-            f"factor={factor}, axis={axis}, spacing_mm={spacing_mm} disagree with the plan's "
-            f"factor {plan.factor:g}, axis {plan.axis}, spacing_mm {plan.spacing_mm}",
-            fix="pass either a plan or factor, axis and spacing_mm, not both",
-        )
 
 
 def _upscale_planes(
@@ -481,9 +476,13 @@ def upscale_file(
     from mrisr.io import load_volume
 
     options = UpscaleOptions.build(options, settings)
-    check_spacing_request(spacing_mm, factor)  # before anything is read
+    check_grid_request(spacing_mm, factor, axis)  # before anything is read
     # "." and ".." name the folder they are; "" is refused (Path("") would be ".").
     input_path = named_path(require_existing(input_path, expected="a scan file or DICOM folder"))
+    if options.adapt is not None and options.adapt.save_path is not None:
+        from mrisr.adapt import check_save_path  # the model file is an input: never written over
+
+        check_save_path(options.adapt.save_path, model, overwrite=True)
     output, sidecar = check_upscale_outputs(
         input_path, output_path, overwrite=overwrite, options=options
     )
@@ -494,6 +493,7 @@ def upscale_file(
     volume = load_volume(input_path)
     with naming_input(input_path):
         plan = plan_upscale(volume, factor=factor, axis=axis, spacing_mm=spacing_mm)
+        slice_thickness(volume, plan, options.thickness_mm)  # a bad --thickness: before the model
         if options.adapt is not None:
             # Adapt on what the model will see: the scan on the planned in-plane grid.
             adapt_on = working_grid(volume, plan)
@@ -510,6 +510,7 @@ def upscale_file(
                 options.adapt,
                 thickness_mm=options.thickness_mm,
                 force=options.force,
+                overwrite=overwrite,
                 progress=adapt_progress,
             )
         upscale_and_write(

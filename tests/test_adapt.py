@@ -17,6 +17,7 @@ from mrisr.adapt import (
     InPlanePairs,
     ScanProfile,
     adapt_model,
+    check_adaptable,
     save_adapted,
     scan_profile,
 )
@@ -225,6 +226,40 @@ def test_non_finite_weights_are_never_saved(model, monkeypatch, tmp_path):
     assert not target.exists()
 
 
+def test_save_adapted_checks_first_and_never_writes_over_a_file_unasked(
+    model, model_file, tmp_path, caplog
+):
+    from mrisr.errors import OutputError
+
+    result = adapt_model(_scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=1)
+    assert result.original is model
+    # A wrong name is refused before anything is logged about the file.
+    with caplog.at_level("WARNING"), pytest.raises(ConfigError, match=".safetensors"):
+        save_adapted(result, tmp_path / "x.pt")
+    assert "holds the original" not in caplog.text and not (tmp_path / "x.pt").exists()
+    target = tmp_path / "adapted.safetensors"
+    target.write_bytes(b"someone's file")
+    with pytest.raises(OutputError, match="already exists.*overwrite=True"):
+        save_adapted(result, target)
+    assert target.read_bytes() == b"someone's file"
+    assert save_adapted(result, target, overwrite=True) == target.absolute()
+    assert GeneratorSliceModel.from_file(target, device="cpu").description["adaptation"]
+    # The model adapted from is an input: not even overwrite=True replaces it.
+    before = model_file.read_bytes()
+    with pytest.raises(OutputError, match="model file adapted from: an input"):
+        save_adapted(result, model_file, overwrite=True)
+    assert model_file.read_bytes() == before
+
+
+def test_not_kept_is_logged_after_the_file_is_written(model, tmp_path, caplog):
+    result = adapt_model(_scan(), model, profile=ScanProfile("mean", 4.0, 4.0, "given"), steps=1)
+    result = adapt.AdaptationResult(result.original, False, result.record, result.original)
+    target = tmp_path / "kept_not.safetensors"
+    with caplog.at_level("WARNING"):
+        save_adapted(result, target)
+    assert target.is_file() and f"{target} holds the original model's weights" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("budget", "error"),
     [
@@ -240,6 +275,64 @@ def test_bad_budgets_are_refused(model, budget, error):
         adapt_model(_scan(), model, **budget)
 
 
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"steps": 3, "seconds": 3}, "budget given both in steps \\(3\\) and in seconds"),
+        ({"steps": "a"}, "at least 1 step, got 'a'"),
+        ({"steps": True}, "at least 1 step, got True"),
+        ({"seconds": "a"}, "positive number of seconds, got 'a'"),
+        ({"seconds": True}, "positive number of seconds, got True"),
+        ({"seed": "a"}, "seed must be a whole number from 0 to 2\\*\\*64 - 1, got 'a'"),
+        ({"seed": -1}, "seed must be a whole number .*got -1"),
+        ({"seed": 1.5}, "seed must be a whole number .*got 1.5"),
+        ({"seed": 2**64}, "seed must be a whole number"),
+        ({"save_path": 3}, "save_path must be a file path or None, got 3"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_config_errors_with_a_fix(model, settings, words):
+    from mrisr.adapt import AdaptSettings
+
+    with pytest.raises(ConfigError, match=words) as caught:
+        AdaptSettings(**settings)
+    assert caught.value.fix
+    # The API's keywords go through the same check, before any work.
+    budget = {k: v for k, v in settings.items() if k != "save_path"}
+    if budget:
+        with pytest.raises(ConfigError, match=words):
+            adapt_model(_scan(), model, **budget)
+
+
+def test_a_budget_keyword_replaces_the_settings_budget(model):
+    from mrisr.adapt import AdaptSettings
+
+    result = adapt_model(_scan(), model, settings=AdaptSettings(seconds=60), steps=1)
+    assert result.record["budget"] == {"steps": 1}
+    with pytest.raises(ConfigError, match="settings must be an AdaptSettings or None"):
+        adapt_model(_scan(), model, settings={"steps": 1})
+
+
+def test_upscale_file_refuses_adapt_that_is_not_adapt_settings(tmp_path):
+    from mrisr.upscale import upscale_file
+
+    scan = _scan_file(tmp_path)
+    for value in (True, {"steps": 3}):
+        with pytest.raises(ConfigError, match="adapt must be an AdaptSettings or None") as caught:
+            upscale_file(scan, adapt=value)
+        assert "adapt=AdaptSettings()" in caught.value.fix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def test_adapt_model_takes_a_model_value_as_upscale_does(model_file):
+    result = adapt_model(_scan(), str(model_file), steps=1)  # a --model value: loaded here
+    assert result.record["steps"] == 1 and result.model.description["factor_range"] == [2.0, 6.0]
+    with pytest.raises(ConfigError, match="model 'cubic' has no network") as caught:
+        adapt_model(_scan(), "cubic", steps=1)
+    assert "model=None" in caught.value.fix and "--model" in caught.value.fix
+    with pytest.raises(ConfigError, match="model 5 \\(int\\) has no network"):
+        adapt_model(_scan(), 5, steps=1)
+
+
 def test_a_misspelt_budget_is_refused_with_the_fix(model):
     with pytest.raises(ConfigError, match="unknown adaptation setting.*stepz.*Fix: pass steps="):
         adapt_model(_scan(), model, stepz=3)
@@ -247,12 +340,28 @@ def test_a_misspelt_budget_is_refused_with_the_fix(model):
 
 @pytest.mark.parametrize(
     ("shape", "spacing"),
-    [((12, 12, 6), (1.0, 1.0, 4.0)), ((40, 36, 1), (1.0, 1.0, 4.0)), ((20, 20, 3), (1, 1, 15.0))],
+    [
+        ((12, 12, 6), (1.0, 1.0, 4.0)),
+        ((40, 36, 1), (1.0, 1.0, 4.0)),
+        ((40, 36, 2), (1.0, 1.0, 4.0)),  # no slice left to hold out
+        ((20, 20, 3), (1, 1, 15.0)),
+    ],
 )
 def test_scans_too_small_are_refused(model, shape, spacing):
     scan = _scan(shape, spacing)
     with pytest.raises(InputError, match="too small"):
         adapt_model(scan, model, plan=plan_upscale(scan, axis=2), steps=1)
+
+
+def test_a_scan_with_signal_in_two_slices_only_is_refused_before_any_pairs(model):
+    scan = _scan((40, 36, 8))
+    data = scan.data.copy()
+    data[:, :, 2:] = 0  # 8 slices, 2 of them with signal: none could be held out
+    scan = scan.with_data(data, scan.affine)
+    with pytest.raises(InputError, match="only 2 of its 8 slices along axis 2 hold signal"):
+        check_adaptable(scan, plan_upscale(scan))
+    with pytest.raises(InputError, match="too small"):
+        adapt_model(scan, model, steps=1)
 
 
 def test_cubic_cannot_be_adapted():
@@ -269,6 +378,16 @@ def _scan_file(tmp_path: Path) -> Path:
     path = tmp_path / "scan.nii.gz"
     save_volume(_scan(), path)
     return path
+
+
+def test_a_save_path_is_stored_absolute(tmp_path, monkeypatch):
+    from mrisr.adapt import AdaptSettings
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        AdaptSettings(save_path="p.safetensors").save_path == tmp_path.absolute() / "p.safetensors"
+    )
+    assert AdaptSettings(save_path=None).save_path is None
 
 
 def test_a_budget_over_the_limit_is_refused_with_a_fix(model):
@@ -316,6 +435,36 @@ def test_cli_refuses_a_scan_too_small_to_adapt(tmp_path, model_file):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.nii.gz"]
 
 
+def test_cli_refuses_a_two_slice_scan_before_any_work(tmp_path, model_file):
+    path = tmp_path / "two.nii.gz"
+    save_volume(_scan((40, 36, 2)), path)
+    result = runner.invoke(app, ["upscale", str(path), "--adapt", "--model", str(model_file)])
+    assert result.exit_code == 2, result.output
+    assert f"{path}: is too small to adapt a model to: it has 2 slice(s)" in result.output
+    assert "3 or more slices" in result.output and "Fix: upscale without --adapt" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "selected", "fix"),
+    [
+        (["--summary", "s.json"], "--summary", "drop --summary to adapt this scan alone"),
+        (["--shard", "1/1"], "--shard", "drop --shard to adapt this scan alone"),
+        (["SECOND"], "2 scans", "Fix: adapt on one scan of the protocol with --adapt"),
+    ],
+)
+def test_cli_says_adaptation_is_not_available_in_cohort_mode(tmp_path, extra, selected, fix):
+    scan = _scan_file(tmp_path)
+    extra = [str(scan) if e == "SECOND" else e for e in extra]
+    before = sorted(tmp_path.iterdir())
+    result = runner.invoke(app, ["upscale", str(scan), "--adapt", "--adapt-steps", "2", *extra])
+    assert result.exit_code == 2, result.output
+    assert f"not available in cohort mode, selected here by {selected};" in result.output
+    assert fix in result.output and "then upscale the rest with --model PATH" in result.output
+    assert "scans in this process" not in result.output  # refused before the cohort starts
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
     scan = _scan_file(tmp_path)
     saved = tmp_path / "protocol.safetensors"
@@ -332,6 +481,104 @@ def test_cli_adapts_records_and_saves_a_reusable_model(tmp_path, model_file):
     assert saved.is_file()
     again = runner.invoke(app, [*args, "--model", str(saved), "-o", str(tmp_path / "b.nii.gz")])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("save", ["MODEL", "LINK", "BUNDLED"])
+def test_cli_never_saves_the_adapted_model_over_the_model_file(
+    tmp_path, model_file, save, monkeypatch
+):
+    import shutil
+
+    import mrisr.models
+
+    scan = _scan_file(tmp_path)
+    model = tmp_path / "m.safetensors"
+    shutil.copy(model_file, model)
+    (tmp_path / "link.safetensors").symlink_to(model)
+    # A stand-in for the bundled models, so that a failure cannot damage the real ones.
+    (tmp_path / "weights").mkdir()
+    bundled = Path(shutil.copy(model_file, tmp_path / "weights" / "fast.safetensors"))
+    monkeypatch.setattr(mrisr.models, "bundled_models", lambda: {"fast": bundled})
+    target = {"MODEL": model, "LINK": tmp_path / "link.safetensors", "BUNDLED": bundled}[save]
+    before = sorted(tmp_path.iterdir()), model.read_bytes(), bundled.read_bytes()
+    result = runner.invoke(
+        app,
+        ["upscale", str(scan), "--model", str(model), "--device", "cpu", "--adapt",
+         "--adapt-steps", "1", "--save-adapted", str(target), "--overwrite"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "an input, and mrisr never writes over its input" in result.output
+    assert "Fix: pass another --save-adapted path" in result.output
+    assert (sorted(tmp_path.iterdir()), model.read_bytes(), bundled.read_bytes()) == before
+
+
+def test_cli_replaces_an_earlier_adapted_model_with_overwrite(tmp_path, model_file):
+    scan = _scan_file(tmp_path)
+    saved = tmp_path / "protocol.safetensors"
+    saved.write_bytes(b"an earlier adaptation")
+    args = ["upscale", str(scan), "--model", str(model_file), "--device", "cpu", "--adapt",
+            "--adapt-steps", "1", "--save-adapted", str(saved)]  # fmt: skip
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert saved.read_bytes() == b"an earlier adaptation"
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert GeneratorSliceModel.from_file(saved, device="cpu").description["adaptation"]
+
+
+def test_the_thickness_warning_is_given_once_per_scan_when_adapting(tmp_path, model_file, caplog):
+    from mrisr.adapt import AdaptSettings
+    from mrisr.upscale import upscale_file
+
+    scan = _scan_file(tmp_path)  # 4 mm slices
+    with caplog.at_level("WARNING"):
+        upscale_file(scan, model=str(model_file), adapt=AdaptSettings(steps=1), thickness_mm=3.0)
+    warnings = [
+        r.getMessage() for r in caplog.records if "differs from the slice spacing" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "contiguous slices" in warnings[0]  # a network ran: what models were trained on
+
+
+@pytest.mark.parametrize("adapting", [[], ["--adapt", "--adapt-steps", "1"]])
+def test_a_factor_outside_the_model_s_range_names_the_scan_with_or_without_adapt(
+    tmp_path, model_file, adapting
+):
+    scan = _scan_file(tmp_path)
+    args = ["upscale", str(scan), "--model", str(model_file), "--factor", "8", *adapting]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"error: {scan}: factor 8 is outside the range 2-6" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def _documented_adaptation_keys() -> str:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    return next(line for line in docs.read_text().splitlines() if line.startswith("| `adaptation`"))
+
+
+def test_the_sidecar_records_paths_absolute_and_documents_every_key(
+    tmp_path, model_file, monkeypatch
+):
+    _scan_file(tmp_path)
+    monkeypatch.chdir(tmp_path)  # --save-adapted as typed: relative
+    args = ["upscale", "scan.nii.gz", "--model", str(model_file), "--adapt", "--adapt-steps", "1"]
+    saved = runner.invoke(app, [*args, "--save-adapted", "p.safetensors"])
+    assert saved.exit_code == 0, saved.output
+    sidecar = json.loads((tmp_path / "scan_sr.json").read_text())
+    absolute = str((tmp_path / "p.safetensors").absolute())
+    assert sidecar["adaptation"]["saved_to"] == absolute
+    assert sidecar["options"]["adapt"]["save_path"] == absolute
+    plain = runner.invoke(app, [*args, "-o", "plain.nii.gz"])
+    assert plain.exit_code == 0, plain.output
+    record = json.loads((tmp_path / "plain.json").read_text())["adaptation"]
+    assert record["saved_to"] is None and record["weights"] == "ema"  # null, not absent
+    documented = _documented_adaptation_keys()
+    for key in record:
+        assert f"`{key}`" in documented, f"adaptation key {key!r} is not in docs/cli.md"
+    for key in record["pairs"]:
+        assert f"`{key}`" in documented, f"adaptation.pairs key {key!r} is not in docs/cli.md"
 
 
 def test_a_failed_image_write_takes_the_saved_adapted_model_with_it(

@@ -529,5 +529,5 @@ def test_adaptation_is_refused_for_a_cohort():
     from mrisr.cohort import CohortSettings
     from mrisr.upscale import UpscaleOptions
 
-    with pytest.raises(ConfigError, match="one scan at a time.*--save-adapted"):
+    with pytest.raises(ConfigError, match="not available in a cohort run.*save_path=PATH"):
         CohortSettings(options=UpscaleOptions(adapt=AdaptSettings(steps=5)))

@@ -135,8 +135,13 @@ EARLY_REFUSALS = [
     ("factor outside range", ["--model", "fast", "--factor", 9], ["outside the range 2-6"]),
     (
         "thickness with consistency",
-        ["--model", "cubic", "--consistency", "--thickness", 40],
-        ["--consistency needs a slice thickness", "40 mm"],
+        ["--model", "cubic", "--consistency", "--thickness", 10],
+        ["--consistency needs a slice thickness", "10 mm"],
+    ),
+    (
+        "thickness far over the spacing",
+        ["--model", "cubic", "--thickness", 40],
+        ["slice thickness 40 mm is 10 times the slice spacing 4 mm", "at most 3 times"],
     ),
     ("axis", ["--model", "cubic", "--axis", 5], ["axis must be 0, 1 or 2"]),
     ("fusion", ["--model", "cubic", "--fusion", "median"], ["unknown fusion", "median"]),
@@ -189,7 +194,8 @@ NAMED = [
     ("no bundled model", None, ["--factor", 30]),
     ("model range", None, ["--model", "fast", "--factor", 9]),
     ("thickness", None, ["--model", "cubic", "--thickness", -2]),
-    ("consistency", None, ["--model", "cubic", "--consistency", "--thickness", 40]),
+    ("consistency", None, ["--model", "cubic", "--consistency", "--thickness", 10]),
+    ("thickness over the spacing", None, ["--model", "cubic", "--thickness", 40]),
     ("isotropic", {"zooms": (1.0, 1.0, 1.0)}, ["--model", "cubic"]),
     ("factor", None, ["--model", "cubic", "--factor", 0.5]),
 ]

@@ -168,6 +168,13 @@ def flair_like() -> Volume:
         ({"axis": True, "factor": 2.0}, ["axis must be 0, 1 or 2, got True"]),
         ({"spacing_mm": 6.0}, ["nothing to super-resolve"]),
         ({"spacing_mm": 1.0, "factor": 4.0}, ["both set the output grid", "not both"]),
+        # The wrong type: a ConfigError with both spellings of the fix, not numpy's TypeError.
+        ({"factor": "4"}, ["factor must be a number, got '4' (str)", "factor=4 ", "--factor 4"]),
+        ({"factor": True}, ["factor must be a number, got True (bool)", "--factor"]),
+        ({"spacing_mm": "1"}, ["spacing_mm must be a number, got '1'", "spacing_mm=1 "]),
+        ({"spacing_mm": [1.0]}, ["spacing_mm must be a number, got [1.0] (list)"]),
+        ({"factor": "2", "spacing_mm": 1.0}, ["factor must be a number, got '2'"]),
+        ({"axis": "2"}, ["axis must be 0, 1 or 2, got '2'", "axis=0, 1 or 2 (--axis"]),
     ],
 )
 def test_a_grid_it_cannot_use_is_refused_before_any_work(settings, words):
@@ -177,6 +184,15 @@ def test_a_grid_it_cannot_use_is_refused_before_any_work(settings, words):
         assert word in str(error.value)
     with pytest.raises(ConfigError):
         upscale_volume(flair_like(), CubicSliceModel(), **settings)
+
+
+def test_a_factor_of_the_wrong_type_is_refused_by_upscale_file_before_the_scan_is_read(tmp_path):
+    from mrisr.upscale import upscale_file
+
+    missing = tmp_path / "not_read.nii.gz"  # never read: the factor is refused first
+    with pytest.raises(ConfigError, match="factor must be a number, got '4'"):
+        upscale_file(missing, model="cubic", factor="4")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_in_plane_axis_coarser_than_mm_is_refused_naming_the_coarsest():

@@ -227,6 +227,28 @@ def test_consistency_refuses_a_thickness_it_cannot_use(thickness, words):
         )
 
 
+@pytest.mark.parametrize("thickness", [12.01, 1e6])
+def test_a_thickness_far_over_the_spacing_is_refused_with_the_fix(thickness):
+    volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
+    with pytest.raises(ConfigError, match="times the slice spacing 4 mm along axis 2") as caught:
+        upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=thickness)
+    assert "at most 3 times the spacing (12 mm)" in str(caught.value)
+    assert "--thickness" in caught.value.fix and "thickness_mm=" in caught.value.fix
+    # 3 times the spacing (overlapping slices) is still a thickness: recorded, used where it can be.
+    done = upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=12.0)
+    assert done.meta["upscale"]["slice_thickness_mm"] == 12.0
+
+
+def test_the_thickness_warning_speaks_of_models_only_when_a_network_runs(caplog):
+    volume = Volume(np.ones((8, 8, 4), np.float32) * np.arange(4), np.diag([1, 1, 4, 1.0]), None)
+    with caplog.at_level("WARNING"):
+        upscale_volume(volume, CubicSliceModel(), factor=4.0, thickness_mm=3.0)
+    warnings = [r.getMessage() for r in caplog.records if "slice thickness" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "3 mm (given) differs from the slice spacing 4 mm (gaps)" in warnings[0]
+    assert "model" not in warnings[0] and "fast" not in warnings[0]
+
+
 def test_a_header_thickness_does_not_block_plain_upscaling(rng):
     # 5 mm slices every 7 mm, upscaled 1.3x: output voxels (5.4 mm) are thicker than
     # the slices, which only --consistency would need to resolve.

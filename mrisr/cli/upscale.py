@@ -97,7 +97,10 @@ def command(
     single = is_single_scan(scans)
     if single and output is not None and output.is_dir():  # -o results/ for one scan too
         output = output / default_output_path(scans[0]).name
-    if shard or summary or distributed_env()[1] > 1 or not single:
+    cohort = _cohort_reasons(scans, single, shard, summary, distributed_env()[1])
+    if cohort and adapting is not None:
+        _refuse_adapt_in_cohort(cohort)
+    if cohort:
         grid = {"factor": factor, "axis": axis, "spacing_mm": spacing}
         _many(scans, output, request, options, grid, overwrite, shard, summary)
         return
@@ -161,9 +164,53 @@ def _adapt_settings(
                 f"{', '.join(given)} given without --adapt", fix="add --adapt, or drop them"
             )
         return None
-    from mrisr.adapt import AdaptSettings
+    from mrisr.adapt_settings import AdaptSettings
 
     return AdaptSettings(steps=steps, seconds=seconds, save_path=save)
+
+
+def _cohort_reasons(
+    scans: list[Path], single: bool, shard: str | None, summary: Path | None, world: int
+) -> list[tuple[str, str | None]]:
+    """What selects cohort mode (mrisr.cohort), each with how to undo it for one scan.
+
+    Empty for one plain scan.
+    """
+    reasons: list[tuple[str, str | None]] = []
+    if not single:
+        reasons.append(
+            (f"{len(scans)} scans" if len(scans) > 1 else "a folder or glob of scans", None)
+        )
+    if summary is not None:
+        reasons.append(("--summary", "drop --summary"))
+    if shard is not None:
+        reasons.append(("--shard", "drop --shard"))
+    if world > 1:
+        reasons.append((f"torchrun ({world} processes)", "run without torchrun"))
+    return reasons
+
+
+def _refuse_adapt_in_cohort(reasons: list[tuple[str, str | None]]) -> None:
+    """Refuse --adapt in cohort mode, naming what selected it.
+
+    Raises:
+        ConfigError: always.
+    """
+    from mrisr.errors import ConfigError
+
+    fix = (
+        "adapt on one scan of the protocol with --adapt --save-adapted PATH, then upscale "
+        "the rest with --model PATH"
+    )
+    undo = [u for _, u in reasons]
+    if None not in undo:  # one scan: it can be adapted on its own
+        fix = f"{' and '.join(u for u in undo if u)} to adapt this scan alone, or {fix}"
+    raise ConfigError(
+        "per-scan adaptation (--adapt) is not available in cohort mode, selected here by "
+        + " and ".join(r for r, _ in reasons),
+        expected="one scan, without --summary, --shard or torchrun, to adapt",
+        fix=fix,
+    )
 
 
 def _report_adaptation(provenance: dict[str, Any]) -> None:

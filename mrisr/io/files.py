@@ -161,6 +161,14 @@ def stem(path: str | Path) -> str:
     return name[: len(name) - len(ending)] if ending in READ_FORMATS else name
 
 
+def same_file(path: str | Path, other: str | Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or a hard link."""
+    path, other = Path(path).expanduser().absolute(), Path(other).expanduser().absolute()
+    return path.resolve() == other.resolve() or (
+        path.exists() and other.exists() and os.path.samefile(path, other)
+    )
+
+
 def check_output(
     path: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
 ) -> Path:
@@ -184,9 +192,7 @@ def check_output(
         if source is None:
             continue
         source = Path(source).expanduser().absolute()
-        if path.resolve() == source.resolve() or (
-            path.exists() and source.exists() and os.path.samefile(path, source)
-        ):
+        if same_file(path, source):
             raise OutputError(
                 f"is the input {source}; mrisr never writes over its input",
                 path=path,
