@@ -216,7 +216,8 @@ def _refuse_adapt_in_cohort(reasons: list[tuple[str, str | None]]) -> None:
 def _report_adaptation(provenance: dict[str, Any]) -> None:
     """One line on what the adaptation did, from the sidecar's record."""
     record = provenance.get("adaptation", {})
-    say(f"adaptation: {record.get('reason')} ({record.get('steps')} steps)")
+    steps = record.get("steps")
+    say(f"adaptation: {record.get('reason')} ({steps} step{'' if steps == 1 else 's'})")
     if record.get("saved_to"):
         say(f"wrote {record['saved_to']}")
 
