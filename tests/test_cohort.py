@@ -90,6 +90,59 @@ def test_a_folder_of_files_in_no_image_format_is_one_dicom_series(tmp_path):
     assert is_single_scan([series]) and not is_single_scan([tmp_path / "study"])
 
 
+@pytest.fixture
+def series_with_nifti(shared_data, thick, tmp_path):
+    """withnii/: the shared PD series (20 .dcm files) and a NIfTI beside it."""
+    folder = tmp_path / "withnii"
+    folder.mkdir()
+    for path in sorted((shared_data / "thick" / "brain_pd_axial_7mm_dicom").iterdir()):
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "README").write_text("exported from the PACS")  # not DICOM: not counted
+    save_volume(thick, folder / "converted.nii.gz")
+    return folder
+
+
+def test_dicom_files_beside_an_image_are_named_in_a_warning(series_with_nifti, caplog):
+    with caplog.at_level("WARNING"):
+        assert names(expand_scans([series_with_nifti])) == ["converted.nii.gz"]
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.startswith(f"{series_with_nifti}: 20 DICOM files not upscaled"), message
+    assert "also holds an image file (converted.nii.gz)" in message
+    assert "move it into a folder of its own and pass that folder" in message
+    assert f"'{series_with_nifti}/*.nii.gz'" in message
+
+
+def test_naming_the_images_of_such_a_folder_gives_no_warning(series_with_nifti, caplog):
+    with caplog.at_level("WARNING"):
+        assert names(expand_scans([f"{series_with_nifti}/*.nii.gz"])) == ["converted.nii.gz"]
+    assert not caplog.records
+
+
+def test_the_warning_is_given_once_per_folder_and_then_counted(tmp_path, thick, caplog):
+    for k in range(7):
+        folder = tmp_path / "study" / f"sub-{k}"
+        folder.mkdir(parents=True)
+        save_volume(thick, folder / "t2.nii.gz")
+        (folder / "IM0001").write_bytes(b"\0" * 128 + b"DICM")
+    (tmp_path / "study" / "sub-0" / "notes.pdf").write_bytes(b"%PDF")
+    with caplog.at_level("WARNING"):
+        assert len(expand_scans([tmp_path / "study"])) == 7
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 6 and "sub-0: 1 DICOM file not upscaled" in messages[0]
+    assert messages[-1].startswith("2 more folders hold DICOM files beside image files")
+
+
+def test_the_upscale_command_warns_and_upscales_the_image(series_with_nifti, tmp_path, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        result = invoke("upscale", series_with_nifti, "-o", out, "--model", "cubic")
+    assert result.exit_code == 0, result.output
+    assert "withnii: 20 DICOM files not upscaled" in caplog.text  # once, not per listing
+    assert caplog.text.count("DICOM files not upscaled") == 1
+    assert (out / "converted_sr.nii.gz").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "single"),
     [(["a/s1.nii.gz"], True), (["missing.nii.gz"], True), (["a"], False),

@@ -17,6 +17,7 @@ import numpy as np
 
 from mrisr.errors import GeometryError, InputError
 from mrisr.geometry import voxel_sizes
+from mrisr.io.dicom_files import LeftOut, file_meta, left_out_files
 from mrisr.io.files import READABLE
 from mrisr.io.itk_formats import quiet_itk, read_or_refuse, simpleitk, sitk_to_ras
 from mrisr.io.validation import check_affine, check_components, check_dtype, check_shape
@@ -63,15 +64,16 @@ def load_dicom_folder(folder: Path) -> Volume:
 
     Raises:
         InputError: no series or several (in the folder or below it),
-            unreadable files, slices without positions, several images per
-            position, a multi-frame file without a trustworthy slice spacing,
-            RGB or unusable voxels.
+            unreadable or damaged files (:func:`check_left_out`), slices
+            without positions, several images per position, a multi-frame
+            file without a trustworthy slice spacing, RGB or unusable voxels.
         GeometryError: slices that do not form one regular stack, or an
             invalid affine.
     """
     with quiet_itk() as sitk:
         where, uid = find_series(folder)
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(where), uid))
+        check_left_out(folder, where, files)
         if len(files) == 1:
             volume = _load_multiframe(folder, Path(files[0]))
             if volume is not None:
@@ -122,6 +124,70 @@ def load_dicom_folder(folder: Path) -> Volume:
     if gaps.size:
         meta["slice_gap_range_mm"] = (float(gaps.min()), float(gaps.max()))
     return Volume(data=data, affine=affine, header=None, source=folder, meta=meta)
+
+
+#: What to do about DICOM files that cannot be read.
+DAMAGED_FIX = (
+    "copy or export the series again from the scanner or PACS, and check that every file "
+    "arrives whole (compare file sizes); a file that is not part of the series belongs in "
+    "another folder"
+)
+
+
+def check_left_out(folder: Path, where: Path, files: list[str]) -> None:
+    """Refuse DICOM files that GDCM's series listing skipped because they cannot be read.
+
+    GDCM drops such files without a word: a truncated first or last slice
+    would give a volume one slice short, a middle one uneven spacing. DICOM
+    objects without an image (a report, a presentation state) are left out
+    with a warning; a DICOMDIR silently. Only files outside the series are
+    read (:func:`~mrisr.io.dicom_files.left_out_files`).
+
+    Args:
+        folder: the folder the user named, for messages.
+        where: the folder holding the series (``folder`` or one below it).
+        files: the series' files as GDCM lists them.
+
+    Raises:
+        InputError: a file in ``where`` that looks like DICOM (DICM marker or a
+            .dcm/.dicom/.ima name) but cannot be read; every one is named.
+    """
+    head = b""
+    if files:  # the series' SOP class tells a damaged slice from a report
+        with open(files[0], "rb") as stream:
+            head = stream.read(65536)
+    left = left_out_files(where, files, file_meta(head).get("0002|0002"))
+    others = [item for item in left if not item.damaged]
+    if others:
+        log.warning(
+            "%s: %s without an image left out of the series: %s",
+            folder,
+            _files(len(others)),
+            _named(folder, others),
+        )
+    damaged = [item for item in left if item.damaged]
+    if damaged:
+        raise InputError(
+            f"holds {_files(len(damaged))} that cannot be read, which GDCM would leave out "
+            f"of the series ({_files(len(files), 'read')}): {_named(folder, damaged)}",
+            path=folder,
+            expected="every DICOM file of the series complete and readable",
+            fix=DAMAGED_FIX,
+        )
+
+
+def _files(count: int, what: str = "") -> str:
+    """``"1 DICOM file"``, ``"19 files read"``: a count with its noun, for messages."""
+    noun = "file" if count == 1 else "files"
+    return f"{count} {noun} {what}" if what else f"{count} DICOM {noun}"
+
+
+def _named(folder: Path, items: list[LeftOut], most: int = 10) -> str:
+    """``"brain_020.dcm (truncated: ...); ..."``, at most ``most`` of them, for messages."""
+    parts = [f"{item.path.relative_to(folder)} ({item.reason})" for item in items[:most]]
+    if len(items) > most:
+        parts.append(f"and {len(items) - most} more")
+    return "; ".join(parts)
 
 
 #: How to get a multi-frame DICOM file into mrisr.
@@ -278,9 +344,13 @@ def find_series(folder: Path) -> tuple[Path, str]:
     if not below:
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         if files:  # files are there, but none is DICOM that GDCM can group into a series
+            damaged = [item for item in left_out_files(folder, [], None) if item.damaged]
+            why = "they are not DICOM, or damaged, or lack the series tags"
+            if damaged:
+                why = f"{_files(len(damaged))} cannot be read: {_named(folder, damaged)}"
             raise InputError(
                 f"holds {len(files)} file(s) (e.g. {files[0].name}) but no readable DICOM "
-                "series: they are not DICOM, or damaged, or lack the series tags",
+                f"series: {why}",
                 path=folder,
                 expected=READABLE,
                 fix="check the files (e.g. with dcmdump), re-export the series from the PACS, "

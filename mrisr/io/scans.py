@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mrisr.errors import InputError
+from mrisr.io.dicom_files import looks_like_dicom
 from mrisr.io.files import READ_FORMATS, READABLE, broken_link_target, stem, suffix
 from mrisr.io.outputs import disagreement_path, sidecar_path
+
+log = logging.getLogger(__name__)
 
 #: Characters that make an argument a glob pattern (expanded by mrisr, not the shell).
 GLOB_CHARACTERS = frozenset("*?[")
@@ -30,8 +34,12 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
     * an existing file is a scan, as given (even an mrisr output);
     * a folder gives the image files in it and, recursively, in its
       sub-folders; a folder holding no image file but other files is one
-      DICOM series. mrisr's own outputs (an image whose JSON sidecar records
-      ``mrisr_version``) and hidden files are left out, so that a second run
+      DICOM series. A folder holding image files beside DICOM files gives
+      its image files (often the series converted in place by ``dcm2niix``),
+      with a warning that names the folder and counts the DICOM files left
+      out (:func:`_warn_unused_dicom`). mrisr's own outputs (an image whose
+      JSON sidecar records ``mrisr_version``) and hidden files are left out,
+      so that a second run
       over the same folder does not upscale the first run's results; a
       symbolic link named like an image whose target is missing is kept, so
       that it fails as its own scan, naming the link and its target;
@@ -51,36 +59,50 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
             nothing, or a folder holds no scan.
     """
     found: dict[str, Path] = {}
-    for item in paths:
-        text = os.path.expanduser(str(item))
-        if not text.strip():
-            raise InputError(
-                "an empty path names no scan (it would mean the current folder)",
-                expected=READABLE,
-                fix="name the scan or folder ('.' for the current folder)",
-            )
-        if GLOB_CHARACTERS & set(text) and not Path(text).exists():
-            matches = sorted(glob.glob(text, recursive=True))
-            scans = [scan for match in matches for scan in _scans_in(Path(match), named=False)]
-            if not scans:
+    unused: list[tuple[Path, int, list[Path]]] = []
+    try:
+        for item in paths:
+            text = os.path.expanduser(str(item))
+            if not text.strip():
                 raise InputError(
-                    "matches no scan",
-                    path=text,
+                    "an empty path names no scan (it would mean the current folder)",
                     expected=READABLE,
-                    fix="check the pattern (quote it so that mrisr, not the shell, expands it)",
+                    fix="name the scan or folder ('.' for the current folder)",
                 )
-        else:
-            scans = _scans_in(Path(text), named=True)
-        for scan in scans:
-            absolute = scan.absolute()
-            found[str(absolute)] = absolute
+            if GLOB_CHARACTERS & set(text) and not Path(text).exists():
+                matches = sorted(glob.glob(text, recursive=True))
+                scans = [
+                    scan
+                    for match in matches
+                    for scan in _scans_in(Path(match), named=False, unused=unused)
+                ]
+                if not scans:
+                    raise InputError(
+                        "matches no scan",
+                        path=text,
+                        expected=READABLE,
+                        fix="check the pattern (quote it so that mrisr, not the shell, expands it)",
+                    )
+            else:
+                scans = _scans_in(Path(text), named=True, unused=unused)
+            for scan in scans:
+                absolute = scan.absolute()
+                found[str(absolute)] = absolute
+    finally:  # also before "holds no scan": the DICOM files may be what the user meant
+        _warn_unused_dicom(unused)
     if not found:
         raise InputError("no scans were named", expected=READABLE, fix="name scans or folders")
     return [found[key] for key in sorted(found)]
 
 
-def _scans_in(path: Path, *, named: bool) -> list[Path]:
-    """The scans one path stands for (see :func:`expand_scans`)."""
+def _scans_in(
+    path: Path, *, named: bool, unused: list[tuple[Path, int, list[Path]]] | None = None
+) -> list[Path]:
+    """The scans one path stands for (see :func:`expand_scans`).
+
+    ``unused``, when given, receives (folder, DICOM file count, image files)
+    for each folder whose DICOM files are left out because it holds image files.
+    """
     if not path.is_dir():
         if named:  # a file the user named is a scan, whatever made it
             return [path]
@@ -91,10 +113,17 @@ def _scans_in(path: Path, *, named: bool) -> list[Path]:
     images = [p for p in files if suffix(p) in READ_FORMATS]
     # A link to nothing named like an image is reported as a failed scan, not skipped.
     images += [p for p in children if suffix(p) in READ_FORMATS and _broken_link(p)]
-    if not images and any(suffix(p) not in _NOT_DICOM for p in files):
+    others = [p for p in files if suffix(p) not in READ_FORMATS and suffix(p) not in _NOT_DICOM]
+    if not images and others:
         return [path]  # a folder of files in no image format: one DICOM series
+    if unused is not None and images:
+        dicom = sum(1 for p in others if looks_like_dicom(p))
+        if dicom:
+            unused.append((path, dicom, images))
     scans = [p for p in images if not _is_mrisr_output(p)]
-    scans += [scan for p in children if p.is_dir() for scan in _scans_in(p, named=False)]
+    scans += [
+        scan for p in children if p.is_dir() for scan in _scans_in(p, named=False, unused=unused)
+    ]
     if named and not scans:
         raise InputError(
             "holds no scan",
@@ -103,6 +132,39 @@ def _scans_in(path: Path, *, named: bool) -> list[Path]:
             fix="check the folder, or name the scans themselves",
         )
     return scans
+
+
+#: How many folders :func:`_warn_unused_dicom` names one by one.
+_UNUSED_NAMED = 5
+
+
+def _warn_unused_dicom(unused: list[tuple[Path, int, list[Path]]]) -> None:
+    """Warn about DICOM files left out because image files share their folder.
+
+    A folder with image files is searched for those only (the series is
+    often beside its own conversion, written there by ``dcm2niix``); the
+    warning says so, and how to upscale the series or silence the warning.
+    """
+    for folder, count, images in unused[:_UNUSED_NAMED]:
+        files = "1 DICOM file" if count == 1 else f"{count} DICOM files"
+        held = f"an image file ({images[0].name})"
+        if len(images) > 1:
+            held = f"{len(images)} image files ({images[0].name} and {len(images) - 1} more)"
+        log.warning(
+            "%s: %s not upscaled: the folder also holds %s, and only the image files of such "
+            "a folder are scans. To upscale the DICOM series, move it into a folder of its own "
+            "and pass that folder; to upscale the image files without this warning, name them "
+            "(e.g. '%s')",
+            folder,
+            files,
+            held,
+            folder / f"*{suffix(images[0])}",
+        )
+    if len(unused) > _UNUSED_NAMED:
+        log.warning(
+            "%d more folders hold DICOM files beside image files, left out in the same way",
+            len(unused) - _UNUSED_NAMED,
+        )
 
 
 def _broken_link(path: Path) -> bool:
