@@ -57,6 +57,33 @@ _WRITE_FAILURES = (OSError, RuntimeError, ValueError)
 _PENDING: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("mrisr_pending", default=None)
 
 
+def refuse_empty_path(
+    path: str | Path,
+    *,
+    expected: str,
+    names: str = "nothing",
+    error: type[MrisrError] = InputError,
+) -> None:
+    """Refuse an empty text as a path: ``Path("")`` would silently be the current folder.
+
+    Args:
+        path: what the user passed (a ``Path`` is never empty: it passes).
+        expected: what should be named, for the message.
+        names: what an empty path names, for the message ("nothing", "no scan").
+        error: the error class.
+
+    Raises:
+        MrisrError: ``error``, for an empty or all-blank text.
+    """
+    if isinstance(path, str) and not path.strip():
+        raise error(
+            f"an empty path names {names} (it would mean the current folder)",
+            expected=expected,
+            fix=f"name the {'scan' if names == 'no scan' else 'file'} or folder "
+            "('.' for the current folder)",
+        )
+
+
 def require_existing(
     path: str | Path,
     *,
@@ -85,12 +112,7 @@ def require_existing(
             symbolic link to nothing is named as one, with its target; an
             empty text (which ``Path`` would read as the current folder).
     """
-    if isinstance(path, str) and not path.strip():  # Path("") is the current folder
-        raise error(
-            "an empty path names nothing (it would mean the current folder)",
-            expected=expected,
-            fix="name the file or folder ('.' for the current folder)",
-        )
+    refuse_empty_path(path, expected=expected, error=error)
     path = Path(path)
     there = {"path": path.exists, "file": path.is_file, "folder": path.is_dir}[kind]()
     if not there:

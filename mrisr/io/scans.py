@@ -17,7 +17,14 @@ from pathlib import Path
 
 from mrisr.errors import InputError
 from mrisr.io.dicom_files import looks_like_dicom
-from mrisr.io.files import READ_FORMATS, READABLE, broken_link_target, stem, suffix
+from mrisr.io.files import (
+    READ_FORMATS,
+    READABLE,
+    broken_link_target,
+    refuse_empty_path,
+    stem,
+    suffix,
+)
 from mrisr.io.outputs import disagreement_path, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -62,13 +69,8 @@ def expand_scans(paths: Iterable[str | Path]) -> list[Path]:
     unused: list[tuple[Path, int, list[Path]]] = []
     try:
         for item in paths:
+            refuse_empty_path(str(item), expected=READABLE, names="no scan")
             text = os.path.expanduser(str(item))
-            if not text.strip():
-                raise InputError(
-                    "an empty path names no scan (it would mean the current folder)",
-                    expected=READABLE,
-                    fix="name the scan or folder ('.' for the current folder)",
-                )
             if GLOB_CHARACTERS & set(text) and not Path(text).exists():
                 matches = sorted(glob.glob(text, recursive=True))
                 scans = [
