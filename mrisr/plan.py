@@ -249,13 +249,13 @@ def plan_upscale(
     spacing_mm = check_grid_request(spacing_mm, factor, axis)
     factor = float(factor) if factor is not None else None
     source = str(volume.source) if volume.source is not None else None
+    zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
     if axis is None:
-        zooms = volume.header.get_zooms() if hasattr(volume.header, "get_zooms") else None
         axis = detect_thick_axis(
             volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
         )
     else:  # the type and range were checked by check_grid_request
-        _warn_if_not_the_thick_axis(volume, int(axis), min_anisotropy, source)
+        _warn_if_not_the_thick_axis(volume, int(axis), zooms, min_anisotropy, source)
     axis = int(axis)
     n_in = volume.shape[axis]
     shape_grid, affine_grid = volume.shape, np.asarray(volume.affine, np.float64)
@@ -350,11 +350,16 @@ SAME_SPACING_TOLERANCE = 1e-4
 
 
 def _warn_if_not_the_thick_axis(
-    volume: Volume, axis: int, min_anisotropy: float, source: str | None
+    volume: Volume, axis: int, zooms: Any, min_anisotropy: float, source: str | None
 ) -> None:
-    """Warn when ``--axis`` names an axis other than the one the header says is thick."""
+    """Warn when ``--axis`` names an axis other than the one the header says is thick.
+
+    The thick axis is found as when no axis is given (same header zooms, same threshold).
+    """
     try:
-        detected = detect_thick_axis(volume.affine, min_anisotropy=min_anisotropy, source=source)
+        detected = detect_thick_axis(
+            volume.affine, header_zooms=zooms, min_anisotropy=min_anisotropy, source=source
+        )
     except MrisrError:
         return  # isotropic or ambiguous: no thick axis to contradict
     if detected != axis:
