@@ -106,12 +106,17 @@ def invoke(*args: Any):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def two_volumes(folder: Path) -> Path:
+    """Two small training volumes in ``folder``: ``a`` trains, ``b`` is held out."""
+    save_nifti(folder / "a.nii.gz", wave_volume(0))
+    save_nifti(folder / "b.nii.gz", wave_volume(1, (36, 40, 34)))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
     """Two small training volumes (``a`` trains, ``b`` is held out) and one damaged file."""
-    folder = tmp_path_factory.mktemp("volumes")
-    save_nifti(folder / "a.nii.gz", wave_volume(0))
-    save_nifti(folder / "b.nii.gz", wave_volume(1, (36, 40, 34)))
+    folder = two_volumes(tmp_path_factory.mktemp("volumes"))
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b this is not gzip")
     return folder
 

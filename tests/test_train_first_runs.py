@@ -15,7 +15,14 @@ from mrisr.cli import app
 from mrisr.config_file import load_config
 from mrisr.training import TrainEvent, TrainingInterrupted, run_training
 from mrisr.training.state_file import load_training_state
-from tests.test_train import file_digests, make_config, read_log, save_nifti, wave_volume
+from tests.test_train import (
+    file_digests,
+    make_config,
+    read_log,
+    save_nifti,
+    two_volumes,
+    wave_volume,
+)
 
 runner = CliRunner()
 
@@ -32,10 +39,7 @@ def stop_after_step_2(event: TrainEvent) -> None:
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("volumes")
-    save_nifti(folder / "a.nii.gz", wave_volume(0))
-    save_nifti(folder / "b.nii.gz", wave_volume(1, (36, 40, 34)))
-    return folder
+    return two_volumes(tmp_path_factory.mktemp("volumes"))
 
 
 # ------------------------------------------------- 1. relative paths, resumed elsewhere

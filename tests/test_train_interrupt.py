@@ -18,7 +18,14 @@ from mrisr.errors import InputError
 from mrisr.training import run_training
 from mrisr.training.data import find_volumes
 from mrisr.training.state_file import load_training_state
-from tests.test_train import make_config, read_log, save_nifti, train_steps, wave_volume
+from tests.test_train import (
+    make_config,
+    read_log,
+    save_nifti,
+    train_steps,
+    two_volumes,
+    wave_volume,
+)
 
 runner = CliRunner()
 
@@ -91,10 +98,7 @@ def test_the_shared_uih_volume_is_refused_with_how_to_fix_it(shared_data, tmp_pa
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("volumes")
-    save_nifti(folder / "a.nii.gz", wave_volume(0))
-    save_nifti(folder / "b.nii.gz", wave_volume(1, (36, 40, 34)))
-    return folder
+    return two_volumes(tmp_path_factory.mktemp("volumes"))
 
 
 def start_training(volumes: Path, run: Path, *extra: object) -> subprocess.Popen:
